@@ -1,0 +1,328 @@
+"""Side-by-side speed checks of the project's fast paths against the plain way.
+
+Each section runs both variants in this process on the same model, data and number of
+steps, prints both figures and their ratio, and checks the two give the same numbers:
+
+(a) training throughput: ``Runner._fit`` vs a plain ``DataLoader(TensorDataset)`` loop;
+(b) N models trained together (``reuse.group.train_group``) vs one after another;
+(c) scoring the E1 swap variants with ``reuse.group.evaluate_states`` vs a loop of
+    ``reuse.metrics.evaluate``;
+(d) ``reuse.criteria.kernel_rmse`` (one vectorised pass) vs a per-layer Python loop;
+(e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section.
+
+Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
+temporary folder), so the script needs no download. Results go to
+``benchmarks/results/<device>-<date>.json`` with device, torch version and git commit.
+
+    python benchmarks/bench.py              # full sizes (CPU: about a minute)
+    python benchmarks/bench.py --quick      # tiny sizes, seconds; CI runs this
+    python benchmarks/bench.py --device cuda --peak-tflops 989
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import platform
+import re
+import resource
+import struct
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from reuse.criteria import kernel_rmse
+from reuse.data import FASHION_FILES
+from reuse.experiments.network_reusability import TYPE_SETS
+from reuse.gpu import autocast, prepare_model, synchronize
+from reuse.group import bn_cancelled_keys, evaluate_states, train_group
+from reuse.metrics import PRIMARY, evaluate, loss
+from reuse.models import conv_layer_names
+from reuse.provenance import provenance
+from reuse.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
+from reuse.train import MONITOR_SIZE, Runner, RunSpec
+
+# sizes: images are 32 x 32 px (Fashion-MNIST padded), one channel
+SIZES = {
+    "quick": dict(width=2, depth=1, batch_size=16, n_train=32, epochs=1, group_sizes=(1, 2),
+                  n_test=32, rmse_repeats=5),
+    "full": dict(width=8, depth=2, batch_size=32, n_train=512, epochs=1, group_sizes=(1, 4, 16),
+                 n_test=512, rmse_repeats=50),
+}
+CUDA_OVERRIDES = dict(n_train=4096, batch_size=128, width=16, depth=3)  # a GPU idles on less
+PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
+
+
+# ----------------------------------------------------------------------------- data
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def synthetic_fashion(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Fashion-MNIST-shaped IDX files: class c is a bright rectangle sized by c on noise."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 30, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            h, w = 6 + c, 16 - c
+            top, left = rng.integers(2, 28 - h - 1), rng.integers(2, 28 - w - 1)
+            images[i, top:top + h, left:left + w] = 200
+        _write_idx(folder / FASHION_FILES[(split, "images")], images)
+        _write_idx(folder / FASHION_FILES[(split, "labels")], labels)
+    return folder
+
+
+# ----------------------------------------------------------------------------- timing
+def _timed(fn, device: torch.device):
+    synchronize(device)
+    start = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - start
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def _rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------- (a)
+def plain_loop(runner: Runner, spec: RunSpec) -> torch.nn.Module:
+    """What one would write without the project: DataLoader over a CPU TensorDataset,
+    batches copied to the device each step, fp32, same model, optimiser and steps."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
+                        spec.n_train)
+    loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=spec.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(spec.order_seed))
+    model = runner.build(spec).to(runner.device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs * len(loader))
+    for _ in range(spec.epochs):
+        for xb, yb in loader:
+            xb, yb = xb.to(runner.device), yb.to(runner.device)
+            batch_loss = loss(spec.task, model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            sched.step()
+    return model
+
+
+def _train_flops(runner: Runner, spec: RunSpec) -> float:
+    """FLOPs of one forward + backward on one batch (FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = prepare_model(runner.build(spec), runner.device).train()
+    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
+                        spec.n_train)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with autocast(runner.device):
+            batch_loss = loss(spec.task, model(x[:spec.batch_size]), y[:spec.batch_size])
+        batch_loss.backward()
+    return float(counter.get_total_flops())
+
+
+# ----------------------------------------------------------------------------- (c)
+def swap_variants(model: torch.nn.Module, target: dict, source: dict) -> list[dict]:
+    """The states E1 scores for one condition (all conv, prefix k, suffix k, parameter types)."""
+    layers = conv_layer_names(model)
+    key_sets = [select_keys(model, layers, KERNEL_TYPES)]
+    for k in range(1, len(layers) + 1):
+        key_sets += [select_keys(model, prefix(layers, k), KERNEL_TYPES),
+                     select_keys(model, suffix(layers, k), KERNEL_TYPES)]
+    key_sets += [select_keys(model, None, types) for types in TYPE_SETS.values()]
+    return [swap_state(target, source, keys) for keys in key_sets]
+
+
+def _per_layer_rmse(source: dict, target: dict, layers: list[str]) -> pd.DataFrame:
+    rows = []
+    for i, name in enumerate(layers):
+        a, b = source[f"{name}.weight"].double(), target[f"{name}.weight"].double()
+        rmse = float(((a - b) ** 2).mean().sqrt())
+        rows.append({"layer": name, "index": i, "n_weights": b.numel(), "rmse": rmse,
+                     "rel_rmse": rmse / float((b ** 2).mean().sqrt())})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- main
+def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF16_TFLOPS,
+        out_dir: str | Path | None = None, architecture: str = "unet") -> dict:
+    """All sections; returns the result record (also written as JSON unless ``out_dir`` is None)."""
+    runner_device = torch.device(device) if device != "auto" else None
+    sizes = dict(SIZES["quick" if quick else "full"])
+    probe = Runner(device if runner_device is None else str(runner_device), cache_dir=None,
+                   progress=False)
+    dev = probe.device
+    if dev.type == "cuda" and not quick:
+        sizes.update(CUDA_OVERRIDES)
+    tmp = tempfile.TemporaryDirectory()
+    folder = synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
+                               n_test=2 * sizes["n_test"] + 20)  # each pair side gets half
+    runner = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
+                    deterministic=dev.type != "cuda")
+    spec = RunSpec(architecture, "segmentation", "fashion-split", width=sizes["width"],
+                   depth=sizes["depth"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
+                   n_train=sizes["n_train"])
+    x, _ = runner.split(spec.pair, spec.domain, spec.task, "train", 0, 0.0, spec.n_train)  # warm
+    images = spec.epochs * spec.n_train
+    rows: list[dict] = []
+
+    def record(section, what, baseline_s, fast_s, n_items, unit, agree, peak=None, **extra):
+        row = {"section": section, "what": what, "baseline_s": baseline_s, "fast_s": fast_s,
+               f"baseline_{unit}": n_items / baseline_s, f"fast_{unit}": n_items / fast_s,
+               "speedup": baseline_s / fast_s, "agree": agree, "cuda_peak_mib": peak, **extra}
+        rows.append(row)
+        print(f"({section}) {what}: baseline {n_items / baseline_s:,.1f} {unit}, fast "
+              f"{n_items / fast_s:,.1f} {unit}, speedup x{row['speedup']:.2f}"
+              f"{'' if agree is None else f', agree={agree}'}", flush=True)
+
+    # warm-up (kernel selection, allocator) outside the timings
+    runner._fit(spec.replace(epochs=1))
+    train_group(runner, [spec, spec.replace(init_seed=1)])
+
+    # (a) project trainer vs plain DataLoader loop
+    _reset_peak(dev)
+    _, t_plain = _timed(lambda: plain_loop(runner, spec), dev)
+    fitted, t_fit = _timed(lambda: runner._fit(spec), dev)
+    n_mon = min(MONITOR_SIZE, runner.available(spec.pair, spec.domain, "test"))
+    mx, my = runner.split(spec.pair, spec.domain, spec.task, "test", 0, 0.0, n_mon)
+    mon_model = runner.model(fitted)
+    _, t_mon = _timed(lambda: [evaluate(mon_model, mx, my, spec.task, runner.n_outputs(spec),
+                                        metrics=(PRIMARY[spec.task],)) for _ in range(spec.epochs)], dev)
+    what = f"trainer vs DataLoader loop, {architecture} w{spec.width} d{spec.depth} bs{spec.batch_size}"
+    record("a", what, t_plain, t_fit, images, "img/s", None, _peak_mib(dev),
+           note=f"trainer time includes scoring {n_mon} monitor images per epoch")
+    record("a", what + ", trainer less its monitor scoring", t_plain, max(t_fit - t_mon, 1e-9), images,
+           "img/s", None, None, monitor_s=t_mon)
+
+    # (b) N together vs one after another
+    flops_step = _train_flops(runner, spec)
+    steps = spec.epochs * math.ceil(spec.n_train / spec.batch_size)
+    for n in sizes["group_sizes"]:
+        specs = [spec.replace(init_seed=i, order_seed=i) for i in range(n)]
+        if dev.type == "cuda":  # let cuDNN pick its kernels for this group size first
+            train_group(runner, [s.replace(n_train=2 * s.batch_size) for s in specs])
+        _reset_peak(dev)
+        loop, t_loop = _timed(lambda: [runner._fit(s) for s in specs], dev)
+        peak_loop = _peak_mib(dev)
+        _reset_peak(dev)
+        group, t_group = _timed(lambda: train_group(runner, specs), dev)
+        noise = set(bn_cancelled_keys(runner.build(spec)))  # rounding-driven, see group.py
+        err = max(float((a.state[k].double() - b.state[k].double()).abs().max())
+                  for a, b in zip(group, loop) for k in a.state if k not in noise)
+        achieved = flops_step * steps * n / t_group / 1e12
+        record("b", f"{n} models together vs one after another", t_loop, t_group, n * images,
+               "img/s", err < 1e-3, _peak_mib(dev), max_weight_diff=err, cuda_peak_loop_mib=peak_loop,
+               train_tflops_fast=achieved, train_tflops_baseline=flops_step * steps * n / t_loop / 1e12)
+    if dev.type == "cuda":
+        last = rows[-1]
+        last["fraction_of_bf16_peak"] = last["train_tflops_fast"] / peak_tflops
+        print(f"    largest group: {last['train_tflops_fast']:.2f} TFLOP/s = "
+              f"{100 * last['fraction_of_bf16_peak']:.3f}% of {peak_tflops:g} TFLOP/s bf16 peak "
+              f"(loop: {last['train_tflops_baseline']:.2f} TFLOP/s)", flush=True)
+
+    # (c) batched swap scoring vs a loop over variants
+    target, source = runner._fit(spec), runner._fit(spec.replace(domain="target", order_seed=1))
+    model = runner.model(target)
+    n_test = sizes["n_test"]
+    tx, ty = runner.split(spec.pair, "target", spec.task, "test", 0, 0.0, n_test)
+    states = swap_variants(model, target.state, source.state)
+    n_out, metric = runner.n_outputs(spec), PRIMARY[spec.task]
+
+    def looped():
+        out = []
+        for s in states:
+            model.load_state_dict(s)
+            out.append(evaluate(model, tx, ty, spec.task, n_out, metrics=(metric,))[metric])
+        return out
+
+    evaluate_states(model, states[:2], tx, ty, spec.task, n_out, metric)  # warm-up
+    _reset_peak(dev)
+    ref, t_loop = _timed(looped, dev)
+    _reset_peak(dev)
+    fast, t_fast = _timed(lambda: evaluate_states(model, states, tx, ty, spec.task, n_out, metric), dev)
+    err = max(abs(a - b) for a, b in zip(ref, fast))
+    record("c", f"{len(states)} swap variants x {n_test} test images", t_loop, t_fast,
+           len(states), "states/s", err <= 1e-4, _peak_mib(dev), max_metric_diff=err)
+
+    # (d) bulk RMSE vs per-layer loop
+    layers = conv_layer_names(model)
+    reps = sizes["rmse_repeats"]
+    bulk = kernel_rmse(source.state, target.state, layers)
+    per = _per_layer_rmse(source.state, target.state, layers)
+    err = float(np.abs(bulk[["rmse", "rel_rmse"]].to_numpy() - per[["rmse", "rel_rmse"]].to_numpy()).max())
+    _, t_loop = _timed(lambda: [_per_layer_rmse(source.state, target.state, layers) for _ in range(reps)], dev)
+    _, t_bulk = _timed(lambda: [kernel_rmse(source.state, target.state, layers) for _ in range(reps)], dev)
+    record("d", f"kernel RMSE over {len(layers)} layers", t_loop, t_bulk, reps, "pairs/s",
+           err < 1e-12, None, max_rmse_diff=err)
+
+    # (e) memory
+    memory = {"cpu_peak_rss_mib": _rss_mib(),
+              "cuda_peak_mib_by_section": {r["what"]: r["cuda_peak_mib"] for r in rows}
+              if dev.type == "cuda" else None}
+    print(f"(e) peak CPU RSS {memory['cpu_peak_rss_mib']:.0f} MiB" +
+          ("" if dev.type != "cuda" else
+           "; CUDA peak per section (MiB): " +
+           ", ".join(f"{r['section']}:{r['cuda_peak_mib']:.0f}" for r in rows)), flush=True)
+
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
+    result = {"device": str(dev), "device_name": name, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "quick": quick, "sizes": sizes,
+              "architecture": architecture, "peak_bf16_tflops": peak_tflops,
+              "provenance": provenance({"quick": quick, "device": str(dev)}),
+              "rows": rows, "memory": memory}
+    tmp.cleanup()
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{dev.type}-{name}").strip("-").lower()
+        path = out / f"{slug}-{stamp}{'-quick' if quick else ''}.json"
+        path.write_text(json.dumps(result, indent=1, default=str))
+        result["path"] = str(path)
+        print(f"wrote {path}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for CI")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--peak-tflops", type=float, default=PEAK_BF16_TFLOPS,
+                   help="dense bf16 peak of the GPU, TFLOP/s (H100/H200 SXM: 989)")
+    p.add_argument("--architecture", default="unet", choices=("unet", "pspnet", "plain"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"),
+                   help="folder for the JSON record ('' to skip writing)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(args.quick, args.device, args.peak_tflops, args.out or None, args.architecture)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

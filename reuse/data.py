@@ -1,0 +1,314 @@
+"""Data: Fashion-MNIST from its IDX files, UCI digits, shifted copies, and the domain pairs.
+
+Entry point: :func:`load_pair` returns the source and target :class:`Domain` of a pair
+(PROTOCOL section 2). Images are float32 tensors ``[N, 1, 32, 32]`` in ``[0, 1]`` (28 px
+padded by 2 so that UNet can halve the size three times); class labels are int64 ``[N]``.
+Task targets (:func:`task_targets`) are derived from the images themselves:
+segmentation masks ``[N, 32, 32]`` (0 = background, ``1 + class index`` = item) and, for
+auto-encoding, the images. Everything is small enough to live in memory as tensors.
+
+Run ``python -m reuse.data check`` to see where Fashion-MNIST is found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import math
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SIZE = 32  # px; Fashion-MNIST's 28 px padded by 2 on each side
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+ENV_DATA_DIR = "REUSE_DATA_DIR"
+FASHION_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte.gz",
+    ("train", "labels"): "train-labels-idx1-ubyte.gz",
+    ("test", "images"): "t10k-images-idx3-ubyte.gz",
+    ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift")
+TASKS = ("segmentation", "autoencoder")
+_IDX_TYPES = {0x08: np.uint8}  # the only element type Fashion-MNIST uses
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Fashion-MNIST is in none of the places we look."""
+
+
+# ----------------------------------------------------------------------------- IDX files
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array, validating its header.
+
+    Raises ``ValueError`` naming the file when the magic number, element type or
+    size is wrong (a truncated download, say).
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip raises these on a truncated stream
+        raise ValueError(f"{path}: cannot read IDX file ({err})") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()!r})")
+    dtype, ndim = raw[2], raw[3]
+    if dtype not in _IDX_TYPES or ndim == 0:
+        raise ValueError(f"{path}: unsupported IDX element type {dtype:#04x} or ndim {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + math.prod(shape)
+    if len(raw) != expected:
+        raise ValueError(f"{path}: IDX size mismatch: header says {shape} "
+                         f"({expected} bytes) but the file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=_IDX_TYPES[dtype], offset=header).reshape(shape)
+
+
+def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = False) -> Path:
+    """The folder holding the four Fashion-MNIST IDX gz files.
+
+    Looks in ``data_dir``, then ``$REUSE_DATA_DIR``, then Debian's
+    ``dataset-fashion-mnist`` location; with ``download=True`` it then fetches the
+    files with torchvision into ``data_dir`` (or ``~/.cache/reuse``). Never falls back
+    to other data.
+    """
+    candidates = [Path(p) for p in (data_dir, os.environ.get(ENV_DATA_DIR)) if p]
+    candidates.append(DEBIAN_DIR)
+    for folder in candidates:
+        for sub in (folder, folder / "FashionMNIST" / "raw"):
+            if all((sub / name).is_file() for name in FASHION_FILES.values()):
+                return sub
+    if download:
+        from torchvision.datasets import FashionMNIST
+
+        root = Path(data_dir or Path.home() / ".cache" / "reuse")
+        FashionMNIST(root, train=True, download=True)
+        FashionMNIST(root, train=False, download=True)
+        return find_fashion_mnist(root)
+    looked = ", ".join(str(p) for p in candidates)
+    raise DataNotFoundError(
+        f"Fashion-MNIST IDX files not found (looked in: {looked}). Install them with "
+        f"`sudo apt-get install dataset-fashion-mnist`, point --data-dir / ${ENV_DATA_DIR} "
+        "at a folder holding the four *-ubyte.gz files, or pass --download to fetch them.")
+
+
+@lru_cache(maxsize=2)
+def _fashion_arrays(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(Path(folder) / FASHION_FILES[(split, "images")])
+    labels = read_idx(Path(folder) / FASHION_FILES[(split, "labels")])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{folder}: {split} images {images.shape} and labels "
+                         f"{labels.shape} do not match")
+    return images, labels
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 32, 32]`` in [0, 1]."""
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    pad = (IMAGE_SIZE - x.shape[-1]) // 2
+    return F.pad(x, (pad, pad, pad, pad))
+
+
+def load_fashion(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST ``split`` ('train' or 'test') as (images ``[N,1,32,32]``, labels ``[N]``)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
+    return _fashion_tensors(str(find_fashion_mnist(data_dir)), split)
+
+
+@lru_cache(maxsize=4)
+def _fashion_tensors(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _fashion_arrays(folder, split)
+    return _to_tensor(images), torch.from_numpy(labels.astype(np.int64))
+
+
+@lru_cache(maxsize=1)
+def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled UCI digits (8x8, 0..16) as MNIST-like ``[N,1,32,32]`` images.
+
+    Each digit is scaled to 20x20 and centred on 28x28 as in MNIST, then padded to 32.
+    """
+    from sklearn.datasets import load_digits as _sk_digits
+
+    bunch = _sk_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = F.pad(x, (6, 6, 6, 6))  # 20 -> 32
+    return x, torch.from_numpy(bunch.target.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- transforms
+def shift_images(images: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
+    """The P3 domain shift of strength ``s`` in [0, 1], applied to ``[N,1,H,W]`` images.
+
+    Rotation by ``45 s`` degrees, a contrast-inversion blend ``x <- (1-a) x + a (1-x)``
+    with ``a = 0.35 s`` (kept below 0.5 so the item stays visible), and Gaussian noise of
+    standard deviation ``0.2 s``; clipped to [0, 1]. ``s = 0`` is the identity.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"shift strength={strength}; allowed: 0 <= s <= 1")
+    x = rotate(images, 45.0 * strength)
+    a = 0.35 * strength
+    x = (1 - a) * x + a * (1 - x)
+    gen = torch.Generator().manual_seed(seed)
+    x = x + 0.2 * strength * torch.randn(x.shape, generator=gen)
+    return x.clamp(0, 1)
+
+
+def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate ``[N,C,H,W]`` images about their centre (bilinear, zero fill)."""
+    if degrees == 0 or len(images) == 0:  # affine_grid rejects an empty batch
+        return images
+    t = math.radians(degrees)
+    theta = torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]])
+    grid = F.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False)
+
+
+def segmentation_masks(images: torch.Tensor, class_index: torch.Tensor,
+                       threshold: float = 0.2) -> torch.Tensor:
+    """Per-pixel labels ``[N,H,W]``: ``1 + class_index`` where intensity > threshold, else 0."""
+    fg = images[:, 0] > threshold
+    return torch.where(fg, class_index.view(-1, 1, 1) + 1, torch.zeros_like(class_index).view(-1, 1, 1))
+
+
+# ----------------------------------------------------------------------------- domains
+@dataclass(frozen=True)
+class Domain:
+    """One side of a domain pair: train/test images, class indices, and the masks' truth.
+
+    ``mask_*`` are the images the segmentation labels are derived from (the clean,
+    un-noised image for shifted domains, so the labels stay the geometric truth).
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    n_classes: int
+    mask_train: torch.Tensor
+    mask_test: torch.Tensor
+
+
+def _subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
+    """The first ``n`` of a seeded permutation of ``n_total`` rows (all when n is None).
+
+    Prefixes of one permutation: a smaller ``n`` gives a subset of a larger one.
+    """
+    if n is not None and n > n_total:
+        raise ValueError(f"asked for n={n} samples but only {n_total} are available")
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+
+
+def _select(pair: str, side: str, split: str, data_dir) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Un-subsetted (images, class indices, number of classes) of one side and split."""
+    if pair == "fashion-to-digits" and side == "target":
+        x, y = load_digits()
+        perm = _subset(len(x), None, 12345)  # a fixed 1,297 / 500 train/test split
+        idx = perm[500:] if split == "train" else perm[:500]
+        return x[idx], y[idx], 10
+    x, y = load_fashion(split, data_dir)
+    if pair != "fashion-split":
+        return x, y, 10
+    keep = torch.arange(5) if side == "source" else torch.arange(5, 10)
+    sel = torch.isin(y, keep)
+    return x[sel], y[sel] - int(keep[0]), 5
+
+
+def domain_size(pair: str, side: str, split: str, data_dir: str | Path | None = None) -> int:
+    """Samples available on one side and split of a pair."""
+    return len(_select(pair, side, split, data_dir)[1])
+
+
+def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, seed: int = 0,
+                shift: float = 0.5, data_dir: str | Path | None = None) -> Domain:
+    """One side ('source' or 'target') of ``pair`` (PROTOCOL section 2).
+
+    - ``fashion-split``: source = Fashion-MNIST classes 0-4, target = classes 5-9.
+    - ``fashion-to-digits``: source = Fashion-MNIST, target = UCI digits (1,297 train /
+      500 test, a fixed split).
+    - ``fashion-shift``: source = Fashion-MNIST, target = the same images with
+      :func:`shift_images` of strength ``shift`` (masks from the rotated clean image).
+
+    ``n_*`` are sample counts (None = all), the first ones of a permutation fixed by
+    ``seed`` (source and target sides draw different permutations).
+    """
+    if pair not in PAIRS:
+        raise ValueError(f"pair={pair!r}; allowed: {', '.join(PAIRS)}")
+    if side not in ("source", "target"):
+        raise ValueError(f"side={side!r}; allowed: 'source', 'target'")
+    seed = seed + (10 if side == "target" else 0)
+    parts = {}
+    for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+        x, y, n_classes = _select(pair, side, split, data_dir)
+        idx = _subset(len(x), n, seed + k)
+        x, y, mask = x[idx], y[idx], x[idx]
+        if pair == "fashion-shift" and side == "target":
+            mask = rotate(x, 45.0 * shift)
+            x = shift_images(x, shift, seed + k)
+        parts[split] = (x, y, mask)
+    names = {"fashion-split": ("fashion 0-4", "fashion 5-9"), "fashion-to-digits": ("fashion", "digits"),
+             "fashion-shift": ("fashion", f"fashion shift {shift:g}")}
+    (tx, ty, tm), (sx, sy, sm) = parts["train"], parts["test"]
+    return Domain(names[pair][side == "target"], tx, ty, sx, sy, n_classes, tm, sm)
+
+
+def load_pair(pair: str, n_source: int | None, n_target: int | None, n_test: int | None,
+              seed: int = 0, shift: float = 0.5, data_dir: str | Path | None = None
+              ) -> tuple[Domain, Domain]:
+    """Source and target :class:`Domain` of ``pair`` (see :func:`load_domain`)."""
+    return (load_domain(pair, "source", n_source, n_test, seed, shift, data_dir),
+            load_domain(pair, "target", n_target, n_test, seed, shift, data_dir))
+
+
+def task_targets(domain: Domain, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of ``domain`` for ``task`` on ``split`` ('train' or 'test')."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
+    x, y, m = ((domain.train_x, domain.train_y, domain.mask_train) if split == "train"
+               else (domain.test_x, domain.test_y, domain.mask_test))
+    if task == "segmentation":
+        return x, segmentation_masks(m, y)
+    return x, x
+
+
+def n_outputs(task: str, n_classes: int) -> int:
+    """Output channels a model needs: classes + background, or one image channel."""
+    return n_classes + 1 if task == "segmentation" else 1
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reuse.data")
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--download", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        folder = find_fashion_mnist(args.data_dir, download=args.download)
+        for split in ("train", "test"):
+            _fashion_arrays(str(folder), split)  # validates every file
+    except (DataNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Fashion-MNIST found in {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

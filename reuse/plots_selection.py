@@ -1,0 +1,175 @@
+"""Figures for E2-E4 from their tidy frames (computing never plots; these only draw).
+
+Save with :func:`reuse.plots.save_figure`; error bars are the tables' Student-t 95% CI
+(:func:`reuse.plots._t_interval`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .plots import ORDER, _t_interval
+
+STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule"]
+
+
+def _present(factor: str, frame: pd.DataFrame) -> list[str]:
+    """The values of ``factor`` in ``frame``, in the house order of :data:`reuse.plots.ORDER`."""
+    values = set(frame[factor])
+    return [v for v in ORDER[factor] if v in values] + sorted(values - set(ORDER[factor]))
+
+
+def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    keys = frame[["architecture", "task"]].drop_duplicates()
+    rank = {a: i for i, a in enumerate(ORDER["architecture"])} | {t: i for i, t in enumerate(ORDER["task"])}
+    return sorted(map(tuple, keys.to_numpy()), key=lambda k: (rank.get(k[0], 9), rank.get(k[1], 9)))
+
+
+def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
+                   center: float | None = None, vmin: float | None = None,
+                   vmax: float | None = None) -> plt.Figure:
+    """Layers (rows) x conditions (``column`` values) heatmap of the seed-mean of ``value``,
+    one panel per architecture/task; ``center`` gives a diverging map (gains)."""
+    panels = _panels(frame)
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
+    for ax, (arch, task) in zip(axes.flat, panels):
+        d = frame[(frame.architecture == arch) & (frame.task == task)]
+        m = d.pivot_table(index=["index", "layer"], columns=column, values=value, aggfunc="mean",
+                          sort=False).sort_index(level=0)
+        m.index = [f"{i + 1} {name}" for i, name in m.index]
+        sns.heatmap(m, ax=ax, annot=True, fmt=".2f", annot_kws={"fontsize": 6},
+                    cmap="RdBu" if center is not None else "viridis", center=center,
+                    vmin=vmin, vmax=vmax, cbar_kws={"label": value})
+        ax.set_title(f"{arch} / {task}")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def selected_layers(swaps: pd.DataFrame, threshold: float) -> plt.Figure:
+    """Single-layer reuse score per layer with 95% CIs over seeds, a panel per
+    architecture/task, hue = pair; the dashed line is the selection threshold."""
+    d = swaps[~swaps.bn_reestimated].copy()
+    d["layer #"] = d["index"] + 1
+    g = sns.catplot(data=d, kind="point", x="layer #", y="reuse_score", hue="pair", col="architecture",
+                    row="task", errorbar=_t_interval, dodge=0.3, linestyle="none", height=2.8,
+                    aspect=1.6, sharey=False, col_order=_present("architecture", d),
+                    row_order=_present("task", d))
+    for ax in g.axes.flat:
+        ax.axhline(threshold, color="k", ls="--", lw=1)
+        ax.axhline(0, color="grey", lw=0.8)
+    g.set_ylabels("single-layer reuse score r")
+    return g.figure
+
+
+def rmse_vs_score(points: pd.DataFrame, thresholds: dict[str, float], reuse_threshold: float
+                  ) -> plt.Figure:
+    """Pooled points: RMSE (left) and relative RMSE (right) vs single-layer reuse score, with
+    the fitted thresholds (vertical) and the reusability cut (horizontal)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, crit in zip(axes, ("rmse", "rel_rmse")):
+        sns.scatterplot(data=points, x=crit, y="reuse_score", hue="architecture", style="pair",
+                        ax=ax, s=18, alpha=0.7)
+        if np.isfinite(thresholds.get(crit, np.nan)):
+            ax.axvline(thresholds[crit], color="r", lw=1, label="fitted threshold")
+        ax.axhline(reuse_threshold, color="k", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel({"rmse": "kernel RMSE", "rel_rmse": "relative kernel RMSE"}[crit])
+        ax.set_ylabel("single-layer reuse score r")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def noise_floor(distances: pd.DataFrame, criterion: str = "rel_rmse") -> plt.Figure:
+    """``criterion`` per layer for source vs target and the two noise floors (another batch
+    order; another initialisation), a panel per architecture/task, means with 95% CIs."""
+    d = distances.copy()
+    d["layer #"] = d["index"] + 1
+    g = sns.catplot(data=d, kind="point", x="layer #", y=criterion, hue="comparison", col="architecture",
+                    row="task", errorbar=_t_interval, dodge=0.3, height=2.8, aspect=1.6, sharey=False,
+                    hue_order=["source_vs_target", "order_noise", "init_noise"],
+                    col_order=_present("architecture", d),
+                    row_order=_present("task", d))
+    return g.figure
+
+
+def per_kernel(frame: pd.DataFrame) -> plt.Figure:
+    """Distribution of per-kernel (output channel) RMSE per layer, a panel per architecture/task."""
+    d = frame.copy()
+    d["layer #"] = d["index"] + 1
+    g = sns.catplot(data=d, kind="box", x="layer #", y="rmse", col="architecture", row="task",
+                    height=2.8, aspect=1.6, sharey=False, fliersize=1,
+                    col_order=_present("architecture", d),
+                    row_order=_present("task", d))
+    g.set_ylabels("per-kernel RMSE")
+    return g.figure
+
+
+def dose_response(dose: pd.DataFrame) -> plt.Figure:
+    """fashion-shift: relative RMSE per layer (left) and reuse score (right: single layers
+    and all conv kernels) vs shift strength s, means with 95% CIs over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    layers = dose[dose.layer != "(all conv)"].copy()
+    layers["layer #"] = (layers["index"] + 1).astype(str)
+    sns.lineplot(data=layers, x="shift", y="rel_rmse", hue="layer #", style="architecture",
+                 errorbar=_t_interval, marker="o", ax=axes[0], palette="viridis")
+    axes[0].set_ylabel("relative kernel RMSE")
+    d = dose.assign(swapped=np.where(dose.layer == "(all conv)", "all conv kernels", "one layer (mean)"))
+    sns.lineplot(data=d, x="shift", y="reuse_score", hue="swapped", style="architecture",
+                 errorbar=_t_interval, marker="o", ax=axes[1])
+    axes[1].set_ylabel("reuse score r")
+    for ax in axes:
+        ax.set_xlabel("shift strength s")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_pictures(kernels: dict[str, dict[str, np.ndarray]], max_kernels: int = 8) -> plt.Figure:
+    """Source, target and difference kernels (rows) of each layer (first input channel of
+    up to ``max_kernels`` output channels); one colour scale per layer, difference included."""
+    n_rows = 3 * len(kernels)
+    n_cols = max(min(max_kernels, k["source"].shape[0]) for k in kernels.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.1 * n_cols + 1, 1.1 * n_rows), squeeze=False)
+    for li, (name, k) in enumerate(kernels.items()):
+        lim = max(np.abs(k[part][:max_kernels, 0]).max() for part in ("source", "target", "difference"))
+        for pi, part in enumerate(("source", "target", "difference")):
+            row = axes[3 * li + pi]
+            for j, ax in enumerate(row):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < min(max_kernels, k[part].shape[0]):
+                    ax.imshow(k[part][j, 0], cmap="RdBu", vmin=-lim, vmax=lim)
+                else:
+                    ax.set_visible(False)
+            row[0].set_ylabel(f"{name}\n{part}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def small_data_curves(results: pd.DataFrame) -> plt.Figure:
+    """Target metric vs n_T (log) per strategy with 95% CIs over seeds; rows = task,
+    columns = architecture x pair."""
+    d = results.assign(cell=results.architecture + " / " + results.pair)
+    g = sns.relplot(data=d, kind="line", x="n_T", y="value", hue="strategy", style="strategy",
+                    hue_order=[s for s in STRATEGY_ORDER if s in set(d.strategy)], row="task",
+                    col="cell", marker="o", errorbar=_t_interval, height=2.8, aspect=1.2,
+                    facet_kws={"sharey": False},
+                    row_order=_present("task", d))
+    for ax in g.axes.flat:
+        ax.set_xscale("log")
+    g.set_ylabels("target metric (mIoU or PSNR)")
+    return g.figure

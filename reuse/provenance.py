@@ -1,0 +1,92 @@
+"""Where a result came from: code version, time, software and hardware.
+
+Entry point: ``provenance(params)``, stored next to every table and figure by
+``reuse.report.record``. Works offline and never raises: anything it cannot find
+is reported as ``"unknown"``.
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "torchmetrics", "numpy", "pandas")
+UNKNOWN = "unknown"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Describe the current run.
+
+    Returns a JSON-ready dict: ``commit`` (short sha or ``"unknown"``), ``dirty``
+    (tracked files modified; ``None`` when the commit is unknown), ``timestamp_utc``
+    (ISO 8601), ``python``, ``packages`` (name -> version), ``platform``,
+    ``device`` (CUDA device name when CUDA is available, else the CPU model) and
+    ``params`` (a copy of ``params``).
+    """
+    commit, dirty = _git_commit()
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "platform": platform.platform(),
+        "device": _device(),
+        "params": dict(params or {}),
+    }
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", "-C", str(_REPO_ROOT), *args], capture_output=True,
+                         text=True, timeout=10, check=True)
+    return out.stdout.strip()
+
+
+def _git_commit() -> tuple[str, bool | None]:
+    try:
+        # Only trust the repository that holds this package's source, not one that
+        # happens to enclose an installed copy (site-packages inside some checkout).
+        if Path(_git("rev-parse", "--show-toplevel")).resolve() != _REPO_ROOT:
+            return UNKNOWN, None
+        sha = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN, None
+    return sha, dirty
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _device() -> str:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return _cpu_model()
+
+
+def _cpu_model() -> str:
+    try:
+        if sys.platform.startswith("linux"):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+        elif sys.platform == "darwin":
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or UNKNOWN

@@ -1,0 +1,170 @@
+"""Headline results of each notebook, stored with their provenance, and one summary.
+
+Entry points:
+
+- ``record(name, headline, params, results_dir)`` at the end of a notebook writes
+  ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
+- ``summarize(results_dir)`` joins every recorded notebook into one Markdown text;
+- ``python -m reuse.report --results DIR --out FILE`` writes that summary
+  (run_all.sh calls it after the notebooks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reuse.provenance import provenance
+
+# Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
+FORMAT = "reuse.report/1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
+           results_dir: str | Path, notes: list[str] | None = None) -> Path:
+    """Store a notebook's headline table with its parameters and provenance.
+
+    ``name`` is a file stem (letters, digits, ``_.-``), e.g. the notebook's name;
+    ``headline`` one row per headline number, every factor a column (named index
+    levels, as a groupby leaves them, become columns; an unnamed index is dropped). Writes
+    ``<name>.json`` and ``<name>.md`` in ``results_dir`` (created if missing), each
+    atomically, and returns the JSON path.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a file stem of letters, digits and _.- ; got {name!r}")
+    if not isinstance(headline, pd.DataFrame):
+        raise TypeError(f"headline must be a pandas DataFrame, got {type(headline).__name__}")
+    if any(level is not None for level in headline.index.names):
+        headline = headline.reset_index()
+    data = {
+        "format": FORMAT,
+        "name": name,
+        "columns": [str(c) for c in headline.columns],
+        # to_json turns numpy scalars, NaN and timestamps into plain JSON values
+        "headline": json.loads(headline.to_json(orient="records", date_format="iso")),
+        "params": dict(params),
+        "notes": list(notes or []),
+        "provenance": provenance(),
+    }
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    _write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    _write_atomic(results_dir / f"{name}.md", _section(data, level=1))
+    return path
+
+
+def summarize(results_dir: str | Path) -> str:
+    """One Markdown document with every recorded notebook in ``results_dir``, by name.
+
+    Raises ``FileNotFoundError`` when nothing was recorded there and ``ValueError``
+    naming the file when a record cannot be read.
+    """
+    results_dir = Path(results_dir)
+    records = [data for data in map(_load, sorted(results_dir.glob("*.json"))) if data]
+    if not records:
+        raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
+                                "reuse.report.record): run the notebooks first, e.g. ./run_all.sh")
+    parts = ["# Results summary\n",
+             f"{len(records)} notebook(s) recorded in `{results_dir}`.\n"]
+    parts += [_section(data, level=2) for data in records]
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reuse.report",
+                                     description="Summarise recorded notebook results.")
+    parser.add_argument("--results", required=True, type=Path,
+                        help="folder with the <name>.json files written by record()")
+    parser.add_argument("--out", type=Path,
+                        help="Markdown file to write (default: RESULTS/SUMMARY.md)")
+    args = parser.parse_args(argv)
+    try:
+        text = summarize(args.results)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"reuse.report: {err}", file=sys.stderr)
+        return 1
+    out = args.out or args.results / "SUMMARY.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, text)
+    return 0
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read result file {path}: {err}") from err
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def _section(data: dict[str, Any], level: int) -> str:
+    params, prov = data["params"], data["provenance"]
+    commit = prov["commit"] + (" (dirty)" if prov.get("dirty") else "")
+    versions = ", ".join(f"{k} {v}" for k, v in prov["packages"].items())
+    lines = [f"{'#' * level} {data['name']}", "",
+             _markdown_table(data["columns"], data["headline"]), ""]
+    if data["notes"]:
+        lines += [f"- {note}" for note in data["notes"]] + [""]
+    lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
+              f"device {prov['device']}, commit `{commit}`, {prov['timestamp_utc']}; "
+              f"Python {prov['python']}, {versions}.", ""]
+    return "\n".join(lines)
+
+
+# Our own table writer instead of DataFrame.to_markdown: that needs `tabulate`, one
+# more dependency for a dozen lines.
+def _markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
+             "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return format(value, ".4g")
+    return _escape(str(value))
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", r"\|").replace("\n", " ")
+
+
+def _jsonable(value: Any) -> Any:
+    """Fallback for json.dumps: numpy values, paths and other objects in params."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so readers never see half a file."""
+    # Not tempfile.mkstemp: its files are private (0600); open() honours the umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Which conv layers to reuse: the paper's two-condition rule as a user-facing function.
+
+arXiv 2008.03411 (abstract): reuse works when (a) the network is reusable and (b) the
+RMSE between the source- and target-trained kernels of a layer is small enough. Entry
+points:
+
+- :func:`select_layers` applies the rule to two trained states: a per-layer table
+  (RMSE, relative RMSE, noise floor, verdict and the reason for it) and the layers to
+  reuse;
+- :func:`select_for_target` trains the small target model with a :class:`~reuse.train.Runner`
+  (only the target samples its spec names) and then calls :func:`select_layers`.
+
+The RMSE compares weights position by position, which means something only when both
+models have the same architecture and started from the same initialisation theta_0
+(otherwise hidden units can be permuted and the RMSE measures the permutation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from .criteria import kernel_rmse
+from .surgery import check_compatible
+from .train import Runner, RunSpec
+
+CRITERIA = ("rmse", "rel_rmse")
+
+
+def conv_layers(state: dict[str, torch.Tensor]) -> list[str]:
+    """Conv layers of a state, in state order: modules whose ``weight`` is 4-D.
+
+    Read from the state alone (no model, no data); for this package's models state
+    order is forward order.
+    """
+    return [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 4]
+
+
+def kernel_keys(state: dict[str, torch.Tensor], layers: list[str]) -> list[str]:
+    """State keys of the kernels (weight and, where present, bias) of ``layers``."""
+    missing = [name for name in layers if f"{name}.weight" not in state]
+    if missing:
+        raise ValueError(f"layers not in the state: {missing[:5]}")
+    return [k for name in layers for k in (f"{name}.weight", f"{name}.bias") if k in state]
+
+
+def select_layers(source_state: dict[str, torch.Tensor], target_state: dict[str, torch.Tensor],
+                  layers: list[str] | None = None, *, noise_floor: pd.DataFrame | None = None,
+                  threshold: float, use_relative: bool = False, network_reusable: bool = True
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """Per-layer verdicts of the two-condition rule and the layers to reuse.
+
+    ``source_state`` / ``target_state``: state dicts of one architecture trained on the
+    source and the target from the same theta_0. ``layers``: conv layers to judge (all
+    when None). ``noise_floor``: optional frame with columns ``layer`` and the criterion
+    (``rmse`` or ``rel_rmse``): the same criterion between two target-only runs, shown
+    beside each layer so a user sees whether a difference exceeds retraining noise (it
+    does not change the verdict). A layer is reused when ``network_reusable`` and its
+    criterion (relative RMSE when ``use_relative``) is ``<= threshold``.
+
+    Returns (table with columns layer, index, rmse, rel_rmse, criterion, noise_floor,
+    reuse, reason; the layers to reuse, in forward order).
+    """
+    try:
+        check_compatible(target_state, source_state)
+    except ValueError as err:
+        raise ValueError(f"select_layers needs two models of the same architecture trained from a "
+                         f"shared initialisation: {err}") from None
+    if not (isinstance(threshold, (int, float)) and threshold >= 0):  # NaN fails >= 0
+        raise ValueError(f"threshold={threshold!r}; allowed: a number >= 0 (inf reuses every layer)")
+    criterion = CRITERIA[bool(use_relative)]
+    layers = conv_layers(target_state) if layers is None else list(layers)
+    if not layers:
+        raise ValueError("layers is empty; pass conv layer names or None for all of them")
+    table = kernel_rmse(source_state, target_state, layers)
+    table["criterion"] = criterion
+    table["noise_floor"] = _floor(noise_floor, layers, criterion)
+    values = table[criterion].to_numpy()
+    table["reuse"] = bool(network_reusable) & (values <= threshold)
+    table["reason"] = [_reason(criterion, v, threshold, f, network_reusable)
+                       for v, f in zip(values, table.noise_floor)]
+    return table, [name for name, ok in zip(layers, table.reuse) if ok]
+
+
+def _floor(noise_floor: pd.DataFrame | None, layers: list[str], criterion: str) -> list[float]:
+    if noise_floor is None:
+        return [math.nan] * len(layers)
+    if not {"layer", criterion} <= set(noise_floor.columns):
+        raise ValueError(f"noise_floor needs columns 'layer' and {criterion!r}; got "
+                         f"{list(noise_floor.columns)}")
+    per_layer = noise_floor.groupby("layer")[criterion].mean()
+    return [float(per_layer.get(name, math.nan)) for name in layers]
+
+
+def _reason(criterion: str, value: float, threshold: float, floor: float, network_reusable: bool) -> str:
+    name = {"rmse": "RMSE", "rel_rmse": "relative RMSE"}[criterion]
+    if not network_reusable:
+        return "not reused: the network is not reusable (condition a fails)"
+    side = "<=" if value <= threshold else ">"
+    text = f"{name} {value:.4g} {side} threshold {threshold:.4g}"
+    if math.isfinite(floor):
+        text += f"; noise floor {floor:.4g} ({'within' if value <= floor else 'above'} retraining noise)"
+    return ("reused: " if value <= threshold else "not reused: ") + text
+
+
+def select_for_target(runner: Runner, source: RunSpec, small_target: RunSpec, *, threshold: float,
+                      use_relative: bool = False, network_reusable: bool = True,
+                      noise_floor: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Train (or load) theta_S and the small target model, then :func:`select_layers`.
+
+    ``small_target`` must start from theta_0 of ``source`` (same architecture, task,
+    width, depth, init seed, no ``init_from``) and be trained on the target domain: its
+    ``n_train`` is all the target data the rule sees.
+    """
+    if small_target.domain != "target" or source.domain != "source":
+        raise ValueError(f"domains: source={source.domain!r}, small_target={small_target.domain!r}; "
+                         "expected 'source' and 'target'")
+    same = ("architecture", "task", "width", "depth", "init_seed")
+    differ = [f"{k}: {getattr(source, k)!r} vs {getattr(small_target, k)!r}" for k in same
+              if getattr(source, k) != getattr(small_target, k)]
+    if differ or small_target.init_from is not None:
+        raise ValueError("the rule compares kernels position by position, so source and target must "
+                         "share architecture and initialisation; differ: "
+                         + ("; ".join(differ) or "small_target has init_from"))
+    src, tgt = runner.train_many([source, small_target])
+    return select_layers(src.state, tgt.state, noise_floor=noise_floor, threshold=threshold,
+                         use_relative=use_relative, network_reusable=network_reusable)
+
+
+def small_spec(target: RunSpec, n: int, min_steps: int = 40) -> RunSpec:
+    """``target`` trained on its first ``n`` samples, with at least ``min_steps`` updates.
+
+    With few samples an epoch is one batch, so tiny data sets would stay at chance and
+    every comparison would be a tie. Small sets therefore get smaller batches (about 4
+    per epoch, at least 2 samples each: BatchNorm needs 2) and more epochs (never fewer
+    than ``target``'s), rather than only more epochs: each epoch also scores a monitor
+    split, which would then dominate the cost. At ``n == target.n_train`` the spec is
+    ``target`` itself, so E1's run is reused.
+    """
+    if target.n_train is None or not 2 <= n <= target.n_train:
+        raise ValueError(f"n={n}; allowed 2..{target.n_train} (the target run's n_train)")
+    if min_steps < 1:
+        raise ValueError(f"min_steps={min_steps}; allowed: >= 1")
+    if n == target.n_train:
+        return target
+    batch = min(target.batch_size, max(2, n // 4))
+    while n % batch == 1:  # a last batch of one sample breaks BatchNorm in training
+        batch += 1
+    epochs = max(target.epochs, math.ceil(min_steps / math.ceil(n / batch)))
+    return target.replace(n_train=n, epochs=epochs, batch_size=batch)

@@ -1,0 +1,135 @@
+"""Parameter surgery: a target model with a parameter set P taken from a source model.
+
+P is a set of ``state_dict`` keys, chosen by layer (module) names, by prefix/suffix of
+the conv-layer order, and by parameter type (:data:`PARAM_TYPES`). Nothing here
+mutates its inputs: every function returns a new state or a new model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+PARAM_TYPES = ("conv_weight", "conv_bias", "bn_weight", "bn_bias", "bn_running_mean",
+               "bn_running_var")
+KERNEL_TYPES = ("conv_weight", "conv_bias")  # what "reusing a conv layer" swaps by default
+_CONV = (nn.Conv2d, nn.ConvTranspose2d)
+_BN = (nn.BatchNorm2d,)
+_SUFFIX_TYPE = {
+    ("conv", "weight"): "conv_weight", ("conv", "bias"): "conv_bias",
+    ("bn", "weight"): "bn_weight", ("bn", "bias"): "bn_bias",
+    ("bn", "running_mean"): "bn_running_mean", ("bn", "running_var"): "bn_running_var",
+}
+
+
+def parameter_types(model: nn.Module) -> dict[str, tuple[str, str]]:
+    """state key -> (module name, parameter type) for every conv and BN entry.
+
+    BN's ``num_batches_tracked`` counter has no type: it is never swapped.
+    """
+    out = {}
+    for name, module in model.named_modules():
+        kind = "conv" if isinstance(module, _CONV) else "bn" if isinstance(module, _BN) else None
+        if kind is None:
+            continue
+        for attr, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            ptype = _SUFFIX_TYPE.get((kind, attr))
+            if ptype is not None:
+                out[f"{name}.{attr}" if name else attr] = (name, ptype)
+    return out
+
+
+def check_compatible(target: dict[str, torch.Tensor] | nn.Module,
+                     source: dict[str, torch.Tensor] | nn.Module) -> None:
+    """Raise ``ValueError`` listing the first mismatched names or shapes of two models."""
+    t, s = (_state(m) for m in (target, source))
+    problems = [f"only in target: {k}" for k in t if k not in s]
+    problems += [f"only in source: {k}" for k in s if k not in t]
+    problems += [f"shape of {k}: target {tuple(t[k].shape)} vs source {tuple(s[k].shape)}"
+                 for k in t if k in s and t[k].shape != s[k].shape]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError("source and target architectures differ: " + "; ".join(problems[:5]) + more)
+
+
+def select_keys(model: nn.Module, layers: Iterable[str] | None = None,
+                types: Iterable[str] | None = None) -> list[str]:
+    """State keys of the given modules (all conv/BN modules when None), of the given types
+    (all of :data:`PARAM_TYPES` when None), in state-dict order."""
+    types = tuple(PARAM_TYPES if types is None else types)
+    bad = [t for t in types if t not in PARAM_TYPES]
+    if bad:
+        raise ValueError(f"unknown parameter types {bad}; allowed: {', '.join(PARAM_TYPES)}")
+    table = parameter_types(model)
+    if layers is not None:
+        layers = list(layers)
+        known = {module for module, _ in table.values()}
+        unknown = [name for name in layers if name not in known]
+        if unknown:
+            raise ValueError(f"unknown layers {unknown[:5]}; known conv/BN modules include "
+                             f"{sorted(known)[:5]}")
+        layers = set(layers)
+    return [k for k, (module, ptype) in table.items()
+            if ptype in types and (layers is None or module in layers)]
+
+
+def prefix(layers: list[str], k: int) -> list[str]:
+    """The first ``k`` layers (0 <= k <= len)."""
+    if not 0 <= k <= len(layers):
+        raise ValueError(f"k={k}; allowed 0..{len(layers)}")
+    return layers[:k]
+
+
+def suffix(layers: list[str], k: int) -> list[str]:
+    """The last ``k`` layers (0 <= k <= len)."""
+    if not 0 <= k <= len(layers):
+        raise ValueError(f"k={k}; allowed 0..{len(layers)}")
+    return layers[len(layers) - k:]
+
+
+def swap_state(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
+               keys: Iterable[str]) -> dict[str, torch.Tensor]:
+    """A new state: ``target`` with the entries ``keys`` taken from ``source``."""
+    check_compatible(target, source)
+    keys = list(keys)
+    unknown = [k for k in keys if k not in target]
+    if unknown:
+        raise ValueError(f"keys not in the model: {unknown[:5]}")
+    out = {k: v.clone() for k, v in target.items()}
+    for k in keys:
+        out[k] = source[k].detach().clone().to(out[k].device, out[k].dtype)
+    return out
+
+
+def swap(target: nn.Module, source: nn.Module, keys: Iterable[str]) -> nn.Module:
+    """A copy of ``target`` with the parameters/buffers ``keys`` taken from ``source``."""
+    new = copy.deepcopy(target)
+    new.load_state_dict(swap_state(target.state_dict(), source.state_dict(), keys))
+    return new
+
+
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """A copy of ``model`` whose BN running statistics are recomputed on inputs ``x``.
+
+    Cumulative averages (momentum None) over one pass, as in SWA's ``update_bn``.
+    """
+    new = copy.deepcopy(model)
+    bns = [m for m in new.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    new.train()
+    for i in range(0, len(x), batch_size):
+        new(x[i:i + batch_size])
+    for m, orig in zip(bns, (m for m in model.modules()
+                             if isinstance(m, nn.modules.batchnorm._BatchNorm))):
+        m.momentum = orig.momentum
+    return new.eval()
+
+
+def _state(m: dict[str, torch.Tensor] | nn.Module) -> dict[str, torch.Tensor]:
+    return m.state_dict() if isinstance(m, nn.Module) else m

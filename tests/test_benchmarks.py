@@ -1,0 +1,29 @@
+"""The benchmark script runs end to end at quick sizes and its paired variants agree."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_benchmark_completes_and_agrees(tmp_path):
+    bench = _load_bench()
+    assert bench.main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    result = json.loads(path.read_text())
+    assert result["device"] == "cpu" and result["torch"] and "commit" in result["provenance"]
+    sections = [row["section"] for row in result["rows"]]
+    assert sections.count("b") == 2 and {"a", "c", "d"} <= set(sections)
+    for row in result["rows"]:
+        assert row["baseline_s"] > 0 and row["fast_s"] > 0
+        if row["agree"] is not None:  # batched / grouped results equal the looped ones
+            assert row["agree"], row
+    assert result["memory"]["cpu_peak_rss_mib"] > 0

@@ -1,0 +1,101 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from reuse import data
+from tests.conftest import write_idx
+
+
+def test_read_idx_roundtrip_gz_and_raw(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for gz, name in ((True, "a.gz"), (False, "a.idx")):
+        write_idx(tmp_path / name, a, gz=gz)
+        np.testing.assert_array_equal(data.read_idx(tmp_path / name), a)
+
+
+def test_read_idx_truncated_names_the_file(tmp_path):
+    path = tmp_path / "t.gz"
+    write_idx(path, np.zeros((5, 28, 28), np.uint8))
+    raw = gzip.open(path).read()
+    gzip.open(path, "wb").write(raw[:-10])
+    with pytest.raises(ValueError, match=r"t\.gz.*size mismatch"):
+        data.read_idx(path)
+    path.write_bytes(path.read_bytes()[:20])  # a cut gzip stream
+    with pytest.raises(ValueError, match=r"t\.gz"):
+        data.read_idx(path)
+
+
+def test_read_idx_bad_magic(tmp_path):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(b"\x12\x34\x08\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="bad magic"):
+        data.read_idx(path)
+
+
+def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("REUSE_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(data.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.find_fashion_mnist(tmp_path)
+
+
+def test_check_cli(fake_fashion, tmp_path, monkeypatch, capsys):
+    assert data.main(["check"]) == 0
+    assert str(fake_fashion) in capsys.readouterr().out
+    monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "nowhere")
+    monkeypatch.delenv("REUSE_DATA_DIR")
+    assert data.main(["check", "--data-dir", str(tmp_path)]) == 1
+    assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_load_fashion_pads_to_32(fake_fashion):
+    x, y = data.load_fashion("train")
+    assert x.shape == (400, 1, 32, 32) and y.shape == (400,)
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert x[:, :, :2].abs().sum() == 0  # the padding
+
+
+def test_digits_are_mnist_like():
+    x, y = data.load_digits()
+    assert x.shape == (1797, 1, 32, 32) and set(y.tolist()) == set(range(10))
+    assert x[:, :, :6].abs().sum() == 0 and x.max() <= 1
+
+
+def test_shift_identity_at_zero_and_bounded():
+    x = torch.rand(4, 1, 32, 32)
+    assert torch.equal(data.shift_images(x, 0.0, seed=0), x)
+    y = data.shift_images(x, 1.0, seed=0)
+    assert 0 <= y.min() and y.max() <= 1 and not torch.allclose(x, y)
+    with pytest.raises(ValueError, match="strength=1.5"):
+        data.shift_images(x, 1.5, seed=0)
+
+
+def test_segmentation_masks():
+    images = torch.zeros(2, 1, 4, 4)
+    images[0, 0, 1, 1] = 0.9
+    images[1, 0, 2, 3] = 0.5
+    masks = data.segmentation_masks(images, torch.tensor([3, 0]))
+    assert masks[0, 1, 1] == 4 and masks[1, 2, 3] == 1 and masks.sum() == 5
+
+
+@pytest.mark.parametrize("pair", data.PAIRS)
+def test_pairs(fake_fashion, pair):
+    src, tgt = data.load_pair(pair, 50, 40, 30, seed=3)
+    assert len(src.train_x) == 50 and len(tgt.train_x) == 40 and len(tgt.test_x) == 30
+    if pair == "fashion-split":
+        assert src.n_classes == tgt.n_classes == 5
+        assert int(src.train_y.max()) <= 4 and int(tgt.train_y.max()) <= 4
+    again = data.load_pair(pair, 50, 40, 30, seed=3)[1]
+    assert torch.equal(again.train_x, tgt.train_x)  # seeded
+    for task in data.TASKS:
+        x, y = data.task_targets(tgt, task, "test")
+        assert len(x) == len(y) == 30
+
+
+def test_bad_pair_and_too_many_samples(fake_fashion):
+    with pytest.raises(ValueError, match="pair='nope'"):
+        data.load_pair("nope", 1, 1, 1)
+    with pytest.raises(ValueError, match="n=100000"):
+        data.load_pair("fashion-split", 100000, 1, 1)

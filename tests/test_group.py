@@ -1,0 +1,129 @@
+"""Grouped training and batched scoring against the one-at-a-time reference."""
+
+import math
+
+import pytest
+import torch
+
+from reuse.group import bn_cancelled_keys, evaluate_states, group_key, train_group
+from reuse.metrics import PRIMARY, evaluate
+from reuse.models import build_model
+from reuse.train import Runner, RunSpec
+
+TINY = dict(width=2, depth=1, epochs=2, batch_size=16, n_train=48, weight_decay=1e-3)
+FROZEN = {"unet": ("down.0.0.0.weight", "head.bias"), "pspnet": ("stem.0.weight", "classifier.bias")}
+
+
+def _runner(**kw):
+    return Runner("cpu", cache_dir=None, progress=False, **kw)
+
+
+def _close_runs(a, b, atol=5e-4, noise_atol=0.05):
+    """Same weights up to float rounding: within ``atol`` everywhere except the keys of
+    :func:`bn_cancelled_keys` (conv biases before BN have a true gradient of 0, so Adam
+    moves them by rounding noise: bounded by lr x steps), and the same history."""
+    assert a.state.keys() == b.state.keys()
+    noise = set(bn_cancelled_keys(build_model(a.spec.architecture, a.spec.task, 1, 2, 2, 1)))
+    assert noise
+    for k in a.state:
+        assert a.state[k].dtype == b.state[k].dtype, k
+        diff = float((a.state[k].double() - b.state[k].double()).abs().max())
+        assert diff <= (noise_atol if k in noise else atol), (k, diff)
+    assert len(a.history) == len(b.history)
+    for ha, hb in zip(a.history, b.history):
+        assert ha.keys() == hb.keys() and ha["epoch"] == hb["epoch"]
+        assert math.isclose(ha["loss"], hb["loss"], rel_tol=1e-4)
+        metric = PRIMARY[a.spec.task]
+        assert math.isclose(ha[metric], hb[metric], abs_tol=1e-3)
+
+
+def test_bn_cancelled_keys():
+    model = build_model("pspnet", "segmentation", 1, 3, 2, 2)
+    keys = bn_cancelled_keys(model)
+    assert "stem.0.bias" in keys and "stem.1.running_mean" in keys
+    assert "classifier.bias" not in keys and all(k in model.state_dict() for k in keys)
+    assert not bn_cancelled_keys(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.ReLU()))
+
+
+@pytest.mark.parametrize("architecture", ["unet", "pspnet"])
+def test_group_equals_one_at_a_time(fake_fashion, architecture):
+    runner = _runner()
+    base = RunSpec(architecture, "segmentation", "fashion-split", **TINY)
+    specs = [base,
+             base.replace(init_seed=1, order_seed=2),  # own theta_0 and batch order
+             base.replace(domain="target", data_seed=3, order_seed=1, freeze=FROZEN[architecture])]
+    grouped = train_group(runner, specs)
+    for run, spec in zip(grouped, specs):
+        assert run.spec == spec
+        _close_runs(run, runner._fit(spec))
+    theta0 = runner.initial_state(specs[2])
+    for k in FROZEN[architecture]:  # frozen entries never move, weight decay included
+        assert torch.equal(grouped[2].state[k], theta0[k])
+        assert not torch.equal(grouped[0].state[k], theta0[k])
+
+
+def test_group_autoencoder_shared_data(fake_fashion):
+    runner = _runner()
+    base = RunSpec("plain", "autoencoder", "fashion-split", **TINY)
+    specs = [base, base.replace(init_seed=5, order_seed=5)]  # same split: one gather per step
+    for run, spec in zip(train_group(runner, specs), specs):
+        _close_runs(run, runner._fit(spec))
+
+
+def test_group_rejects_mixed_and_bad_specs(fake_fashion):
+    runner = _runner()
+    base = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    assert group_key(base, runner) == group_key(base.replace(init_seed=3, domain="target"), runner)
+    assert group_key(base, runner) != group_key(base.replace(n_train=32), runner)
+    with pytest.raises(ValueError, match="different groups"):
+        train_group(runner, [base, base.replace(lr=1e-3)])
+    with pytest.raises(ValueError, match="freeze names unknown"):
+        train_group(runner, [base, base.replace(freeze=("nope",))])
+    assert train_group(runner, []) == []
+
+
+@pytest.mark.parametrize("task", ["segmentation", "autoencoder"])
+@pytest.mark.parametrize("architecture", ["unet", "pspnet"])
+def test_evaluate_states_equals_loop(task, architecture):
+    n_out = 4 if task == "segmentation" else 1
+    x = torch.rand(40, 1, 16, 16)
+    y = torch.randint(0, n_out, (40, 16, 16)) if task == "segmentation" else torch.rand(40, 1, 16, 16)
+    states = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        m = build_model(architecture, task, 1, n_out, width=2, depth=2).train()
+        m(torch.rand(8, 1, 16, 16))  # non-trivial BN running statistics
+        states.append({k: v.clone() for k, v in m.state_dict().items()})
+    model = build_model(architecture, task, 1, n_out, width=2, depth=2)
+    metric = PRIMARY[task]
+    batched = evaluate_states(model, states, x, y, task, n_out, metric, chunk=2, max_images=48)
+    looped = []
+    for s in states:
+        model.load_state_dict(s)
+        looped.append(evaluate(model, x, y, task, n_out, metrics=(metric,))[metric])
+    assert batched == pytest.approx(looped, abs=1e-5)
+    assert len(set(looped)) > 1  # the states really differ
+    with pytest.raises(ValueError, match="lack model entries"):
+        evaluate_states(model, [{"x": torch.zeros(1)}], x, y, task, n_out)
+
+
+def test_train_many_grouped_equals_ungrouped_and_caches(fake_fashion, tmp_path, capsys):
+    base = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    parent = base.replace(init_seed=7)
+    specs = [base, base.replace(init_seed=1, domain="target"), parent,
+             base.replace(domain="target", init_from=parent, init_keys=("head.weight",)),
+             base]  # a duplicate and a child whose parent is trained in the same call
+    grouped_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=True)
+    grouped = grouped_runner.train_many(specs)
+    assert grouped_runner.trained == 4
+    err = capsys.readouterr().err
+    assert "group of 3 trained together" in err and err.count(": trained in") == 4
+    plain = _runner(group_training=False).train_many(specs)
+    assert [r.spec for r in grouped] == specs
+    for a, b in zip(grouped, plain):
+        _close_runs(a, b)
+    again_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=False)
+    again = again_runner.train_many(specs)
+    assert again_runner.trained == 0 and all(r.cached for r in again)
+    for a, b in zip(again, grouped):
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state) and a.history == b.history

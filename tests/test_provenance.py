@@ -1,0 +1,56 @@
+"""reuse.provenance: every key present, offline, never failing."""
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from datetime import datetime
+
+import pytest
+
+import reuse.provenance as prov_module
+from reuse.provenance import PACKAGES, provenance
+
+
+def test_keys_values_and_params():
+    params = {"profile": "smoke", "seeds": [0, 1]}
+    prov = provenance(params)
+    assert set(prov) == {"commit", "dirty", "timestamp_utc", "python", "packages", "platform",
+                         "device", "params"}
+    assert isinstance(prov["commit"], str) and prov["commit"]
+    assert datetime.fromisoformat(prov["timestamp_utc"]).utcoffset().total_seconds() == 0
+    assert prov["python"] == platform.python_version()
+    assert set(prov["packages"]) == set(PACKAGES)
+    assert prov["packages"]["torch"] != "not installed"
+    assert prov["device"]
+    assert prov["params"] == params and prov["params"] is not params
+    json.dumps(prov)  # JSON-ready
+
+
+def test_commit_is_unknown_outside_a_git_checkout(monkeypatch, tmp_path):
+    monkeypatch.setattr(prov_module, "_REPO_ROOT", tmp_path)
+    prov = provenance()
+    assert (prov["commit"], prov["dirty"]) == ("unknown", None)
+
+
+def test_commit_is_unknown_without_git(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert provenance()["commit"] == "unknown"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_commit_and_dirty_flag_in_a_checkout(monkeypatch, tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(prov_module, "_REPO_ROOT", tmp_path.resolve())
+    prov = provenance()
+    assert (prov["commit"], prov["dirty"]) == (git("rev-parse", "--short", "HEAD"), False)
+    (tmp_path / "f.txt").write_text("b")
+    assert provenance()["dirty"] is True

@@ -1,0 +1,85 @@
+"""reuse.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reuse.report import _markdown_table, main, record, summarize
+
+
+def _headline() -> pd.DataFrame:
+    return pd.DataFrame({"architecture": ["unet", "pspnet"],
+                         "reuse_score": [np.float32(0.8125), 0.3125],
+                         "n_seeds": np.array([3, 3], dtype=np.int64),
+                         "verdict": ["reusable", "not reusable"]})
+
+
+def test_record_writes_json_and_markdown(tmp_path):
+    params = {"profile": "quick", "seeds": np.array([0, 1, 2]), "data_dir": tmp_path}
+    path = record("01_network", _headline(), params, tmp_path / "results", notes=["n1"])
+    assert path == tmp_path / "results" / "01_network.json"
+    data = json.loads(path.read_text())
+    assert data["headline"][0] == {"architecture": "unet", "reuse_score": 0.8125, "n_seeds": 3,
+                                   "verdict": "reusable"}
+    assert data["params"] == {"profile": "quick", "seeds": [0, 1, 2], "data_dir": str(tmp_path)}
+    assert data["notes"] == ["n1"] and data["provenance"]["commit"]
+    markdown = (tmp_path / "results" / "01_network.md").read_text()
+    assert "| unet | 0.8125 | 3 | reusable |" in markdown
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [
+        "01_network.json", "01_network.md"]  # no temporary files left
+
+
+def test_summarize_roundtrip_sorted_by_name(tmp_path):
+    record("02_layers", pd.DataFrame({"layer": ["enc1.conv"], "rmse": [0.0421]}),
+           {"profile": "smoke", "seeds": [0, 1]}, tmp_path)
+    record("01_network", _headline(), {"profile": "smoke", "seeds": [0, 1]}, tmp_path,
+           notes=["BN statistics re-estimated"])
+    (tmp_path / "other.json").write_text('{"not": "ours"}')  # ignored
+    text = summarize(tmp_path)
+    assert text.index("## 01_network") < text.index("## 02_layers")
+    for expected in ["| pspnet | 0.3125 | 3 | not reusable |", "| enc1.conv | 0.0421 |",
+                     "- BN statistics re-estimated", "Profile `smoke`", "seeds `[0, 1]`",
+                     "2 notebook(s)"]:
+        assert expected in text
+    assert "other" not in text
+
+
+def test_named_index_levels_become_columns(tmp_path):
+    frame = pd.DataFrame({"arch": ["unet", "unet", "pspnet"], "score": [0.5, 0.75, 0.25]})
+    data = json.loads(record("x", frame.groupby("arch").mean(), {}, tmp_path).read_text())
+    assert data["columns"] == ["arch", "score"]
+    assert data["headline"] == [{"arch": "pspnet", "score": 0.25}, {"arch": "unet", "score": 0.625}]
+    filtered = json.loads(record("y", frame[frame.score > 0.3], {}, tmp_path).read_text())
+    assert filtered["columns"] == ["arch", "score"]
+
+
+def test_markdown_table_escapes_and_formats():
+    rows = [{"a|b": "p|q", "x": 1 / 3}, {"a|b": None, "x": float("nan")}]
+    table = _markdown_table(["a|b", "x"], rows)
+    assert table.splitlines() == ["| a\\|b | x |", "| --- | --- |", "| p\\|q | 0.3333 |", "|  |  |"]
+
+
+@pytest.mark.parametrize("name", ["", "../up", "a b", "x/y"])
+def test_record_rejects_bad_names(name, tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        record(name, _headline(), {}, tmp_path)
+
+
+def test_record_rejects_non_frames(tmp_path):
+    with pytest.raises(TypeError, match="DataFrame"):
+        record("x", [{"a": 1}], {}, tmp_path)
+
+
+def test_cli_writes_summary(tmp_path):
+    record("01_network", _headline(), {"profile": "quick"}, tmp_path)
+    out = tmp_path / "SUMMARY.md"
+    assert main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    assert "| unet | 0.8125 | 3 | reusable |" in out.read_text()
+
+
+def test_cli_without_results_exits_1(tmp_path, capsys):
+    assert main(["--results", str(tmp_path / "missing")]) == 1
+    assert "no results recorded" in capsys.readouterr().err

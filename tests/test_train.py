@@ -1,0 +1,78 @@
+import warnings
+
+import pytest
+import torch
+
+from reuse.train import Runner, RunSpec
+
+TINY = dict(width=2, depth=1, epochs=2, batch_size=16, n_train=48)
+
+
+def _runner(tmp_path, **kw):
+    return Runner("cpu", cache_dir=tmp_path / "cache", progress=False, **kw)
+
+
+def test_same_seed_same_history_and_weights(fake_fashion):
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    a = Runner("cpu", cache_dir=None, progress=False).train(spec)
+    b = Runner("cpu", cache_dir=None, progress=False).train(spec)
+    assert a.history == b.history and len(a.history) == 2
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    c = Runner("cpu", cache_dir=None, progress=False).train(spec.replace(order_seed=1))
+    assert c.history != a.history
+
+
+def test_cache_hit_loads_without_training(fake_fashion, tmp_path):
+    spec = RunSpec("pspnet", "autoencoder", "fashion-to-digits", domain="target", **TINY)
+    first = _runner(tmp_path)
+    run = first.train(spec)
+    assert first.trained == 1 and not run.cached
+    second = _runner(tmp_path)
+    again = second.train(spec)
+    assert second.trained == 0 and again.cached
+    assert all(torch.equal(run.state[k], again.state[k]) for k in run.state)
+    assert again.history == run.history
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # writes are atomic
+
+
+def test_corrupt_cache_entry_is_retrained(fake_fashion, tmp_path):
+    spec = RunSpec("plain", "segmentation", "fashion-split", **TINY)
+    run = _runner(tmp_path).train(spec)
+    (path,) = (tmp_path / "cache").rglob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    runner = _runner(tmp_path)
+    with pytest.warns(UserWarning, match="corrupt cache entry"):
+        again = runner.train(spec)
+    assert runner.trained == 1 and not again.cached
+    assert all(torch.equal(run.state[k], again.state[k]) for k in run.state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _runner(tmp_path).train(spec).cached  # the rewritten entry is good
+
+
+def test_key_covers_the_config():
+    spec = RunSpec("unet", "segmentation", "fashion-split")
+    keys = {spec.key, spec.replace(lr=1e-3).key, spec.replace(init_seed=1).key,
+            spec.replace(n_train=10).key, spec.replace(domain="target").key}
+    assert len(keys) == 5 and spec.key == RunSpec("unet", "segmentation", "fashion-split").key
+
+
+def test_init_from_and_freeze(fake_fashion):
+    runner = Runner("cpu", cache_dir=None, progress=False)
+    parent = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    key = "down.0.0.0.weight"
+    child = parent.replace(domain="target", init_from=parent, init_keys=(key,), freeze=(key,))
+    trained_parent, trained_child = runner.train(parent), runner.train(child)
+    assert torch.equal(trained_child.state[key], trained_parent.state[key])
+    assert not torch.equal(trained_child.state["head.weight"], trained_parent.state["head.weight"])
+    with pytest.raises(ValueError, match="freeze names unknown"):
+        runner.train(parent.replace(freeze=("nope",)))
+
+
+def test_bad_specs():
+    with pytest.raises(ValueError, match="domain='middle'"):
+        RunSpec("unet", "segmentation", "fashion-split", domain="middle")
+    with pytest.raises(ValueError, match="pair='x'"):
+        RunSpec("unet", "segmentation", "x")
+    with pytest.raises(ValueError, match="epochs=0"):
+        RunSpec("unet", "segmentation", "fashion-split", epochs=0)
