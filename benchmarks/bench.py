@@ -22,13 +22,11 @@ temporary folder), so the script needs no download. Results go to
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import platform
 import re
 import resource
-import struct
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ import pandas as pd
 import torch
 
 from reuse.criteria import kernel_rmse
-from reuse.data import FASHION_FILES
+from reuse.data import write_synthetic_fashion
 from reuse.experiments.network_reusability import TYPE_SETS
 from reuse.gpu import autocast, prepare_model, synchronize
 from reuse.group import bn_cancelled_keys, evaluate_states, train_group
@@ -53,34 +51,14 @@ from reuse.train import MONITOR_SIZE, Runner, RunSpec
 # sizes: images are 32 x 32 px (Fashion-MNIST padded), one channel
 SIZES = {
     "quick": dict(width=2, depth=1, batch_size=16, n_train=32, epochs=1, group_sizes=(1, 2),
-                  n_test=32, rmse_repeats=5),
+                  n_test=32, rmse_repeats=5, chunks=(16,)),
     "full": dict(width=8, depth=2, batch_size=32, n_train=512, epochs=1, group_sizes=(1, 4, 16),
-                 n_test=512, rmse_repeats=50),
+                 n_test=512, rmse_repeats=50, chunks=(4, 16, 64)),
 }
 CUDA_OVERRIDES = dict(n_train=4096, batch_size=128, width=16, depth=3)  # a GPU idles on less
 PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
 
 
-# ----------------------------------------------------------------------------- data
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def synthetic_fashion(folder: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Fashion-MNIST-shaped IDX files: class c is a bright rectangle sized by c on noise."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", n_train), ("test", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 30, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            h, w = 6 + c, 16 - c
-            top, left = rng.integers(2, 28 - h - 1), rng.integers(2, 28 - w - 1)
-            images[i, top:top + h, left:left + w] = 200
-        _write_idx(folder / FASHION_FILES[(split, "images")], images)
-        _write_idx(folder / FASHION_FILES[(split, "labels")], labels)
-    return folder
 
 
 # ----------------------------------------------------------------------------- timing
@@ -179,7 +157,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     if dev.type == "cuda" and not quick:
         sizes.update(CUDA_OVERRIDES)
     tmp = tempfile.TemporaryDirectory()
-    folder = synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
+    folder = write_synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
                                n_test=2 * sizes["n_test"] + 20)  # each pair side gets half
     runner = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
                     deterministic=dev.type != "cuda")
@@ -189,6 +167,9 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     x, _ = runner.split(spec.pair, spec.domain, spec.task, "train", 0, 0.0, spec.n_train)  # warm
     images = spec.epochs * spec.n_train
     rows: list[dict] = []
+    # agreement tolerances: fp32 on the CPU; bf16 autocast on CUDA rounds to ~3 digits and
+    # grouped convolutions round differently, which Adam amplifies over the steps
+    weight_tol, metric_tol = (1e-3, 1e-4) if dev.type == "cpu" else (5e-2, 1e-2)
 
     def record(section, what, baseline_s, fast_s, n_items, unit, agree, peak=None, **extra):
         row = {"section": section, "what": what, "baseline_s": baseline_s, "fast_s": fast_s,
@@ -231,11 +212,16 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         _reset_peak(dev)
         group, t_group = _timed(lambda: train_group(runner, specs), dev)
         noise = set(bn_cancelled_keys(runner.build(spec)))  # rounding-driven, see group.py
-        err = max(float((a.state[k].double() - b.state[k].double()).abs().max())
-                  for a, b in zip(group, loop) for k in a.state if k not in noise)
+        diffs = {(m, k): float((a.state[k].double() - b.state[k].double()).abs().max())
+                 for m, (a, b) in enumerate(zip(group, loop)) for k in a.state if k not in noise}
+        worst = max(diffs, key=diffs.get)
+        err = diffs[worst]
+        scale = float(loop[worst[0]].state[worst[1]].double().abs().max())
+        loss_diff = max(abs(a.history[-1]["loss"] - b.history[-1]["loss"]) for a, b in zip(group, loop))
         achieved = flops_step * steps * n / t_group / 1e12
         record("b", f"{n} models together vs one after another", t_loop, t_group, n * images,
-               "img/s", err < 1e-3, _peak_mib(dev), max_weight_diff=err, cuda_peak_loop_mib=peak_loop,
+               "img/s", err < weight_tol, _peak_mib(dev), max_weight_diff=err, worst_key=worst[1],
+               worst_key_scale=scale, final_loss_diff=loss_diff, cuda_peak_loop_mib=peak_loop,
                train_tflops_fast=achieved, train_tflops_baseline=flops_step * steps * n / t_loop / 1e12)
     if dev.type == "cuda":
         last = rows[-1]
@@ -259,14 +245,18 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
             out.append(evaluate(model, tx, ty, spec.task, n_out, metrics=(metric,))[metric])
         return out
 
-    evaluate_states(model, states[:2], tx, ty, spec.task, n_out, metric)  # warm-up
+    looped()  # warm-up: kernel choice for every shape, outside the timings
     _reset_peak(dev)
     ref, t_loop = _timed(looped, dev)
-    _reset_peak(dev)
-    fast, t_fast = _timed(lambda: evaluate_states(model, states, tx, ty, spec.task, n_out, metric), dev)
-    err = max(abs(a - b) for a, b in zip(ref, fast))
-    record("c", f"{len(states)} swap variants x {n_test} test images", t_loop, t_fast,
-           len(states), "states/s", err <= 1e-4, _peak_mib(dev), max_metric_diff=err)
+    for chunk in sizes["chunks"]:
+        def batched():
+            return evaluate_states(model, states, tx, ty, spec.task, n_out, metric, chunk=chunk)
+        batched()
+        _reset_peak(dev)
+        fast, t_fast = _timed(batched, dev)
+        err = max(abs(a - b) for a, b in zip(ref, fast))
+        record("c", f"{len(states)} swap variants x {n_test} test images, chunk {chunk}", t_loop,
+               t_fast, len(states), "states/s", err <= metric_tol, _peak_mib(dev), max_metric_diff=err)
 
     # (d) bulk RMSE vs per-layer loop
     layers = conv_layer_names(model)
@@ -286,7 +276,8 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     print(f"(e) peak CPU RSS {memory['cpu_peak_rss_mib']:.0f} MiB" +
           ("" if dev.type != "cuda" else
            "; CUDA peak per section (MiB): " +
-           ", ".join(f"{r['section']}:{r['cuda_peak_mib']:.0f}" for r in rows)), flush=True)
+           ", ".join(f"{r['section']}:{r['cuda_peak_mib']:.0f}" for r in rows
+                     if r["cuda_peak_mib"] is not None)), flush=True)
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
     result = {"device": str(dev), "device_name": name, "torch": torch.__version__,
@@ -300,7 +291,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
         slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{dev.type}-{name}").strip("-").lower()
-        path = out / f"{slug}-{stamp}{'-quick' if quick else ''}.json"
+        path = out / f"{slug}-{stamp}-{architecture}{'-quick' if quick else ''}.json"
         path.write_text(json.dumps(result, indent=1, default=str))
         result["path"] = str(path)
         print(f"wrote {path}")

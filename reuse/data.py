@@ -78,6 +78,32 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=_IDX_TYPES[dtype], offset=header).reshape(shape)
 
 
+def write_idx(path: str | Path, array: np.ndarray, gz: bool = True) -> None:
+    """Write a uint8 ``array`` as an IDX file (gzipped by default), the inverse of :func:`read_idx`."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_synthetic_fashion(folder: str | Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Fashion-MNIST-shaped IDX files for tests and benchmarks (no real data needed).
+
+    Class c is a bright rectangle whose shape depends on c, on a noisy background.
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 30, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            h, w = 6 + c, 16 - c
+            top, left = rng.integers(2, 28 - h - 1), rng.integers(2, 28 - w - 1)
+            images[i, top:top + h, left:left + w] = 200
+        write_idx(folder / FASHION_FILES[(split, "images")], images)
+        write_idx(folder / FASHION_FILES[(split, "labels")], labels)
+    return folder
+
+
 def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = False) -> Path:
     """The folder holding the four Fashion-MNIST IDX gz files.
 

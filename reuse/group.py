@@ -27,7 +27,13 @@ from torch.func import functional_call, vmap
 from .gpu import autocast, batch_indices
 from .metrics import PRIMARY, _accumulator, loss, predict
 
-EVAL_IMAGES = 4096  # images per batched forward in scoring (members x images): bounds memory
+# member-images per batched forward when scoring: bounds activation memory. 512 on the CPU
+# (as evaluate's batch; 4096 there thrashed memory and ran 7x slower), 4096 on a GPU
+EVAL_IMAGES = {"cpu": 512, "cuda": 4096}
+
+
+def _max_images(device: torch.device, max_images: int | None) -> int:
+    return max_images if max_images is not None else EVAL_IMAGES.get(device.type, 512)
 
 
 # ----------------------------------------------------------------------------- stacking
@@ -37,8 +43,19 @@ def _split_names(model: nn.Module) -> tuple[list[str], list[str]]:
 
 def _stack(states: Sequence[dict[str, torch.Tensor]], names: list[str], device: torch.device,
            dtypes: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([s[k].detach().to(device, dtypes[k]) for s in states]).contiguous()
-            for k in names}
+    """``{name: [N, *shape]}`` in plain row-major strides.
+
+    Copied into fresh tensors rather than ``torch.stack``-ed: a 1x1 kernel saved from a
+    channels_last model counts as contiguous but keeps odd strides, ``stack`` keeps them,
+    and vmapped BatchNorm then fails on CUDA ("NYI: querying is_contiguous inside of vmap").
+    """
+    out = {}
+    for k in names:
+        first = states[0][k]
+        out[k] = torch.empty((len(states), *first.shape), dtype=dtypes[k], device=device)
+        for i, s in enumerate(states):
+            out[k][i].copy_(s[k].detach())
+    return out
 
 
 def _forward(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor,
@@ -53,10 +70,10 @@ def _forward(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor,
 @torch.inference_mode()
 def _score_stacked(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor,
                    y: torch.Tensor, task: str, n_outputs: int, metrics: tuple[str, ...] | None,
-                   max_images: int = EVAL_IMAGES) -> list[dict[str, float]]:
+                   max_images: int | None = None) -> list[dict[str, float]]:
     """Metrics of each stacked member on the same ``x``, ``y`` (model in eval mode)."""
     n = next(iter(params.values())).shape[0]
-    batch = max(1, max_images // n)
+    batch = max(1, _max_images(x.device, max_images) // n)
     was_training = model.training
     model.eval()
     accs = [_accumulator(task, n_outputs, x.device, metrics) for _ in range(n)]
@@ -73,14 +90,15 @@ def _score_stacked(model: nn.Module, params: dict, buffers: dict, x: torch.Tenso
 
 def evaluate_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]], x: torch.Tensor,
                     y: torch.Tensor, task: str, n_outputs: int, metric: str | None = None,
-                    chunk: int = 16, max_images: int = EVAL_IMAGES) -> list[float]:
+                    chunk: int = 16, max_images: int | None = None) -> list[float]:
     """``metric`` (the task's primary one when None) of every state in ``states``.
 
     ``model`` gives the architecture (its own weights are not used; it must be on the
     device of ``x``); ``states`` are its state dicts (any device). States are scored
     ``chunk`` at a time, each chunk in batched forwards of at most ``max_images``
-    member-images, in eval mode. Equal to ``[evaluate(model_with(s), x, y, ...)[metric]
-    for s in states]`` up to float rounding of the grouped convolutions.
+    member-images (default :data:`EVAL_IMAGES` for the device), in eval mode. Equal to
+    ``[evaluate(model_with(s), x, y, ...)[metric] for s in states]`` up to float
+    rounding of the grouped convolutions.
     """
     if chunk < 1:
         raise ValueError(f"chunk={chunk}; must be >= 1")

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")  # figures are files; notebooks display them inline anyway
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .stats import mean_ci  # noqa: E402
+from .stats import mean_ci
 
 ORDER = {"architecture": ["unet", "pspnet", "plain"], "task": ["segmentation", "autoencoder"]}
 # svg.hashsalt and no date: the same figure gives the same bytes, so git diffs stay quiet

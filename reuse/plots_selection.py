@@ -169,7 +169,11 @@ def small_data_curves(results: pd.DataFrame) -> plt.Figure:
                     col="cell", marker="o", errorbar=_t_interval, height=2.8, aspect=1.2,
                     facet_kws={"sharey": False},
                     row_order=_present("task", d))
+    sizes = sorted(set(d.n_T))
     for ax in g.axes.flat:
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.minorticks_off()
+    g.set_titles("{row_name} | {col_name}")
     g.set_ylabels("target metric (mIoU or PSNR)")
     return g.figure

@@ -115,7 +115,8 @@ def _section(data: dict[str, Any], level: int) -> str:
     lines = [f"{'#' * level} {data['name']}", "",
              _markdown_table(data["columns"], data["headline"]), ""]
     if data["notes"]:
-        lines += [f"- {note}" for note in data["notes"]] + [""]
+        # notes may already be Markdown bullets (a verdict text split into lines)
+        lines += [n if n.startswith("- ") else f"- {n}" for n in data["notes"]] + [""]
     lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
               f"device {prov['device']}, commit `{commit}`, {prov['timestamp_utc']}; "
               f"Python {prov['python']}, {versions}.", ""]

@@ -5,19 +5,18 @@ import pytest
 import torch
 
 from reuse import data
-from tests.conftest import write_idx
 
 
 def test_read_idx_roundtrip_gz_and_raw(tmp_path):
     a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     for gz, name in ((True, "a.gz"), (False, "a.idx")):
-        write_idx(tmp_path / name, a, gz=gz)
+        data.write_idx(tmp_path / name, a, gz=gz)
         np.testing.assert_array_equal(data.read_idx(tmp_path / name), a)
 
 
 def test_read_idx_truncated_names_the_file(tmp_path):
     path = tmp_path / "t.gz"
-    write_idx(path, np.zeros((5, 28, 28), np.uint8))
+    data.write_idx(path, np.zeros((5, 28, 28), np.uint8))
     raw = gzip.open(path).read()
     gzip.open(path, "wb").write(raw[:-10])
     with pytest.raises(ValueError, match=r"t\.gz.*size mismatch"):

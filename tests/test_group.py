@@ -19,9 +19,13 @@ def _runner(**kw):
 
 
 def _close_runs(a, b, atol=5e-4, noise_atol=0.05):
-    """Same weights up to float rounding: within ``atol`` everywhere except the keys of
-    :func:`bn_cancelled_keys` (conv biases before BN have a true gradient of 0, so Adam
-    moves them by rounding noise: bounded by lr x steps), and the same history."""
+    """Same weights up to float rounding, and the same history.
+
+    Grouped convolutions round differently and Adam divides by sqrt(v), which amplifies
+    rounding where gradients are tiny: after 6 steps at lr 1e-2 most entries agree to
+    1e-6 and the worst seen was 1.8e-4, hence ``atol``. The keys of
+    :func:`bn_cancelled_keys` (conv biases before BN: true gradient 0, moved by rounding
+    noise, bounded by lr x steps) get ``noise_atol``."""
     assert a.state.keys() == b.state.keys()
     noise = set(bn_cancelled_keys(build_model(a.spec.architecture, a.spec.task, 1, 2, 2, 1)))
     assert noise
@@ -113,7 +117,8 @@ def test_train_many_grouped_equals_ungrouped_and_caches(fake_fashion, tmp_path, 
     specs = [base, base.replace(init_seed=1, domain="target"), parent,
              base.replace(domain="target", init_from=parent, init_keys=("head.weight",)),
              base]  # a duplicate and a child whose parent is trained in the same call
-    grouped_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=True)
+    assert not _runner().group_training  # off by default on the CPU, where it is slower
+    grouped_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=True, group_training=True)
     grouped = grouped_runner.train_many(specs)
     assert grouped_runner.trained == 4
     err = capsys.readouterr().err

@@ -1,6 +1,5 @@
 """E2: the layer positions, the selection rule, first k, the Yosinski checks and the frames."""
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,6 @@ import pytest
 
 from reuse.config import get_profile
 from reuse.experiments import layer_selection as e2
-from reuse.train import Runner
 
 
 def test_layer_points_spread_from_first_to_last():
@@ -68,17 +66,6 @@ def test_settings_take_overrides_that_are_not_none():
     assert s["fraction"] == 0.5 and s["points"] == e2.M2_SCALE["quick"]["points"]
     with pytest.raises(ValueError, match="unknown settings"):
         e2.settings(e2.M2_SCALE, prof, bogus=1)
-
-
-@pytest.fixture(scope="module")
-def runner_profile(fake_fashion_dir, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
-    runner = Runner("cpu", tmp_path_factory.getbasetemp() / "selection_cache", progress=False)
-    profile = dataclasses.replace(get_profile("smoke", [0]), n_source=128, n_target=128, n_test=32,
-                                  epochs=2)
-    yield runner, profile
-    mp.undo()
 
 
 def test_e2_frames_are_tidy(runner_profile):

@@ -1,17 +1,14 @@
 """E3 and the statistics behind it: threshold fitting, AUC, Spearman, leave-one-pair-out."""
 
-import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from reuse import stats_tests
-from reuse.config import get_profile
 from reuse.experiments import layer_selection as e2
 from reuse.experiments import rmse_threshold as e3
 from reuse.experiments.common import Condition
-from reuse.train import Runner
 
 PAIRS = ["fashion-split", "fashion-to-digits"]
 
@@ -82,17 +79,6 @@ def test_e3_leave_one_pair_out_fits_without_the_held_out_pair(monkeypatch):
     assert best in {"rmse", "rel_rmse"} and "works better" in text
     verdict = e3.verdict_text(table, lopo, text, None)
     assert verdict.count("J3 holds") == 2
-
-
-@pytest.fixture(scope="module")
-def runner_profile(fake_fashion_dir, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
-    runner = Runner("cpu", tmp_path_factory.getbasetemp() / "selection_cache", progress=False)
-    profile = dataclasses.replace(get_profile("smoke", [0]), n_source=128, n_target=128, n_test=32,
-                                  epochs=2)
-    yield runner, profile
-    mp.undo()
 
 
 def test_e3_frames_are_tidy(runner_profile):

@@ -1,6 +1,5 @@
 """E4: the paired test on a hand-made example, the rule's fit and the E4 frames."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 from reuse.config import get_profile
 from reuse.experiments import small_data as e4
 from reuse.stats_tests import paired_test
-from reuse.train import Runner
 
 
 def test_paired_test_matches_hand_computation():
@@ -56,17 +54,6 @@ def test_paired_tests_and_verdict_can_say_does_not_hold():
 def test_e4_needs_two_pairs():
     with pytest.raises(ValueError, match="needs >= 2 pairs"):
         e4.run(None, get_profile("smoke"), pairs=["fashion-split"])
-
-
-@pytest.fixture(scope="module")
-def runner_profile(fake_fashion_dir, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
-    runner = Runner("cpu", tmp_path_factory.getbasetemp() / "selection_cache", progress=False)
-    profile = dataclasses.replace(get_profile("smoke", [0]), n_source=128, n_target=128, n_test=32,
-                                  epochs=2)
-    yield runner, profile
-    mp.undo()
 
 
 def test_e4_frames_are_tidy(runner_profile):

@@ -9,9 +9,9 @@ four strategies, each fine-tuning all parameters after its initialisation:
 - ``rule``: the paper's two conditions, decided without the held-out pair's full data:
   (a) the network is reusable by E1's rule on the other pairs, and (b) per layer, the
   RMSE between theta_S and the scratch model trained on the same n_T samples is below a
-  threshold fit (E3's method) on the other pairs' layers at the same n_T. The RMSE scale
-  depends on how far a target model trained, so the threshold is fit on points of the
-  same n_T rather than on E3's full-data points.
+  threshold fit (E3's method) on the other pairs' layers at the same fraction of their
+  target training set. The RMSE scale depends on how far a target model trained, so the
+  threshold is fit on points of the same data size rather than on E3's full-data points.
 
 :func:`run` returns one row per condition x n_T x strategy (scored on the target test
 split) and the decisions behind each rule; :func:`paired_tests` compares strategies
