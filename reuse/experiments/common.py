@@ -55,16 +55,18 @@ class Evaluator:
     profile: Profile
     condition: Condition
     target: TrainedRun
+    bn_samples: int | None = None  # target training samples BN re-estimation uses (None: all)
 
     def __post_init__(self):
         c, spec = self.condition, self.target.spec
         self.task = c.task
         self.metric = PRIMARY[c.task]
         self.n_out = self.runner.n_outputs(spec)
-        self.x, self.y = self.runner.split(c.pair, "target", c.task, "test", c.seed, c.shift,
-                                           min(self.profile.n_test, self.runner.available(c.pair, "target", "test")))
-        self.train_x, train_y = self.runner.split(c.pair, "target", c.task, "train", c.seed,
-                                                  c.shift, spec.n_train)
+        n_test = min(self.profile.n_test, self.runner.available(c.pair, "target", "test"))
+        self.x, self.y = self.runner.split(c.pair, "target", c.task, "test", c.seed, c.shift, n_test)
+        train_x, train_y = self.runner.split(c.pair, "target", c.task, "train", c.seed, c.shift,
+                                             spec.n_train)
+        self.bn_x = train_x[:self.bn_samples]
         self.chance = chance_level(c.task, train_y, self.y, self.n_out)[self.metric]
         self.model = self.runner.model(self.target)
         self.layers = conv_layer_names(self.model)
@@ -73,7 +75,7 @@ class Evaluator:
     def score(self, state: dict[str, torch.Tensor], reestimate: bool = False) -> float:
         """The primary metric of ``state`` on the target test split."""
         self.model.load_state_dict(state)
-        model = reestimate_bn(self.model, self.train_x) if reestimate else self.model
+        model = reestimate_bn(self.model, self.bn_x) if reestimate else self.model
         return evaluate(model, self.x, self.y, self.task, self.n_out, metrics=(self.metric,))[self.metric]
 
     def score_many(self, states: list[dict[str, torch.Tensor]]) -> list[float]:

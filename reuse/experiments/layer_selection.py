@@ -90,8 +90,7 @@ def swap_scores(runner: Runner, profile: Profile, architectures=ARCHITECTURES, t
     conds = conditions(profile, architectures, tasks, pairs, shift)
     rows = []
     for i, (c, runs) in enumerate(zip(conds, trained(runner, profile, conds))):
-        ev = Evaluator(runner, profile, c, runs["target"])
-        ev.train_x = ev.train_x[:bn_samples]  # what BN re-estimation runs on
+        ev = Evaluator(runner, profile, c, runs["target"], bn_samples)
         n = len(ev.layers)
         for index, layer in enumerate(ev.layers):
             keys = kernel_keys(runs["target"].state, [layer])
