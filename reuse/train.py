@@ -25,11 +25,13 @@ import torch
 from torch import nn
 
 from . import data as rdata
-from .gpu import autocast, batch_indices, configure, prepare_model, resolve_device
+from .gpu import autocast, batch_indices, compiled, configure, prepare_model, resolve_device
+from .gpu import precision as autocast_precision
 from .metrics import PRIMARY, evaluate, loss
 from .models import build_model
 
-TRAINER_VERSION = "1"  # bump when a change to training alters the weights it produces
+TRAINER_VERSION = "2"  # bump when a change to training alters the weights it produces
+# 2: channels_last (and bf16 autocast where native) on the CPU too
 MONITOR_SIZE = 512  # test images scored after each epoch for the history
 
 
@@ -101,12 +103,20 @@ class Runner:
     """Trains specs on one device with a shared data memo and run cache.
 
     ``cache_dir=None`` disables the disk cache; runs stay memoised in memory either way.
+    Cached runs are filed under the autocast precision they were trained in ('bf16' or
+    'fp32', see :func:`reuse.gpu.configure`), so changing it retrains. ``compile`` runs
+    the training forward through ``torch.compile``; a run whose compilation fails is
+    retrained eagerly, with a warning, and so are the runner's later runs.
     """
 
     def __init__(self, device: str = "auto", cache_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, deterministic: bool = True,
-                 progress: bool = True, group_training: bool | None = None):
+                 progress: bool = True, group_training: bool | None = None,
+                 precision: str = "auto", compile: bool = False):
         self.device = resolve_device(device)
+        configure(deterministic, precision)
+        self.precision = autocast_precision(self.device)
+        self.compile = compile
         # train same-shape specs together (reuse.group); by default only on CUDA, where 16
         # together measured 2.0-3.6x faster on an H200; on the shared 2-core CPU it ranged
         # 0.4-1.8x (benchmarks/README.md)
@@ -119,7 +129,6 @@ class Runner:
         self._classes: dict[tuple[str, str], int] = {}
         self._tensors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._runs: dict[str, TrainedRun] = {}  # this runner's runs, also without a disk cache
-        configure(deterministic)
 
     # --------------------------------------------------------------- data
     def split(self, pair: str, domain: str, task: str, split: str, data_seed: int = 0,
@@ -229,6 +238,17 @@ class Runner:
                   f"{spec.domain} init={spec.init_seed}: {what}", file=sys.stderr, flush=True)
 
     def _fit(self, spec: RunSpec) -> TrainedRun:
+        """Train ``spec`` alone (no cache)."""
+        if self.compile:
+            try:
+                return self._train_one(spec, compile_forward=True)
+            except Exception as err:  # compilation errors surface in the first forward or backward
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training "
+                              "eagerly from here on", stacklevel=2)
+                self.compile = False
+        return self._train_one(spec, compile_forward=False)
+
+    def _train_one(self, spec: RunSpec, compile_forward: bool) -> TrainedRun:
         model = self.build(spec)
         model.load_state_dict(self.initial_state(spec))
         model = prepare_model(model, self.device).train()
@@ -248,12 +268,13 @@ class Runner:
         opt = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         gen = torch.Generator().manual_seed(spec.order_seed)
+        forward = compiled(model, compile_forward)
         history = []
         for epoch in range(spec.epochs):
             total = torch.zeros((), device=self.device)
             for idx in batch_indices(len(x), spec.batch_size, self.device, gen):
                 with autocast(self.device):
-                    batch_loss = loss(spec.task, model(x[idx]), y[idx])
+                    batch_loss = loss(spec.task, forward(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
@@ -271,7 +292,7 @@ class Runner:
         if self.cache_dir is None:
             return None
         key = spec.key
-        return self.cache_dir / key[:2] / f"{key}.pt"
+        return self.cache_dir / self.precision / key[:2] / f"{key}.pt"
 
     def _load(self, spec: RunSpec) -> TrainedRun | None:
         if spec.key in self._runs:

@@ -26,11 +26,39 @@ def test_batches_cover_every_index_once_and_follow_the_seed():
         next(gpu.batch_indices(10, 0, dev))
 
 
-def test_cpu_paths_are_plain():
+def test_precision_setting_drives_autocast():
     dev = torch.device("cpu")
-    with gpu.autocast(dev):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-    model = gpu.prepare_model(torch.nn.Conv2d(1, 1, 3), dev)
-    assert model.weight.is_contiguous()
-    gpu.configure(deterministic=True)
+    try:
+        gpu.configure(deterministic=True, precision="fp32")
+        assert gpu.precision(dev) == "fp32"
+        with gpu.autocast(dev):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        gpu.configure(deterministic=True, precision="bf16")
+        with gpu.autocast(dev):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+        with gpu.autocast(dev, enabled=False):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+        gpu.configure(deterministic=True, precision="auto")
+        assert gpu.precision(dev) == ("bf16" if gpu.bf16_native(dev) else "fp32")
+        with pytest.raises(ValueError, match="precision='fp16'; allowed: auto, bf16, fp32"):
+            gpu.configure(precision="fp16")
+    finally:
+        gpu.configure(deterministic=True)
     assert torch.are_deterministic_algorithms_enabled()
+
+
+def test_prepare_model_is_channels_last():
+    model = gpu.prepare_model(torch.nn.Conv2d(2, 4, 3), torch.device("cpu"))
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.weight.is_contiguous()
+
+
+def test_compiled_off_is_the_model_and_a_failing_compile_falls_back(monkeypatch):
+    model = torch.nn.Conv2d(1, 1, 3)
+    assert gpu.compiled(model, enabled=False) is model
+
+    def broken(_model):
+        raise RuntimeError("no compiler here")
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="torch.compile unavailable .*no compiler here"):
+        assert gpu.compiled(model) is model

@@ -15,15 +15,18 @@ FROZEN = {"unet": ("down.0.0.0.weight", "head.bias"), "pspnet": ("stem.0.weight"
 
 
 def _runner(**kw):
-    return Runner("cpu", cache_dir=None, progress=False, **kw)
+    # fp32: equivalence is checked where rounding is ~1e-7 (bf16 autocast's ~1e-3, which
+    # Adam amplifies, is what benchmarks/bench.py reports on machines that use it)
+    return Runner("cpu", cache_dir=None, progress=False, precision="fp32", **kw)
 
 
-def _close_runs(a, b, atol=5e-4, noise_atol=0.05):
+def _close_runs(a, b, atol=2e-3, noise_atol=0.05):
     """Same weights up to float rounding, and the same history.
 
-    Grouped convolutions round differently and Adam divides by sqrt(v), which amplifies
-    rounding where gradients are tiny: after 6 steps at lr 1e-2 most entries agree to
-    1e-6 and the worst seen was 1.8e-4, hence ``atol``. The keys of
+    Grouped convolutions (NCHW) round differently from ``_fit``'s channels_last ones and
+    Adam divides by sqrt(v), which amplifies rounding where gradients are tiny: after 6
+    steps at lr 1e-2 most entries agree to 1e-6 and the worst seen was 6.3e-4, hence
+    ``atol``. The keys of
     :func:`bn_cancelled_keys` (conv biases before BN: true gradient 0, moved by rounding
     noise, bounded by lr x steps) get ``noise_atol``."""
     assert a.state.keys() == b.state.keys()
@@ -118,7 +121,8 @@ def test_train_many_grouped_equals_ungrouped_and_caches(fake_fashion, tmp_path, 
              base.replace(domain="target", init_from=parent, init_keys=("head.weight",)),
              base]  # a duplicate and a child whose parent is trained in the same call
     assert not _runner().group_training  # off by default on the CPU, where it is slower
-    grouped_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=True, group_training=True)
+    grouped_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=True, group_training=True,
+                            precision="fp32")
     grouped = grouped_runner.train_many(specs)
     assert grouped_runner.trained == 4
     err = capsys.readouterr().err
@@ -127,7 +131,7 @@ def test_train_many_grouped_equals_ungrouped_and_caches(fake_fashion, tmp_path, 
     assert [r.spec for r in grouped] == specs
     for a, b in zip(grouped, plain):
         _close_runs(a, b)
-    again_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=False)
+    again_runner = Runner("cpu", cache_dir=tmp_path / "cache", progress=False, precision="fp32")
     again = again_runner.train_many(specs)
     assert again_runner.trained == 0 and all(r.cached for r in again)
     for a, b in zip(again, grouped):

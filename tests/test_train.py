@@ -50,6 +50,34 @@ def test_corrupt_cache_entry_is_retrained(fake_fashion, tmp_path):
         assert _runner(tmp_path).train(spec).cached  # the rewritten entry is good
 
 
+def test_cache_is_filed_by_precision(fake_fashion, tmp_path):
+    spec = RunSpec("plain", "autoencoder", "fashion-split", **TINY)
+    fp32 = _runner(tmp_path, precision="fp32")
+    fp32.train(spec)
+    bf16 = _runner(tmp_path, precision="bf16")
+    assert bf16.precision == "bf16" and not bf16.train(spec).cached and bf16.trained == 1
+    assert sorted(p.parts[-3] for p in (tmp_path / "cache").rglob("*.pt")) == ["bf16", "fp32"]
+    assert _runner(tmp_path, precision="fp32").train(spec).cached
+
+
+def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    eager = Runner("cpu", cache_dir=None, progress=False).train(spec)
+
+    def broken(model, enabled=True):
+        def forward(x):
+            model(x)  # BN statistics move before the failure: the retrain must not see that
+            raise RuntimeError("inductor exploded")
+        return forward if enabled else model
+    monkeypatch.setattr("reuse.train.compiled", broken)
+    runner = Runner("cpu", cache_dir=None, progress=False, compile=True)
+    with pytest.warns(UserWarning, match="torch.compile failed .*inductor exploded"):
+        run = runner.train(spec)
+    assert not runner.compile  # later runs go straight to eager
+    assert all(torch.equal(run.state[k], eager.state[k]) for k in run.state)
+    assert run.history == eager.history
+
+
 def test_key_covers_the_config():
     spec = RunSpec("unet", "segmentation", "fashion-split")
     keys = {spec.key, spec.replace(lr=1e-3).key, spec.replace(init_seed=1).key,

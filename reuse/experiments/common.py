@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Profile
-from ..group import evaluate_states
 from ..metrics import PRIMARY, chance_level, evaluate, reuse_score
 from ..models import conv_layer_names
+from ..scoring import score_states
 from ..surgery import reestimate_bn, swap_state
 from ..train import Runner, RunSpec, TrainedRun
 
@@ -79,17 +79,29 @@ class Evaluator:
         return evaluate(model, self.x, self.y, self.task, self.n_out, metrics=(self.metric,))[self.metric]
 
     def score_many(self, states: list[dict[str, torch.Tensor]]) -> list[float]:
-        """:meth:`score` of every state (no BN re-estimation), in batched passes
-        (:func:`reuse.group.evaluate_states`); equal up to float rounding."""
-        return evaluate_states(self.model, states, self.x, self.y, self.task, self.n_out, self.metric)
+        """:meth:`score` of every state (no BN re-estimation), with the forward work the
+        states share done once (:func:`reuse.scoring.score_states`); the same numbers."""
+        scores = score_states(self.model, states, self.x, self.y, self.task, self.n_out, (self.metric,))
+        return [s[self.metric] for s in scores]
+
+    def swap_rows(self, source: dict[str, torch.Tensor], key_sets: list[list[str]],
+                  target: dict[str, torch.Tensor] | None = None, target_value: float | None = None
+                  ) -> list[dict]:
+        """One row per key set: the target (or ``target``) with those keys from ``source``,
+        scored together by :meth:`score_many`."""
+        base = self.target.state if target is None else target
+        values = self.score_many([swap_state(base, source, keys) for keys in key_sets])
+        return [self._row(v, target_value) for v in values]
 
     def swap_row(self, source: dict[str, torch.Tensor], keys: list[str], reestimate: bool = False,
                  target: dict[str, torch.Tensor] | None = None, target_value: float | None = None
                  ) -> dict:
         """Score of the target (or ``target``) with ``keys`` from ``source``, as a row."""
         base = self.target.state if target is None else target
+        return self._row(self.score(swap_state(base, source, keys), reestimate), target_value)
+
+    def _row(self, value: float, target_value: float | None) -> dict:
         base_value = self.target_value if target_value is None else target_value
-        value = self.score(swap_state(base, source, keys), reestimate)
         return {**self.condition.factors(), "metric": self.metric, "value": value,
                 "target_value": base_value, "chance": self.chance,
                 "reuse_score": reuse_score(value, base_value, self.chance)}

@@ -92,12 +92,13 @@ def swap_scores(runner: Runner, profile: Profile, architectures=ARCHITECTURES, t
     for i, (c, runs) in enumerate(zip(conds, trained(runner, profile, conds))):
         ev = Evaluator(runner, profile, c, runs["target"], bn_samples)
         n = len(ev.layers)
-        for index, layer in enumerate(ev.layers):
-            keys = kernel_keys(runs["target"].state, [layer])
-            for reest in reestimate:
-                rows.append({**ev.swap_row(runs["source"].state, keys, reest), "layer": layer,
-                             "index": index, "n_layers": n, "depth": index / max(n - 1, 1),
-                             "bn_reestimated": reest})
+        key_sets = [kernel_keys(runs["target"].state, [layer]) for layer in ev.layers]
+        for reest in reestimate:
+            scored = (ev.swap_rows(runs["source"].state, key_sets) if not reest else
+                      [ev.swap_row(runs["source"].state, keys, True) for keys in key_sets])
+            rows += [{**row, "layer": layer, "index": index, "n_layers": n,
+                      "depth": index / max(n - 1, 1), "bn_reestimated": reest}
+                     for index, (layer, row) in enumerate(zip(ev.layers, scored))]
         if runner.progress:
             print(f"  swapped {i + 1}/{len(conds)}", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)

@@ -62,20 +62,23 @@ def run(runner: Runner, profile: Profile, architectures=ARCHITECTURES, tasks=TAS
 def _measure(ev: Evaluator, source: dict, target_diff: dict) -> list[dict]:
     layers, n = ev.layers, len(ev.layers)
     kernels = select_keys(ev.model, layers, KERNEL_TYPES)
-
-    def row(keys, measure, k=n, param_type="kernels", init="shared", reestimate=False, **kw):
-        return {**ev.swap_row(source, keys, reestimate, **kw), "measure": measure, "init": init,
-                "bn_reestimated": reestimate, "k": k, "n_layers": n, "param_type": param_type}
-
-    rows = [row(kernels, "all_conv"), row(kernels, "all_conv", reestimate=True),
-            row(kernels, "all_conv", init="different", target=target_diff,
-                target_value=ev.score(target_diff))]
+    tags = [dict(measure="all_conv")]
+    key_sets = [kernels]
     for k in range(1, n + 1):
-        rows.append(row(select_keys(ev.model, prefix(layers, k), KERNEL_TYPES), "prefix", k))
-        rows.append(row(select_keys(ev.model, suffix(layers, k), KERNEL_TYPES), "suffix", k))
+        tags += [dict(measure="prefix", k=k), dict(measure="suffix", k=k)]
+        key_sets += [select_keys(ev.model, prefix(layers, k), KERNEL_TYPES),
+                     select_keys(ev.model, suffix(layers, k), KERNEL_TYPES)]
     for name, types in TYPE_SETS.items():
-        rows.append(row(select_keys(ev.model, None, types), "param_type", param_type=name))
-    return rows
+        tags.append(dict(measure="param_type", param_type=name))
+        key_sets.append(select_keys(ev.model, None, types))
+    scored = [(row, tag) for row, tag in zip(ev.swap_rows(source, key_sets), tags)]
+    scored.append((ev.swap_row(source, kernels, reestimate=True),
+                   dict(measure="all_conv", bn_reestimated=True)))
+    scored.append((ev.swap_row(source, kernels, target=target_diff,
+                               target_value=ev.score(target_diff)),
+                   dict(measure="all_conv", init="different")))
+    defaults = dict(k=n, param_type="kernels", init="shared", bn_reestimated=False)
+    return [{**row, **defaults, **tag, "n_layers": n} for row, tag in scored]
 
 
 def reuse_summary(frame: pd.DataFrame) -> pd.DataFrame:

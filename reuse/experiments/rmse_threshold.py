@@ -174,12 +174,12 @@ def dose_response(runner: Runner, profile: Profile, architectures=("unet",),
         source, target = runs[src.key], runs[tgt.key]
         ev = Evaluator(runner, profile, c, target)
         dist = kernel_rmse(source.state, target.state, ev.layers).set_index("layer")
-        for index, layer in enumerate(ev.layers):
-            row = ev.swap_row(source.state, kernel_keys(target.state, [layer]))
+        key_sets = [kernel_keys(target.state, [layer]) for layer in ev.layers]
+        scored = ev.swap_rows(source.state, [*key_sets, kernel_keys(target.state, ev.layers)])
+        for index, (layer, row) in enumerate(zip(ev.layers, scored)):
             rows.append({**row, "shift": c.shift, "layer": layer, "index": index,
                          "rmse": dist.loc[layer, "rmse"], "rel_rmse": dist.loc[layer, "rel_rmse"]})
-        row = ev.swap_row(source.state, kernel_keys(target.state, ev.layers))
-        rows.append({**row, "shift": c.shift, "layer": "(all conv)", "index": -1,
+        rows.append({**scored[-1], "shift": c.shift, "layer": "(all conv)", "index": -1,
                      "rmse": np.nan, "rel_rmse": np.nan})
         if runner.progress:
             print(f"  dose {i + 1}/{len(conds)}", file=sys.stderr, flush=True)

@@ -1,0 +1,195 @@
+"""Scoring many variants of one model on the same inputs, without repeating shared work.
+
+E1 and E2 score dozens of states per (source, target) pair, and most differ from
+another one only from some layer on: the suffix swaps and single-layer swaps agree
+with the target up to their first swapped layer, the prefix swaps agree with the
+all-kernels swap up to their last swapped layer. A forward pass is a sequence of
+leaf-module calls; two states whose parameters agree on the first j calls give the
+same first j outputs. :func:`score_states` sorts the states by their per-call
+parameter identities, so each state follows the one it shares the longest prefix with
+(a property of lexicographic order), and replays that state's first j call outputs
+instead of computing them. Only the previous state's outputs are kept, one batch at a
+time, so memory stays at one forward pass's activations.
+
+Exact, not approximate: a replayed output is the tensor the same module computed from
+the same input with the same parameters. Modules' ``inplace`` flags are off while
+scoring, so a replayed output stays as it was recorded; a model whose forward code
+still modifies a module's output in place (``h += 1``) is detected by a trial pass
+and gets copies instead. A model whose call order depends on its input is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .gpu import autocast
+from .metrics import _accumulator, predict
+
+
+def _leaves(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if not list(m.children())}
+
+
+def _trial(model: nn.Module, leaves: dict[str, nn.Module], x: torch.Tensor) -> tuple[list[str], bool]:
+    """One forward pass on ``x`` (outside inference mode, where tensors keep version
+    counters): the leaf modules in call order (repeats included), and whether the forward
+    code modified any leaf's output in place afterwards."""
+    calls: list[str] = []
+    outputs: list[tuple[torch.Tensor, int]] = []
+
+    def record(module, args, out, name):
+        calls.append(name)
+        if isinstance(out, torch.Tensor):
+            outputs.append((out, out._version))
+    handles = [m.register_forward_hook(lambda mod, a, out, name=name: record(mod, a, out, name))
+               for name, m in leaves.items()]
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            model(x.clone())  # a normal tensor: an inference tensor's input gives inference outputs
+    finally:
+        for h in handles:
+            h.remove()
+    return calls, any(out._version != version for out, version in outputs)
+
+
+def _owned_keys(model: nn.Module, leaves: dict[str, nn.Module]) -> dict[str, list[str]]:
+    """State keys per leaf module, and under ``None`` those no leaf owns (a container's own
+    parameters): a difference there is not tied to a call, so it rules out sharing."""
+    owned = {}
+    for name, module in leaves.items():
+        prefix = f"{name}." if name else ""
+        owned[name] = [prefix + k for k, _ in (*module.named_parameters(recurse=False),
+                                               *module.named_buffers(recurse=False))]
+    taken = {k for keys in owned.values() for k in keys}
+    owned[None] = [k for k in model.state_dict() if k not in taken]
+    return owned
+
+
+def _identities(states: Sequence[dict[str, torch.Tensor]], owned: dict[str | None, list[str]]
+                ) -> dict[str | None, list[int]]:
+    """Per key group, a small integer per state: equal integers = equal tensors (by value)."""
+    out = {}
+    for name, keys in owned.items():
+        distinct: list[list[torch.Tensor]] = []
+        ids = []
+        for s in states:
+            entry = [s[k] for k in keys]
+            match = next((i for i, d in enumerate(distinct)
+                          if all(torch.equal(a, b) for a, b in zip(entry, d))), None)
+            if match is None:
+                distinct.append(entry)
+                match = len(distinct) - 1
+            ids.append(match)
+        out[name] = ids
+    return out
+
+
+def _common_prefix(a: tuple, b: tuple | None) -> int:
+    if b is None:
+        return 0
+    n = 0
+    for u, v in zip(a, b):
+        if u != v:
+            break
+        n += 1
+    return n
+
+
+@contextlib.contextmanager
+def _inplace_off(leaves: dict[str, nn.Module]):
+    """Modules' ``inplace`` flags off (``nn.ReLU(inplace=True)`` would overwrite a recorded output)."""
+    flagged = [m for m in leaves.values() if getattr(m, "inplace", False)]
+    for m in flagged:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in flagged:
+            m.inplace = True
+
+
+class _Replay:
+    """Patches each leaf module's ``forward`` to count calls, record their outputs and,
+    for the first ``upto`` calls, return the recorded output of the previous pass
+    (copies of it when ``copy``, for models that modify outputs in place)."""
+
+    def __init__(self, leaves: dict[str, nn.Module], calls: list[str], copy: bool):
+        self.leaves, self.calls, self.copy = leaves, calls, copy
+        self.previous: list[torch.Tensor] = []
+        self.current: list[torch.Tensor] = []
+        self.upto = 0
+
+    def __enter__(self):
+        for name, module in self.leaves.items():
+            module.forward = self._wrap(name, module.forward)  # instance attribute, removed on exit
+        return self
+
+    def __exit__(self, *exc):
+        for module in self.leaves.values():
+            del module.forward
+
+    def start(self, upto: int) -> None:
+        self.previous, self.current, self.upto = self.current, [], upto
+
+    def _wrap(self, name: str, forward):
+        def replaying(*args, **kwargs):
+            e = len(self.current)
+            if e >= len(self.calls) or self.calls[e] != name:
+                raise RuntimeError(f"call {e} went to {name!r}, not {self.calls[e:e + 1]}: the "
+                                   "model's call order depends on its input, so calls cannot be "
+                                   "replayed; score states one at a time with metrics.evaluate")
+            kept = self.previous[e] if e < self.upto else forward(*args, **kwargs)
+            self.current.append(kept)
+            return kept.clone() if self.copy else kept
+        return replaying
+
+
+@torch.inference_mode()
+def score_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]], x: torch.Tensor,
+                 y: torch.Tensor, task: str, n_outputs: int, metrics: tuple[str, ...] | None = None,
+                 batch_size: int = 512) -> list[dict[str, float]]:
+    """Metrics of ``model`` with each of ``states`` loaded, on ``x``, ``y`` (eval mode).
+
+    The same numbers as ``[evaluate(model_with(s), x, y, ...) for s in states]``: each
+    state's forward replays the leaf-module outputs it shares with the state scored
+    before it (see the module docstring). ``model`` gives the architecture and device and
+    gets its own state back at the end; ``states`` may live on any device.
+    """
+    if not states:
+        return []
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    missing = sorted({k for s in states for k in own if k not in s})
+    if missing:
+        raise ValueError(f"states lack model entries {missing[:5]}")
+    was_training = model.training
+    model.eval()
+    leaves = _leaves(model)
+    accs = [_accumulator(task, n_outputs, x.device, metrics) for _ in states]
+    try:
+        with _inplace_off(leaves):
+            calls, modifies_outputs = _trial(model, leaves, x[:2])
+            ids = _identities(states, _owned_keys(model, leaves))
+            # first element: the entries no leaf owns; then one per call
+            signature = [(ids[None][i], *(ids[name][i] for name in calls))
+                         for i in range(len(states))]
+            order = sorted(range(len(states)), key=signature.__getitem__)
+            on_device = [{k: v.to(x.device) for k, v in s.items()} for s in states]  # moved once
+            with _Replay(leaves, calls, copy=modifies_outputs) as replay:
+                for start in range(0, len(x), batch_size):
+                    xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                    previous = None
+                    for i in order:
+                        model.load_state_dict(on_device[i])
+                        replay.start(max(_common_prefix(signature[i], previous) - 1, 0))
+                        with autocast(x.device):
+                            out = model(xb)
+                        accs[i].update(predict(task, out), yb)
+                        previous = signature[i]
+    finally:
+        model.load_state_dict(own)
+        model.train(was_training)
+    return [acc.compute() for acc in accs]
