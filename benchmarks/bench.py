@@ -5,10 +5,13 @@ steps, prints both figures and their ratio, and checks the two give the same num
 
 (a) training throughput: ``Runner._fit`` vs a plain ``DataLoader(TensorDataset)`` loop;
 (b) N models trained together (``reuse.group.train_group``) vs one after another;
-(c) scoring the E1 swap variants with ``reuse.group.evaluate_states`` vs a loop of
-    ``reuse.metrics.evaluate``;
-(d) ``reuse.criteria.kernel_rmse`` (one vectorised pass) vs a per-layer Python loop;
-(e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section.
+(c) scoring E1's swap variants: ``reuse.scoring.score_states`` (shared forward work,
+    channels_last, native bf16) vs a plain fp32 NCHW loop of ``reuse.metrics.evaluate``,
+    vs the same loop on the project's model, and ``reuse.group.evaluate_states`` (vmap);
+(d) ``reuse.criteria.kernel_rmse`` (stacked per-layer norms) vs a per-layer Python loop;
+(e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section;
+(f) why grouping pays or not on this device: the share of a training step spent in
+    convolutions (``torch.profiler``) and one grouped convolution vs N dense ones.
 
 Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
 temporary folder), so the script needs no download. Results go to
@@ -144,6 +147,47 @@ def _per_layer_rmse(source: dict, target: dict, layers: list[str]) -> pd.DataFra
         rows.append({"layer": name, "index": i, "n_weights": b.numel(), "rmse": rmse,
                      "rel_rmse": rmse / float((b ** 2).mean().sqrt())})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- (f)
+def grouped_vs_dense_conv(dev: torch.device, n: int, channels: int, batch: int, size: int,
+                          repeats: int) -> tuple[float, float]:
+    """Seconds for one grouped convolution over ``n`` models (what vmap makes of N models'
+    conv) and for ``n`` dense convolutions of one model each, same data, same layout."""
+    import torch.nn.functional as F
+
+    fmt = torch.channels_last
+    x = torch.randn(batch, n * channels, size, size, device=dev).contiguous(memory_format=fmt)
+    w = torch.randn(n * channels, channels, 3, 3, device=dev).contiguous(memory_format=fmt)
+    xs = [x[:, i * channels:(i + 1) * channels].contiguous(memory_format=fmt) for i in range(n)]
+    ws = [w[i * channels:(i + 1) * channels].contiguous(memory_format=fmt) for i in range(n)]
+    with torch.inference_mode(), autocast(dev):
+        grouped = lambda: [F.conv2d(x, w, padding=1, groups=n) for _ in range(repeats)]
+        dense = lambda: [[F.conv2d(a, b, padding=1) for a, b in zip(xs, ws)] for _ in range(repeats)]
+        grouped(), dense()
+        return _timed(dense, dev)[1], _timed(grouped, dev)[1]
+
+
+def conv_share(runner: Runner, spec: RunSpec) -> float:
+    """Share of a training step's operator time spent in convolutions (forward and
+    backward), from ``torch.profiler``: near 1 means the step is bound by conv arithmetic."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = prepare_model(runner.build(spec), runner.device).train()
+    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
+                        spec.n_train)
+    xb, yb = x[:spec.batch_size], y[:spec.batch_size]
+    activities = [ProfilerActivity.CUDA if runner.device.type == "cuda" else ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            with autocast(runner.device):
+                batch_loss = loss(spec.task, model(xb), yb)
+            batch_loss.backward()
+        synchronize(runner.device)
+    attr = "self_device_time_total" if runner.device.type == "cuda" else "self_cpu_time_total"
+    times = {e.key: getattr(e, attr) for e in prof.key_averages()}
+    total = sum(times.values())
+    return sum(t for k, t in times.items() if "conv" in k.lower()) / total if total else math.nan
 
 
 # ----------------------------------------------------------------------------- main
@@ -301,6 +345,16 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     _, t_bulk = _timed(lambda: [kernel_rmse(source.state, target.state, layers) for _ in range(reps)], dev)
     record("d", f"kernel RMSE over {len(layers)} layers", t_loop, t_bulk, reps, "pairs/s",
            err < 1e-12, None, max_rmse_diff=err)
+
+    # (f) why grouping pays or not here: the arithmetic share, and grouped vs dense convs
+    share = conv_share(runner, spec)
+    n_models = sizes["group_sizes"][-1]
+    t_dense, t_grouped = grouped_vs_dense_conv(dev, n_models, spec.width * 2, spec.batch_size,
+                                               16, 5 if quick else 20)
+    record("f", f"{n_models} dense convs vs one grouped conv ({n_models} groups of {spec.width * 2} "
+           f"channels, 16 px, batch {spec.batch_size})", t_dense, t_grouped, n_models, "convs/s",
+           None, None, conv_share_of_training_step=share)
+    print(f"    convolutions take {100 * share:.0f}% of a training step's operator time", flush=True)
 
     # (e) memory
     memory = {"cpu_peak_rss_mib": _rss_mib(),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Profile
+from ..group import evaluate_states
 from ..metrics import PRIMARY, chance_level, evaluate, reuse_score
 from ..models import conv_layer_names
 from ..scoring import score_states
@@ -79,8 +80,17 @@ class Evaluator:
         return evaluate(model, self.x, self.y, self.task, self.n_out, metrics=(self.metric,))[self.metric]
 
     def score_many(self, states: list[dict[str, torch.Tensor]]) -> list[float]:
-        """:meth:`score` of every state (no BN re-estimation), with the forward work the
-        states share done once (:func:`reuse.scoring.score_states`); the same numbers."""
+        """:meth:`score` of every state (no BN re-estimation), the same numbers up to rounding.
+
+        On the CPU, which is bound by arithmetic, the forward work the states share is
+        done once (:func:`reuse.scoring.score_states`: 1.5x the loop); on CUDA, bound by
+        kernel launches, states are stacked and run 16 at a time with ``vmap``
+        (:func:`reuse.group.evaluate_states`: 1.25x there, where sharing gave 0.99x;
+        benchmarks/README.md, section c).
+        """
+        if self.x.device.type == "cuda":
+            return evaluate_states(self.model, states, self.x, self.y, self.task, self.n_out,
+                                   self.metric, chunk=16)
         scores = score_states(self.model, states, self.x, self.y, self.task, self.n_out, (self.metric,))
         return [s[self.metric] for s in scores]
 
