@@ -118,8 +118,8 @@ class Runner:
         self.precision = autocast_precision(self.device)
         self.compile = compile
         # train same-shape specs together (reuse.group); by default only on CUDA, where 16
-        # together measured 2.0-3.6x faster on an H200; on the shared 2-core CPU it ranged
-        # 0.4-1.8x (benchmarks/README.md)
+        # UNets together measured 3.6-4.3x faster on an H200; on the idle 2-core CPU,
+        # 0.65-0.80x (benchmarks/README.md)
         self.group_training = self.device.type == "cuda" if group_training is None else group_training
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.data_dir = data_dir
