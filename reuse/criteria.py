@@ -40,10 +40,11 @@ def kernel_rmse(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
     diff = torch.stack([torch.linalg.vector_norm(a.to(device, torch.float64) - b.double())
                         for a, b in zip(ws, wt)])
     norm_t = torch.stack([torch.linalg.vector_norm(b.double()) for b in wt])
-    sizes = torch.tensor([b.numel() for b in wt], dtype=torch.float64, device=device)
+    numels = [b.numel() for b in wt]
+    sizes = torch.tensor(numels, dtype=torch.float64, device=device)
     values = torch.stack([diff / sizes.sqrt(), diff / norm_t]).cpu().numpy()
     return pd.DataFrame({"layer": layers, "index": range(len(layers)),
-                         "n_weights": [b.numel() for b in wt], "rmse": values[0],
+                         "n_weights": numels, "rmse": values[0],
                          "rel_rmse": values[1]})
 
 

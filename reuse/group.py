@@ -26,6 +26,7 @@ from torch.func import functional_call, vmap
 
 from .gpu import autocast, batch_indices
 from .metrics import PRIMARY, _accumulator, loss, predict
+from .scoring import check_states
 
 # member-images per batched forward when scoring: bounds activation memory. 512 on the CPU
 # (as evaluate's batch; 4096 there thrashed memory and ran 7x slower), 4096 on a GPU
@@ -104,10 +105,8 @@ def evaluate_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]],
         raise ValueError(f"chunk={chunk}; must be >= 1")
     metric = PRIMARY[task] if metric is None else metric
     pnames, bnames = _split_names(model)
+    check_states(model, states)
     ref = model.state_dict()
-    missing = [k for k in (*pnames, *bnames) if any(k not in s for s in states)]
-    if missing:
-        raise ValueError(f"states lack model entries {missing[:5]}")
     dtypes = {k: ref[k].dtype for k in (*pnames, *bnames)}
     device = x.device
     out: list[float] = []

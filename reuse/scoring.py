@@ -30,6 +30,13 @@ from .gpu import autocast
 from .metrics import _accumulator, predict
 
 
+def check_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Raise ``ValueError`` naming the model entries some of ``states`` lack."""
+    missing = sorted({k for k in model.state_dict() for s in states if k not in s})
+    if missing:
+        raise ValueError(f"states lack model entries {missing[:5]}")
+
+
 def _leaves(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if not list(m.children())}
 
@@ -161,10 +168,8 @@ def score_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]], x:
     """
     if not states:
         return []
+    check_states(model, states)
     own = {k: v.clone() for k, v in model.state_dict().items()}
-    missing = sorted({k for s in states for k in own if k not in s})
-    if missing:
-        raise ValueError(f"states lack model entries {missing[:5]}")
     was_training = model.training
     model.eval()
     leaves = _leaves(model)

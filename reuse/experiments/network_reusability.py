@@ -71,7 +71,7 @@ def _measure(ev: Evaluator, source: dict, target_diff: dict) -> list[dict]:
     for name, types in TYPE_SETS.items():
         tags.append(dict(measure="param_type", param_type=name))
         key_sets.append(select_keys(ev.model, None, types))
-    scored = [(row, tag) for row, tag in zip(ev.swap_rows(source, key_sets), tags)]
+    scored = list(zip(ev.swap_rows(source, key_sets), tags))
     scored.append((ev.swap_row(source, kernels, reestimate=True),
                    dict(measure="all_conv", bn_reestimated=True)))
     scored.append((ev.swap_row(source, kernels, target=target_diff,
