@@ -36,7 +36,8 @@ def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
 
     ``name`` is a file stem (letters, digits, ``_.-``), e.g. the notebook's name;
     ``headline`` one row per headline number, every factor a column (named index
-    levels, as a groupby leaves them, become columns; an unnamed index is dropped). Writes
+    levels, as a groupby leaves them, become columns; an unnamed index is dropped);
+    ``notes`` Markdown lines (a verdict text's bullets), written as they are. Writes
     ``<name>.json`` and ``<name>.md`` in ``results_dir`` (created if missing), each
     atomically, and returns the JSON path.
     """
@@ -115,8 +116,7 @@ def _section(data: dict[str, Any], level: int) -> str:
     lines = [f"{'#' * level} {data['name']}", "",
              _markdown_table(data["columns"], data["headline"]), ""]
     if data["notes"]:
-        # notes may already be Markdown bullets (a verdict text split into lines)
-        lines += [n if n.startswith("- ") else f"- {n}" for n in data["notes"]] + [""]
+        lines += data["notes"] + [""]
     lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
               f"device {prov['device']}, commit `{commit}`, {prov['timestamp_utc']}; "
               f"Python {prov['python']}, {versions}.", ""]

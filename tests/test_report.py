@@ -36,7 +36,7 @@ def test_summarize_roundtrip_sorted_by_name(tmp_path):
     record("02_layers", pd.DataFrame({"layer": ["enc1.conv"], "rmse": [0.0421]}),
            {"profile": "smoke", "seeds": [0, 1]}, tmp_path)
     record("01_network", _headline(), {"profile": "smoke", "seeds": [0, 1]}, tmp_path,
-           notes=["BN statistics re-estimated"])
+           notes=["- BN statistics re-estimated"])
     (tmp_path / "other.json").write_text('{"not": "ours"}')  # ignored
     text = summarize(tmp_path)
     assert text.index("## 01_network") < text.index("## 02_layers")
