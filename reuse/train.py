@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from . import data as rdata
-from .gpu import autocast, batch_indices, compiled, configure, prepare_model, resolve_device
+from .gpu import (autocast, batch_indices, compiled, configure, precision_scope, prepare_model,
+                  resolve_device)
 from .gpu import precision as autocast_precision
 from .metrics import PRIMARY, evaluate, loss
 from .models import build_model
@@ -218,7 +219,8 @@ class Runner:
                 groups.setdefault(key, []).append(spec)
             for members in groups.values():
                 start = time.perf_counter()
-                trained = train_group(self, members) if len(members) > 1 else [self._fit(members[0])]
+                with precision_scope(self.precision):  # as filed, whatever another Runner set since
+                    trained = train_group(self, members) if len(members) > 1 else [self._fit(members[0])]
                 seconds = time.perf_counter() - start
                 for run in trained:
                     run.seconds = seconds / len(trained)

@@ -58,6 +58,13 @@ def test_cache_is_filed_by_precision(fake_fashion, tmp_path):
     assert bf16.precision == "bf16" and not bf16.train(spec).cached and bf16.trained == 1
     assert sorted(p.parts[-3] for p in (tmp_path / "cache").rglob("*.pt")) == ["bf16", "fp32"]
     assert _runner(tmp_path, precision="fp32").train(spec).cached
+    # a runner trains in the precision its cache folder names, even after another one
+    # (here bf16) changed the global autocast setting
+    late_fp32 = Runner("cpu", cache_dir=None, progress=False, precision="fp32")
+    Runner("cpu", cache_dir=None, progress=False, precision="bf16")
+    again = late_fp32.train(spec.replace(init_seed=5))
+    fresh = Runner("cpu", cache_dir=None, progress=False, precision="fp32").train(spec.replace(init_seed=5))
+    assert all(torch.equal(again.state[k], fresh.state[k]) for k in again.state)
 
 
 def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
