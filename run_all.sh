@@ -23,7 +23,9 @@ Options [default]:
   --device NAME       auto | cpu | cuda | mps                          [auto]
   --output DIR        write executed notebooks, figures and results to
                       DIR/notebooks, DIR/figures, DIR/results
-                      [notebooks in place, figures/, results/]
+                      [figures/PROFILE, results/PROFILE; the executed notebooks
+                      replace notebooks/ for quick (the committed profile), else
+                      go to results/PROFILE/notebooks]
   --set NAME=VALUE    set another notebook parameter; VALUE is YAML, so lists
                       work: --set 'archs=[unet, pspnet]'; repeatable   [none]
   --data-dir DIR      folder with the Fashion-MNIST *-ubyte.gz files
@@ -99,13 +101,20 @@ for assignment in ${sets[@]+"${sets[@]}"}; do
 done
 
 nb_dir=$(abspath "${REUSE_NOTEBOOKS_DIR:-$REPO/notebooks}")
+SHOWN_PROFILE=quick  # the profile whose executed notebooks notebooks/ holds (README, "Scales")
 if [[ -n $output ]]; then
   output=$(abspath "$output")
   out_nb_dir=$output/notebooks figures_dir=$output/figures results_dir=$output/results
+  summary_root=$output/results
 else
-  out_nb_dir=$nb_dir figures_dir=$REPO/figures results_dir=$REPO/results
+  # each profile writes to its own folders; the notebooks pick these by default, so no
+  # machine path is injected into the committed notebooks
+  figures_dir="" results_dir="" summary_root=$REPO/results
+  out_nb_dir=$nb_dir
+  [[ $profile == "$SHOWN_PROFILE" ]] || out_nb_dir=$REPO/results/$profile/notebooks
 fi
-cache_dir=$(abspath "${REUSE_CACHE_DIR:-$REPO/.cache/runs}")
+cache_dir=""
+[[ -z ${REUSE_CACHE_DIR:-} ]] || cache_dir=$(abspath "$REUSE_CACHE_DIR")
 [[ -z $data_dir ]] || data_dir=$(abspath "$data_dir")
 
 # --- notebooks -------------------------------------------------------------------
@@ -176,9 +185,9 @@ partial_path() { local name=${1##*/}; printf '%s' "$out_nb_dir/.${name%.ipynb}.p
 papermill_command() {
   local assignment
   cmd=(papermill "$1" "$(partial_path "$1")" -k python3 --cwd "$nb_dir"
-       --log-output --no-progress-bar
-       -r profile "$profile" -r device "$device" -r figures_dir "$figures_dir"
-       -r results_dir "$results_dir" -r cache_dir "$cache_dir")
+       --log-output --no-progress-bar -r profile "$profile" -r device "$device")
+  [[ -z $figures_dir ]] || cmd+=(-r figures_dir "$figures_dir" -r results_dir "$results_dir")
+  [[ -z $cache_dir ]] || cmd+=(-r cache_dir "$cache_dir")
   [[ -z $seeds ]] || cmd+=(-y "seeds: [${seeds//,/, }]")
   [[ -z $data_dir ]] || cmd+=(-r data_dir "$data_dir")
   for assignment in ${sets[@]+"${sets[@]}"}; do
@@ -282,7 +291,7 @@ PY
 
 run_notebooks() {
   local total=${#notebooks[@]} i=0 notebook name partial t0
-  mkdir -p "$out_nb_dir" "$figures_dir" "$results_dir" "$cache_dir"
+  mkdir -p "$out_nb_dir"
   for notebook in "${notebooks[@]}"; do
     i=$((i + 1)) name=${notebook##*/} partial=$(partial_path "$notebook") t0=$SECONDS
     echo "[$i/$total] $name ..."
@@ -300,8 +309,8 @@ run_notebooks() {
       echo "(no cell error recorded; see papermill's output above)" >&2
     die "$name failed; partly executed notebook: $partial"
   done
-  python -m reuse.report --results "$results_dir" --out "$results_dir/SUMMARY.md"
-  echo "Ran $total notebook(s); total wall time $SECONDS s; summary: $results_dir/SUMMARY.md"
+  python -m reuse.report --results "$summary_root" --out "$summary_root/SUMMARY.md"
+  echo "Ran $total notebook(s); total wall time $SECONDS s; summary: $summary_root/SUMMARY.md"
 }
 
 if ((setup_only)); then

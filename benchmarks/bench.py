@@ -3,15 +3,17 @@
 Each section runs both variants in this process on the same model, data and number of
 steps, prints both figures and their ratio, and checks the two give the same numbers:
 
-(a) training throughput: ``Runner._fit`` vs a plain ``DataLoader(TensorDataset)`` loop;
-(b) N models trained together (``reuse.group.train_group``) vs one after another;
+(a) training throughput: ``Runner.fit`` vs a plain ``DataLoader(TensorDataset)`` loop;
+(b) N models trained together (``Runner.fit`` on a group, vmapped) vs one after another;
 (c) scoring E1's swap variants: ``reuse.scoring.score_states`` (shared forward work,
     channels_last, native bf16) vs a plain fp32 NCHW loop of ``reuse.metrics.evaluate``,
     vs the same loop on the project's model, and ``reuse.group.evaluate_states`` (vmap);
 (d) ``reuse.criteria.kernel_rmse`` (stacked per-layer norms) vs a per-layer Python loop;
 (e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section;
 (f) why grouping pays or not on this device: the share of a training step spent in
-    convolutions (``torch.profiler``) and one grouped convolution vs N dense ones.
+    convolutions (``torch.profiler``) and one grouped convolution vs N dense ones;
+(g) on the CPU, how the quick profile trains: two worker processes of one thread each vs
+    one process of two threads (the same runs, bit-identical weights).
 
 Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
 temporary folder), so the script needs no download. Results go to
@@ -43,21 +45,21 @@ import torch
 from reuse.criteria import kernel_rmse
 from reuse.data import write_synthetic_fashion
 from reuse.experiments.network_reusability import TYPE_SETS
-from reuse.gpu import autocast, precision, precision_scope, prepare_model, synchronize
-from reuse.group import bn_cancelled_keys, evaluate_states, train_group
+from reuse.gpu import autocast, prepare_model, synchronize
+from reuse.group import evaluate_states
 from reuse.metrics import PRIMARY, evaluate, loss
 from reuse.models import conv_layer_names
 from reuse.provenance import provenance
 from reuse.scoring import score_states
 from reuse.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
-from reuse.train import MONITOR_SIZE, Runner, RunSpec
+from reuse.train import Runner, RunSpec
 
-# sizes: images are 32 x 32 px (Fashion-MNIST padded), one channel
+# sizes: images are image_size px square (Fashion-MNIST resized and padded), one channel
 SIZES = {
-    "quick": dict(width=2, depth=1, batch_size=16, n_train=32, epochs=1, group_sizes=(1, 2),
-                  n_test=32, rmse_repeats=5, chunks=(16,)),
-    "full": dict(width=8, depth=2, batch_size=32, n_train=512, epochs=1, group_sizes=(1, 4, 16),
-                 n_test=512, rmse_repeats=50, chunks=(4, 16, 64)),
+    "quick": dict(width=2, depth=1, batch_size=16, n_train=32, steps=2, group_sizes=(1, 2),
+                  n_test=32, rmse_repeats=5, chunks=(16,), image_size=16, worker_runs=2),
+    "full": dict(width=16, depth=2, batch_size=32, n_train=512, steps=16, group_sizes=(1, 4, 16),
+                 n_test=512, rmse_repeats=50, chunks=(4, 16, 64), image_size=16, worker_runs=8),
 }
 CUDA_OVERRIDES = dict(n_train=4096, batch_size=128, width=16, depth=3)  # a GPU idles on less
 PEAK_BF16_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
@@ -94,15 +96,18 @@ def plain_loop(runner: Runner, spec: RunSpec) -> torch.nn.Module:
     batches copied to the device each step, fp32, same model, optimiser and steps."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
-                        spec.n_train)
+    x, y = runner.train_split(spec)
     loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=spec.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(spec.order_seed))
+                        generator=torch.Generator().manual_seed(spec.order_seed), drop_last=True)
     model = runner.build(spec).to(runner.device).train()
     opt = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.epochs * len(loader))
-    for _ in range(spec.epochs):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec.steps)
+    done = 0
+    while done < spec.steps:
         for xb, yb in loader:
+            if done == spec.steps:
+                break
+            done += 1
             xb, yb = xb.to(runner.device), yb.to(runner.device)
             batch_loss = loss(spec.task, model(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -117,11 +122,10 @@ def _train_flops(runner: Runner, spec: RunSpec) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = prepare_model(runner.build(spec), runner.device).train()
-    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
-                        spec.n_train)
+    x, y = runner.train_split(spec)
     counter = FlopCounterMode(display=False)
     with counter:
-        with autocast(runner.device):
+        with autocast(runner.device, runner.precision):
             batch_loss = loss(spec.task, model(x[:spec.batch_size]), y[:spec.batch_size])
         batch_loss.backward()
     return float(counter.get_total_flops())
@@ -151,7 +155,7 @@ def _per_layer_rmse(source: dict, target: dict, layers: list[str]) -> pd.DataFra
 
 # ----------------------------------------------------------------------------- (f)
 def grouped_vs_dense_conv(dev: torch.device, n: int, channels: int, batch: int, size: int,
-                          repeats: int) -> tuple[float, float]:
+                          repeats: int, precision: str) -> tuple[float, float]:
     """Seconds for one grouped convolution over ``n`` models (what vmap makes of N models'
     conv) and for ``n`` dense convolutions of one model each, same data, same layout."""
     import torch.nn.functional as F
@@ -161,7 +165,7 @@ def grouped_vs_dense_conv(dev: torch.device, n: int, channels: int, batch: int, 
     w = torch.randn(n * channels, channels, 3, 3, device=dev).contiguous(memory_format=fmt)
     xs = [x[:, i * channels:(i + 1) * channels].contiguous(memory_format=fmt) for i in range(n)]
     ws = [w[i * channels:(i + 1) * channels].contiguous(memory_format=fmt) for i in range(n)]
-    with torch.inference_mode(), autocast(dev):
+    with torch.inference_mode(), autocast(dev, precision):
         grouped = lambda: [F.conv2d(x, w, padding=1, groups=n) for _ in range(repeats)]
         dense = lambda: [[F.conv2d(a, b, padding=1) for a, b in zip(xs, ws)] for _ in range(repeats)]
         grouped(), dense()
@@ -174,13 +178,12 @@ def conv_share(runner: Runner, spec: RunSpec) -> float:
     from torch.profiler import ProfilerActivity, profile
 
     model = prepare_model(runner.build(spec), runner.device).train()
-    x, y = runner.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
-                        spec.n_train)
+    x, y = runner.train_split(spec)
     xb, yb = x[:spec.batch_size], y[:spec.batch_size]
     activities = [ProfilerActivity.CUDA if runner.device.type == "cuda" else ProfilerActivity.CPU]
     with profile(activities=activities) as prof:
         for _ in range(5):
-            with autocast(runner.device):
+            with autocast(runner.device, runner.precision):
                 batch_loss = loss(spec.task, model(xb), yb)
             batch_loss.backward()
         synchronize(runner.device)
@@ -192,7 +195,8 @@ def conv_share(runner: Runner, spec: RunSpec) -> float:
 
 # ----------------------------------------------------------------------------- main
 def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF16_TFLOPS,
-        out_dir: str | Path | None = None, architecture: str = "unet", compile: bool = False) -> dict:
+        out_dir: str | Path | None = None, architecture: str = "unet", compile: bool = False,
+        precision: str = "auto") -> dict:
     """All sections; returns the result record (also written as JSON unless ``out_dir`` is None)."""
     runner_device = torch.device(device) if device != "auto" else None
     sizes = dict(SIZES["quick" if quick else "full"])
@@ -204,17 +208,19 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     tmp = tempfile.TemporaryDirectory()
     folder = write_synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
                                n_test=2 * sizes["n_test"] + 20)  # each pair side gets half
+    threads = torch.get_num_threads()
     runner = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
-                    deterministic=dev.type != "cuda")
+                    deterministic=dev.type != "cuda", precision=precision, threads=threads)
     spec = RunSpec(architecture, "segmentation", "fashion-split", width=sizes["width"],
-                   depth=sizes["depth"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
-                   n_train=sizes["n_train"])
-    x, _ = runner.split(spec.pair, spec.domain, spec.task, "train", 0, 0.0, spec.n_train)  # warm
-    images = spec.epochs * spec.n_train
+                   depth=sizes["depth"], steps=sizes["steps"], batch_size=sizes["batch_size"],
+                   n_train=sizes["n_train"], image_size=sizes["image_size"])
+    runner.train_split(spec)  # warm
+    images = spec.steps * spec.batch_size
     rows: list[dict] = []
+    prec = runner.precision
     # agreement tolerances: fp32 rounds at ~7 digits; bf16 autocast at ~3, and grouped
     # convolutions round differently, which Adam amplifies over the steps
-    weight_tol, metric_tol = (1e-3, 1e-4) if precision(dev) == "fp32" else (5e-2, 1e-2)
+    weight_tol, metric_tol = (1e-3, 1e-4) if prec == "fp32" else (5e-2, 1e-2)
 
     def record(section, what, baseline_s, fast_s, n_items, unit, agree, peak=None, **extra):
         row = {"section": section, "what": what, "baseline_s": baseline_s, "fast_s": fast_s,
@@ -226,28 +232,30 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
               f"{'' if agree is None else f', agree={agree}'}", flush=True)
 
     # warm-up (kernel selection, allocator) outside the timings
-    runner._fit(spec.replace(epochs=1))
-    train_group(runner, [spec, spec.replace(init_seed=1)])
+    runner.fit([spec.replace(steps=1)])
+    runner.fit([spec, spec.replace(init_seed=1)])
 
     # (a) project trainer vs plain DataLoader loop
     _reset_peak(dev)
     _, t_plain = _timed(lambda: plain_loop(runner, spec), dev)
-    fitted, t_fit = _timed(lambda: runner._fit(spec), dev)
-    n_mon = min(MONITOR_SIZE, runner.available(spec.pair, spec.domain, "test"))
-    mx, my = runner.split(spec.pair, spec.domain, spec.task, "test", 0, 0.0, n_mon)
+    (fitted,), t_fit = _timed(lambda: runner.fit([spec]), dev)
+    mx, my = runner.monitor_split(spec)
     mon_model = runner.model(fitted)
     _, t_mon = _timed(lambda: [evaluate(mon_model, mx, my, spec.task, runner.n_outputs(spec),
-                                        metrics=(PRIMARY[spec.task],)) for _ in range(spec.epochs)], dev)
-    what = f"trainer vs DataLoader loop, {architecture} w{spec.width} d{spec.depth} bs{spec.batch_size}"
+                                        metrics=(PRIMARY[spec.task],), precision=prec)
+                               for _ in fitted.history], dev)
+    what = (f"trainer vs DataLoader loop, {architecture} w{spec.width} d{spec.depth} bs{spec.batch_size} "
+            f"{spec.image_size} px")
     record("a", what, t_plain, t_fit, images, "img/s", None, _peak_mib(dev),
-           note=f"trainer time includes scoring {n_mon} monitor images per epoch")
+           note=f"trainer time includes scoring {len(mx)} monitor images {len(fitted.history)} times")
     record("a", what + ", trainer less its monitor scoring", t_plain, max(t_fit - t_mon, 1e-9), images,
            "img/s", None, None, monitor_s=t_mon)
     if compile:  # the same trainer with torch.compile: its first run includes compiling
         compiling = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
-                           deterministic=dev.type != "cuda", compile=True)
-        _, t_first = _timed(lambda: compiling._fit(spec), dev)
-        _, t_again = _timed(lambda: compiling._fit(spec.replace(init_seed=1)), dev)
+                           deterministic=dev.type != "cuda", compile=True, precision=precision,
+                           threads=threads)
+        _, t_first = _timed(lambda: compiling.fit([spec]), dev)
+        _, t_again = _timed(lambda: compiling.fit([spec.replace(init_seed=1)]), dev)
         ok = compiling.compile  # False when compilation failed and it fell back to eager
         record("a", f"trainer eager vs torch.compile, first run (compiles){'' if ok else ', FELL BACK'}",
                t_fit, t_first, images, "img/s", None, None)
@@ -256,19 +264,18 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
 
     # (b) N together vs one after another
     flops_step = _train_flops(runner, spec)
-    steps = spec.epochs * math.ceil(spec.n_train / spec.batch_size)
+    steps = spec.steps
     for n in sizes["group_sizes"]:
         specs = [spec.replace(init_seed=i, order_seed=i) for i in range(n)]
         if dev.type == "cuda":  # let cuDNN pick its kernels for this group size first
-            train_group(runner, [s.replace(n_train=2 * s.batch_size) for s in specs])
+            runner.fit([s.replace(steps=2) for s in specs])
         _reset_peak(dev)
-        loop, t_loop = _timed(lambda: [runner._fit(s) for s in specs], dev)
+        loop, t_loop = _timed(lambda: [runner.fit([s])[0] for s in specs], dev)
         peak_loop = _peak_mib(dev)
         _reset_peak(dev)
-        group, t_group = _timed(lambda: train_group(runner, specs), dev)
-        noise = set(bn_cancelled_keys(runner.build(spec)))  # rounding-driven, see group.py
+        group, t_group = _timed(lambda: runner.fit(specs), dev)
         diffs = {(m, k): float((a.state[k].double() - b.state[k].double()).abs().max())
-                 for m, (a, b) in enumerate(zip(group, loop)) for k in a.state if k not in noise}
+                 for m, (a, b) in enumerate(zip(group, loop)) for k in a.state}
         worst = max(diffs, key=diffs.get)
         err = diffs[worst]
         scale = float(loop[worst[0]].state[worst[1]].double().abs().max())
@@ -286,7 +293,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
               f"(loop: {last['train_tflops_baseline']:.2f} TFLOP/s)", flush=True)
 
     # (c) scoring E1's swap variants: the project's scorer vs loops over variants
-    target, source = runner._fit(spec), runner._fit(spec.replace(domain="target", order_seed=1))
+    target, source = runner.fit([spec])[0], runner.fit([spec.replace(domain="target", order_seed=1)])[0]
     model = runner.model(target)  # channels_last, as the experiments use it
     plain = runner.build(spec).to(dev).eval()  # NCHW, as built
     n_test = sizes["n_test"]
@@ -295,19 +302,19 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     n_out, metric = runner.n_outputs(spec), PRIMARY[spec.task]
     what = f"{len(states)} swap variants x {n_test} test images"
 
-    def looped(m):
+    def looped(m, precision=prec):
         out = []
         for s in states:
             m.load_state_dict(s)
-            out.append(evaluate(m, tx, ty, spec.task, n_out, metrics=(metric,))[metric])
+            out.append(evaluate(m, tx, ty, spec.task, n_out, metrics=(metric,), precision=precision)[metric])
         return out
 
     def plain_fp32():
-        with precision_scope("fp32"):
-            return looped(plain)
+        return looped(plain, "fp32")
 
     def shared():
-        return [r[metric] for r in score_states(model, states, tx, ty, spec.task, n_out, (metric,))]
+        return [r[metric] for r in score_states(model, states, tx, ty, spec.task, n_out, (metric,),
+                                                precision=prec)]
 
     for fn in (plain_fp32, lambda: looped(model), shared):  # warm-up: kernel choice per shape
         fn()
@@ -317,7 +324,6 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     _reset_peak(dev)
     fast, t_fast = _timed(shared, dev)
     peak = _peak_mib(dev)
-    prec = precision(dev)
     err = max(abs(a - b) for a, b in zip(plain_ref, fast))
     record("c", f"{what}: plain loop (NCHW, fp32) vs the project's scorer (channels_last, {prec}, "
            "shared prefixes)", t_plain, t_fast, len(states), "states/s", err <= metric_tol, peak,
@@ -327,7 +333,8 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
            t_fast, len(states), "states/s", err <= metric_tol, peak, max_metric_diff=err)
     for chunk in sizes["chunks"]:
         def batched():
-            return evaluate_states(model, states, tx, ty, spec.task, n_out, metric, chunk=chunk)
+            return evaluate_states(model, states, tx, ty, spec.task, n_out, metric, chunk=chunk,
+                                   precision=prec)
         batched()
         _reset_peak(dev)
         vm, t_vm = _timed(batched, dev)
@@ -350,11 +357,27 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     share = conv_share(runner, spec)
     n_models = sizes["group_sizes"][-1]
     t_dense, t_grouped = grouped_vs_dense_conv(dev, n_models, spec.width * 2, spec.batch_size,
-                                               16, 5 if quick else 20)
+                                               16, 5 if quick else 20, prec)
     record("f", f"{n_models} dense convs vs one grouped conv ({n_models} groups of {spec.width * 2} "
            f"channels, 16 px, batch {spec.batch_size})", t_dense, t_grouped, n_models, "convs/s",
            None, None, conv_share_of_training_step=share)
     print(f"    convolutions take {100 * share:.0f}% of a training step's operator time", flush=True)
+
+    # (g) two one-thread worker processes vs one two-thread process (the quick profile's way)
+    if dev.type == "cpu":
+        specs = [spec.replace(init_seed=100 + i) for i in range(sizes["worker_runs"])]
+        one = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=2, precision=prec)
+        two = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, workers=2,
+                     precision=prec)
+        two.train_many(specs[:2])  # start the workers outside the timing
+        two._runs.clear()
+        serial, t_one = _timed(lambda: one.train_many(specs), dev)
+        parallel, t_two = _timed(lambda: two.train_many(specs), dev)
+        two.close()
+        err = max(float((a.state[k] - b.state[k]).abs().max()) for a, b in zip(serial, parallel)
+                  for k in a.state)
+        record("g", f"{len(specs)} runs: one process of 2 threads vs 2 workers of 1 thread", t_one,
+               t_two, len(specs) * images, "img/s", err < weight_tol, None, max_weight_diff=err)
 
     # (e) memory
     memory = {"cpu_peak_rss_mib": _rss_mib(),
@@ -393,13 +416,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="dense bf16 peak of the GPU, TFLOP/s (H100/H200 SXM: 989)")
     p.add_argument("--architecture", default="unet", choices=("unet", "pspnet", "plain"))
     p.add_argument("--compile", action="store_true", help="also time the trainer with torch.compile")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="autocast precision of the project's paths (the plain baselines are fp32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"),
                    help="folder for the JSON record ('' to skip writing)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run(args.quick, args.device, args.peak_tflops, args.out or None, args.architecture, args.compile)
+    run(args.quick, args.device, args.peak_tflops, args.out or None, args.architecture, args.compile,
+        args.precision)
     return 0
 
 

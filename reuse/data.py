@@ -1,11 +1,13 @@
 """Data: Fashion-MNIST from its IDX files, UCI digits, shifted copies, and the domain pairs.
 
 Entry point: :func:`load_pair` returns the source and target :class:`Domain` of a pair
-(PROTOCOL section 2). Images are float32 tensors ``[N, 1, 32, 32]`` in ``[0, 1]`` (28 px
-padded by 2 so that UNet can halve the size three times); class labels are int64 ``[N]``.
-Task targets (:func:`task_targets`) are derived from the images themselves:
-segmentation masks ``[N, 32, 32]`` (0 = background, ``1 + class index`` = item) and, for
-auto-encoding, the images. Everything is small enough to live in memory as tensors.
+(docs/protocol.md, section 2). Images are float32 tensors ``[N, 1, S, S]`` in ``[0, 1]``
+with ``S = image_size`` (32 by default: Fashion-MNIST's 28 px padded by 2, so that UNet
+can halve the size three times; a smaller S resizes the 28 px to ``S * 28 / 32`` first);
+class labels are int64 ``[N]``. Task targets (:func:`task_targets`) are derived from the
+images themselves: segmentation masks ``[N, S, S]`` (0 = background, ``1 + class index`` =
+item) and, for auto-encoding, the clean images, reconstructed from a noisy copy
+(denoising: :data:`AE_NOISE`). Everything is small enough to live in memory as tensors.
 
 Run ``python -m reuse.data check`` to see where Fashion-MNIST is found.
 """
@@ -26,7 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGE_SIZE = 32  # px; Fashion-MNIST's 28 px padded by 2 on each side
+IMAGE_SIZE = 32  # px, by default; Fashion-MNIST's 28 px padded by 2 on each side
+# auto-encoding is denoising: the input is the image plus Gaussian noise of this standard
+# deviation, clipped to [0, 1]; the target is the clean image. Through UNet's skips a plain
+# reconstruction is an identity map, whose PSNR never plateaus and says nothing about
+# features (docs/protocol.md, section 2).
+AE_NOISE = 0.3
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_DATA_DIR = "REUSE_DATA_DIR"
 FASHION_FILES = {
@@ -39,7 +46,14 @@ FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift")
+PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift", "fashion-random-labels")
+# pairs whose target side is another pair's (the same data): their target runs are shared
+SAME_TARGET = {"fashion-random-labels": "fashion-split"}
+# pairs that differ from another only in class labels: for auto-encoding they are that pair
+LABELS_ONLY = ("fashion-random-labels",)
+# pairs whose target classes are the source's (segmentation output channel k means the same
+# class on both sides); elsewhere a segmentation head swap would be a relabelling
+LABELS_ALIGNED = ("fashion-shift",)
 TASKS = ("segmentation", "autoencoder")
 _IDX_TYPES = {0x08: np.uint8}  # the only element type Fashion-MNIST uses
 
@@ -142,39 +156,54 @@ def _fashion_arrays(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 32, 32]`` in [0, 1]."""
+def check_image_size(image_size: int) -> int:
+    if not isinstance(image_size, int) or image_size < 8 or image_size % 4:
+        raise ValueError(f"image_size={image_size!r}; allowed: a multiple of 4, >= 8")
+    return image_size
+
+
+def _place(x: torch.Tensor, inner: int, image_size: int, mode: str) -> torch.Tensor:
+    """Resize ``[N,1,h,w]`` to ``inner`` px (unless it is that size) and pad it to ``image_size``."""
+    if x.shape[-1] != inner:
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        x = F.interpolate(x, size=(inner, inner), mode=mode, **kwargs).clamp(0, 1)
+    pad = (image_size - inner) // 2
+    return F.pad(x, (pad, image_size - inner - pad, pad, image_size - inner - pad))
+
+
+def _to_tensor(images: np.ndarray, image_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """uint8 ``[N, 28, 28]`` -> float ``[N, 1, S, S]`` in [0, 1]: the 28 px resized (area
+    averaging) to ``S * 28 / 32`` and padded, so items keep their margin at every size."""
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    pad = (IMAGE_SIZE - x.shape[-1]) // 2
-    return F.pad(x, (pad, pad, pad, pad))
+    return _place(x, round(image_size * 28 / 32), image_size, "area")
 
 
-def load_fashion(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fashion-MNIST ``split`` ('train' or 'test') as (images ``[N,1,32,32]``, labels ``[N]``)."""
+def load_fashion(split: str, data_dir: str | Path | None = None,
+                 image_size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST ``split`` ('train' or 'test') as (images ``[N,1,S,S]``, labels ``[N]``)."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
-    return _fashion_tensors(str(find_fashion_mnist(data_dir)), split)
+    return _fashion_tensors(str(find_fashion_mnist(data_dir)), split, check_image_size(image_size))
 
 
 @lru_cache(maxsize=4)
-def _fashion_tensors(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fashion_tensors(folder: str, split: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = _fashion_arrays(folder, split)
-    return _to_tensor(images), torch.from_numpy(labels.astype(np.int64))
+    return _to_tensor(images, image_size), torch.from_numpy(labels.astype(np.int64))
 
 
-@lru_cache(maxsize=1)
-def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's bundled UCI digits (8x8, 0..16) as MNIST-like ``[N,1,32,32]`` images.
+@lru_cache(maxsize=2)
+def load_digits(image_size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled UCI digits (8x8, 0..16) as MNIST-like ``[N,1,S,S]`` images.
 
-    Each digit is scaled to 20x20 and centred on 28x28 as in MNIST, then padded to 32.
+    As in MNIST, a digit fills 20 of 28 px: here ``S * 20 / 32`` px (bilinear), centred.
     """
     from sklearn.datasets import load_digits as _sk_digits
 
     bunch = _sk_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
-    x = F.pad(x, (6, 6, 6, 6))  # 20 -> 32
-    return x, torch.from_numpy(bunch.target.astype(np.int64))
+    inner = 2 * round(check_image_size(image_size) * 10 / 32)
+    return _place(x, inner, image_size, "bilinear"), torch.from_numpy(bunch.target.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -219,6 +248,7 @@ class Domain:
 
     ``mask_*`` are the images the segmentation labels are derived from (the clean,
     un-noised image for shifted domains, so the labels stay the geometric truth).
+    ``seed`` seeds the auto-encoding input noise (with the split, see :func:`task_targets`).
     """
 
     name: str
@@ -229,50 +259,77 @@ class Domain:
     n_classes: int
     mask_train: torch.Tensor
     mask_test: torch.Tensor
+    seed: int = 0
 
 
-def _subset(n_total: int, n: int | None, seed: int) -> torch.Tensor:
-    """The first ``n`` of a seeded permutation of ``n_total`` rows (all when n is None).
+def _subset(n_total: int, n: int | None, seed: int, block: int = 0) -> torch.Tensor:
+    """Rows ``block * n .. (block + 1) * n`` of a seeded permutation of ``n_total`` rows
+    (all of them when n is None).
 
-    Prefixes of one permutation: a smaller ``n`` gives a subset of a larger one.
+    Blocks are disjoint, and block 0 is a prefix: a smaller ``n`` gives a subset of a
+    larger one.
     """
-    if n is not None and n > n_total:
-        raise ValueError(f"asked for n={n} samples but only {n_total} are available")
-    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n]
+    if n is None:
+        if block:
+            raise ValueError(f"block={block} needs a sample count n")
+        n = n_total
+    if block < 0 or (block + 1) * n > n_total:
+        raise ValueError(f"asked for block {block} of n={n} samples but only {n_total} are "
+                         f"available (at most {n_total // max(n, 1)} disjoint blocks)")
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))
+    return perm[block * n:(block + 1) * n]
 
 
-def _select(pair: str, side: str, split: str, data_dir) -> tuple[torch.Tensor, torch.Tensor, int]:
+RANDOM_LABEL_SEED = 777  # fixes fashion-random-labels' shuffled source labels
+
+
+def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_SIZE
+            ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Un-subsetted (images, class indices, number of classes) of one side and split."""
     if pair == "fashion-to-digits" and side == "target":
-        x, y = load_digits()
+        x, y = load_digits(image_size)
         perm = _subset(len(x), None, 12345)  # a fixed 1,297 / 500 train/test split
         idx = perm[500:] if split == "train" else perm[:500]
         return x[idx], y[idx], 10
-    x, y = load_fashion(split, data_dir)
-    if pair != "fashion-split":
+    x, y = load_fashion(split, data_dir, image_size)
+    if pair in ("fashion-to-digits", "fashion-shift"):
         return x, y, 10
     keep = torch.arange(5) if side == "source" else torch.arange(5, 10)
     sel = torch.isin(y, keep)
-    return x[sel], y[sel] - int(keep[0]), 5
+    x, y = x[sel], y[sel] - int(keep[0])
+    if pair == "fashion-random-labels" and side == "source":
+        gen = torch.Generator().manual_seed(RANDOM_LABEL_SEED + (split == "test"))
+        y = y[torch.randperm(len(y), generator=gen)]  # labels shuffled across images
+    return x, y, 5
 
 
 def domain_size(pair: str, side: str, split: str, data_dir: str | Path | None = None) -> int:
-    """Samples available on one side and split of a pair."""
-    return len(_select(pair, side, split, data_dir)[1])
+    """Samples available on one side and split of a pair (from the labels alone)."""
+    if pair == "fashion-to-digits" and side == "target":
+        return len(load_digits(8)[1]) - 500 if split == "train" else 500
+    labels = _fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1]
+    if pair in ("fashion-to-digits", "fashion-shift"):
+        return len(labels)
+    return int(np.isin(labels, range(5) if side == "source" else range(5, 10)).sum())
 
 
 def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, seed: int = 0,
-                shift: float = 0.5, data_dir: str | Path | None = None) -> Domain:
-    """One side ('source' or 'target') of ``pair`` (PROTOCOL section 2).
+                shift: float = 0.5, data_dir: str | Path | None = None,
+                image_size: int = IMAGE_SIZE, block: int = 0) -> Domain:
+    """One side ('source' or 'target') of ``pair`` (docs/protocol.md, section 2).
 
     - ``fashion-split``: source = Fashion-MNIST classes 0-4, target = classes 5-9.
     - ``fashion-to-digits``: source = Fashion-MNIST, target = UCI digits (1,297 train /
       500 test, a fixed split).
     - ``fashion-shift``: source = Fashion-MNIST, target = the same images with
       :func:`shift_images` of strength ``shift`` (masks from the rotated clean image).
+    - ``fashion-random-labels``: fashion-split with the source's class labels shuffled
+      across images (masks keep each item's shape, but its class is noise): a source
+      that has learnt to memorise, the negative-transfer case of E4.
 
-    ``n_*`` are sample counts (None = all), the first ones of a permutation fixed by
-    ``seed`` (source and target sides draw different permutations).
+    ``n_*`` are sample counts (None = all) drawn from a permutation fixed by ``seed``
+    (source and target sides draw different permutations); ``block`` picks which disjoint
+    run of ``n_train`` training samples (0: the first; the same-domain twin uses 1).
     """
     if pair not in PAIRS:
         raise ValueError(f"pair={pair!r}; allowed: {', '.join(PAIRS)}")
@@ -281,36 +338,46 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
     seed = seed + (10 if side == "target" else 0)
     parts = {}
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
-        x, y, n_classes = _select(pair, side, split, data_dir)
-        idx = _subset(len(x), n, seed + k)
+        x, y, n_classes = _select(pair, side, split, data_dir, image_size)
+        idx = _subset(len(x), n, seed + k, block if split == "train" else 0)
         x, y, mask = x[idx], y[idx], x[idx]
         if pair == "fashion-shift" and side == "target":
             mask = rotate(x, 45.0 * shift)
             x = shift_images(x, shift, seed + k)
         parts[split] = (x, y, mask)
     names = {"fashion-split": ("fashion 0-4", "fashion 5-9"), "fashion-to-digits": ("fashion", "digits"),
-             "fashion-shift": ("fashion", f"fashion shift {shift:g}")}
+             "fashion-shift": ("fashion", f"fashion shift {shift:g}"),
+             "fashion-random-labels": ("fashion 0-4, labels shuffled", "fashion 5-9")}
     (tx, ty, tm), (sx, sy, sm) = parts["train"], parts["test"]
-    return Domain(names[pair][side == "target"], tx, ty, sx, sy, n_classes, tm, sm)
+    return Domain(names[pair][side == "target"], tx, ty, sx, sy, n_classes, tm, sm,
+                  seed=seed + 100 * block)
 
 
 def load_pair(pair: str, n_source: int | None, n_target: int | None, n_test: int | None,
-              seed: int = 0, shift: float = 0.5, data_dir: str | Path | None = None
-              ) -> tuple[Domain, Domain]:
+              seed: int = 0, shift: float = 0.5, data_dir: str | Path | None = None,
+              image_size: int = IMAGE_SIZE) -> tuple[Domain, Domain]:
     """Source and target :class:`Domain` of ``pair`` (see :func:`load_domain`)."""
-    return (load_domain(pair, "source", n_source, n_test, seed, shift, data_dir),
-            load_domain(pair, "target", n_target, n_test, seed, shift, data_dir))
+    return (load_domain(pair, "source", n_source, n_test, seed, shift, data_dir, image_size),
+            load_domain(pair, "target", n_target, n_test, seed, shift, data_dir, image_size))
 
 
 def task_targets(domain: Domain, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of ``domain`` for ``task`` on ``split`` ('train' or 'test')."""
+    """(inputs, targets) of ``domain`` for ``task`` on ``split`` ('train' or 'test').
+
+    Segmentation: the images and their masks. Auto-encoding (denoising): the images plus
+    Gaussian noise of standard deviation :data:`AE_NOISE`, clipped to [0, 1], drawn from
+    the domain's seed and the split (so a split always gets the same noise), and the
+    clean images.
+    """
     if task not in TASKS:
         raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
     x, y, m = ((domain.train_x, domain.train_y, domain.mask_train) if split == "train"
                else (domain.test_x, domain.test_y, domain.mask_test))
     if task == "segmentation":
         return x, segmentation_masks(m, y)
-    return x, x
+    gen = torch.Generator().manual_seed(1_000_003 * domain.seed + (split == "test"))
+    noisy = (x + AE_NOISE * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    return noisy, x
 
 
 def n_outputs(task: str, n_classes: int) -> int:

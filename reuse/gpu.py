@@ -2,9 +2,9 @@
 
 Datasets here are a few MB, so whole splits live on the training device and batches
 are index tensors made there (as in KellerJordan/cifar10-airbench): no DataLoader, no
-host-to-device copies per step. Models are channels_last and run under bf16 autocast
-wherever the hardware does bf16 (CUDA; AVX-512 CPUs through oneDNN), ``precision``
-says otherwise when asked. Everything runs, and is tested, on the CPU too.
+host-to-device copies per step. Models are channels_last; bf16 autocast is used where a
+caller asks for it (``precision``, passed explicitly: nothing here keeps process-wide
+state). Everything runs, and is tested, on the CPU too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from torch import nn
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "bf16", "fp32")
-_settings = {"precision": "auto"}  # set by configure(); read by autocast()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,27 +38,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(name)
 
 
-def configure(deterministic: bool = True, precision: str = "auto") -> None:
-    """Global switches: TF32 matmuls on CUDA; deterministic kernels when asked; the
-    autocast precision.
-
-    Deterministic mode makes a seed fix a run bit for bit on one machine (tests and the
-    smoke profile use it); it costs some speed on the GPU. ``precision``: 'auto' (bf16
-    where :func:`bf16_native`, else fp32), 'bf16' or 'fp32'.
-    """
-    _settings["precision"] = _checked(precision)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = not deterministic
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def _checked(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; allowed: {', '.join(PRECISIONS)}")
-    return precision
-
-
 def bf16_native(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions in hardware: CUDA GPUs that support
     bf16, and CPUs with oneDNN's bf16 path (AVX-512). On this project's 2-core AVX-512
@@ -72,31 +50,52 @@ def bf16_native(device: torch.device) -> bool:
     return False
 
 
-def precision(device: torch.device) -> str:
-    """'bf16' or 'fp32': what :func:`autocast` uses on ``device`` under :func:`configure`'s setting."""
-    chosen = _settings["precision"]
-    if chosen == "auto":
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'bf16' or 'fp32': 'auto' is bf16 where :func:`bf16_native`, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; allowed: {', '.join(PRECISIONS)}")
+    if precision == "auto":
         return "bf16" if bf16_native(device) else "fp32"
-    return chosen
+    return precision
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast where :func:`precision` is bf16; a no-op otherwise."""
-    if enabled and precision(device) == "bf16":
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``precision`` (resolved by :func:`resolve_precision`) is 'bf16';
+    a no-op for 'fp32'. Precision is always passed in: nothing here is process-wide."""
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
-def precision_scope(name: str) -> Iterator[None]:
-    """Within the block, autocast uses precision ``name`` (as :func:`configure` sets it);
-    the benchmarks use it to time an fp32 baseline next to bf16."""
-    before = _settings["precision"]
-    _settings["precision"] = _checked(name)
+def compute_scope(deterministic: bool = True, threads: int | None = None) -> Iterator[None]:
+    """Within the block: deterministic kernels (or cuDNN autotuning), TF32 matmuls on
+    CUDA, and ``threads`` intra-op threads; every setting is restored on exit.
+
+    These are process-wide torch switches, so a :class:`~reuse.train.Runner` wraps its own
+    training and scoring in this scope instead of setting them once for everyone.
+    Deterministic mode makes a seed fix a run bit for bit on one machine with one thread
+    count; it costs some speed on the GPU.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads}; must be >= 1")
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
+              torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+              torch.get_num_threads())
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if threads is not None and threads != before[-1]:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        _settings["precision"] = before
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.allow_tf32) = before[2:5]
+        if torch.get_num_threads() != before[-1]:
+            torch.set_num_threads(before[-1])
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -109,7 +108,7 @@ def compiled(model: nn.Module, enabled: bool = True) -> Callable:
     """``torch.compile(model)`` when ``enabled``, else ``model``.
 
     Compilation happens on the first call, so failures show there (or in the first
-    backward): callers catch them and fall back to eager, see ``Runner._fit``.
+    backward): callers catch them and fall back to eager, see ``Runner.fit``.
     """
     if not enabled:
         return model

@@ -3,8 +3,10 @@
 All three are small, BatchNorm CNNs that scale by ``width`` (channels of the first
 stage) and ``depth`` (number of down-sampling stages). A "layer" in this project is a
 convolution, named by its module path; :func:`conv_layer_names` lists them in forward
-order. Every convolution keeps its bias (redundant before BN, but the companion
-paper's observation C4 is about exactly that bias). Builders never move to a device.
+order. A convolution that feeds BatchNorm has no bias: BN subtracts the batch mean, so
+such a bias gets no gradient and Adam would move it by rounding alone (the companion
+paper's observation C4 is therefore tested on the biases that do learn: transposed
+convolutions and output heads). Builders never move to a device.
 
 - UNet: Ronneberger et al. 2015, encoder-decoder with skip connections.
 - PSPNet: Zhao et al. 2017, residual backbone with a dilated last stage and a
@@ -23,7 +25,7 @@ ARCHITECTURES = ("unet", "pspnet", "plain")
 
 def _conv_bn(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation),
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
@@ -82,10 +84,10 @@ class _ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         self.conv1 = _conv_bn(cin, cout, dilation, stride)
-        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation),
-                                   nn.BatchNorm2d(cout))
+        self.conv2 = nn.Sequential(nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation,
+                                             bias=False), nn.BatchNorm2d(cout))
         self.shortcut = (nn.Identity() if cin == cout and stride == 1 else
-                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout)))
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
@@ -97,7 +99,8 @@ class _PyramidPooling(nn.Module):
         self.bins = bins
         reduced = max(channels // len(bins), 1)
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, reduced, 1), nn.BatchNorm2d(reduced), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(channels, reduced, 1, bias=False), nn.BatchNorm2d(reduced),
+                          nn.ReLU(inplace=True))
             for _ in bins)
         self.out_channels = channels + reduced * len(bins)
 
@@ -177,3 +180,15 @@ def conv_layer_names(model: nn.Module, example: torch.Tensor | None = None) -> l
         for h in hooks:
             h.remove()
     return list(dict.fromkeys(order))
+
+
+def head_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
+    """The output convolution: the last one in forward order (see :func:`conv_layer_names`).
+
+    For segmentation its output channel k is class k, so swapping it between pairs whose
+    classes differ relabels classes rather than reusing features.
+    """
+    names = conv_layer_names(model, example)
+    if not names:
+        raise ValueError("the model has no Conv2d / ConvTranspose2d layer")
+    return names[-1]

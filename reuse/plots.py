@@ -35,61 +35,99 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | Path) -> list[Pat
     return paths
 
 
-def reuse_scores(summary: pd.DataFrame, threshold: float) -> plt.Figure:
-    """Mean reuse score (with 95% CI) of swapping all conv kernels, one panel per pair.
+def empty_figure(note: str) -> plt.Figure:
+    """A small figure that says why there is nothing to draw (e.g. every cell excluded)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=10)
+    return fig
 
-    ``summary``: output of ``network_reusability.reuse_summary``.
-    """
-    s = summary.copy()
-    s["variant"] = s.init + " init" + s.bn_reestimated.map({True: " + BN re-est.", False: ""})
-    variants = sorted(s.variant.unique(), key=lambda v: (not v.startswith("shared"), v))
-    pairs = list(dict.fromkeys(s.pair))
-    fig, axes = plt.subplots(len(pairs), 1, figsize=(9, 3.2 * len(pairs)), squeeze=False)
-    for ax, pair in zip(axes[:, 0], pairs):
-        p = s[s.pair == pair].copy()
-        p["condition"] = p.architecture + "\n" + p.task
-        conds = list(dict.fromkeys(p.condition))
-        width = 0.8 / len(variants)
-        for j, variant in enumerate(variants):
-            v = p[p.variant == variant].set_index("condition").reindex(conds)
-            xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(conds))]
-            err = [(v["mean"] - v.ci_low).clip(lower=0).fillna(0), (v.ci_high - v["mean"]).clip(lower=0).fillna(0)]
-            ax.bar(xs, v["mean"], width, yerr=err, capsize=2, label=variant)
-        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold}")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xticks(range(len(conds)), conds, fontsize=8)
-        ax.set_ylabel("reuse score r")
-        ax.set_title(f"pair {pair}: all conv kernels from source into target")
-        ax.set_ylim(min(-0.2, float(p["mean"].min()) - 0.1), 1.3)
-    axes[0, 0].legend(fontsize=8, ncol=2, loc="lower right")
+
+DONOR_ORDER = ["source", "twin", "different_init"]
+DONOR_LABELS = {"source": "source", "twin": "same-domain twin (+ control)",
+                "different_init": "different init (- control)"}
+
+
+def learning_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Primary metric on the monitor split vs optimiser step: every seed's target (thin),
+    the twin, and the first seed's run with 4x the steps (thick), a panel per condition."""
+    if curves.empty:
+        return empty_figure("no learning curves")
+    d = curves.assign(condition=curves.architecture + " / " + curves.task + "\n" + curves.pair)
+    panels = list(dict.fromkeys(d.condition))
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
+    colours = {"target": "tab:blue", "twin": "tab:orange", "long": "k"}
+    for ax, panel in zip(axes.flat, panels):
+        p = d[d.condition == panel]
+        for (run, seed), g in p.groupby(["run", "seed"], sort=False):
+            ax.plot(g.step, g.value, color=colours.get(run, "grey"), lw=2 if run == "long" else 0.8,
+                    alpha=1 if run == "long" else 0.6, label=run)
+        ax.set_title(panel, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(p.metric.iloc[0])
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=6)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig
 
 
-def layer_curves(frame: pd.DataFrame, threshold: float) -> plt.Figure:
-    """Reuse score vs the number k of first (prefix) / last (suffix) conv layers swapped."""
-    d = frame[frame.measure.isin(["prefix", "suffix"])].copy()
-    d["fraction of conv layers swapped"] = d.k / d.n_layers
-    g = sns.relplot(data=d, kind="line", x="fraction of conv layers swapped", y="reuse_score",
-                    hue="architecture", hue_order=ORDER["architecture"], style="measure",
-                    row="task", row_order=ORDER["task"], col="pair", marker="o",
-                    errorbar=_t_interval, height=2.8, aspect=1.4, facet_kws={"sharey": False})
+def reuse_scores(frame: pd.DataFrame, margin: float) -> plt.Figure:
+    """Reuse score of swapping all conv kernels from each donor (mean and 95% CI over
+    seeds), BN statistics kept (left) and re-estimated (right), a row per pair."""
+    d = frame[frame.measure == "all_conv"].copy()
+    if d.empty:
+        return empty_figure("no usable cell: every target model is too close to chance")
+    d["condition"] = d.architecture + "\n" + d.task
+    d["BN statistics"] = d.bn_reestimated.map({False: "kept", True: "re-estimated"})
+    g = sns.catplot(data=d, kind="point", x="condition", y="reuse_score", hue="donor",
+                    hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="BN statistics",
+                    col_order=["kept", "re-estimated"], row="pair", errorbar=_t_interval, dodge=0.4,
+                    linestyle="none", height=2.8, aspect=1.5, sharey=True)
     for ax in g.axes.flat:
-        ax.axhline(threshold, color="k", ls="--", lw=1)
+        ax.axhline(margin, color="k", ls="--", lw=1)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.tick_params(axis="x", labelsize=7)
+    g.set_ylabels("reuse score r")
+    return g.figure
+
+
+def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
+    """Reuse score vs the share of the first (prefix) / last (suffix) conv layers swapped
+    from the source, BN statistics re-estimated."""
+    d = frame[frame.measure.isin(["prefix", "suffix"])].copy()
+    if d.empty:
+        return empty_figure("no usable cell: every target model is too close to chance")
+    d["share of conv layers swapped"] = d.k / d.n_layers
+    g = sns.relplot(data=d, kind="line", x="share of conv layers swapped", y="reuse_score",
+                    hue="architecture", hue_order=[a for a in ORDER["architecture"] if a in set(d.architecture)],
+                    style="measure", row="task", col="pair", marker="o", errorbar=_t_interval,
+                    height=2.8, aspect=1.4, facet_kws={"sharey": False})
+    for ax in g.axes.flat:
+        ax.axhline(margin, color="k", ls="--", lw=1)
         ax.axhline(0, color="grey", lw=0.8)
     g.set_ylabels("reuse score r")
     return g.figure
 
 
-def parameter_types(frame: pd.DataFrame, threshold: float) -> plt.Figure:
-    """Reuse score of swapping one parameter type over the whole network (C1-C4)."""
+def parameter_types(frame: pd.DataFrame, margins: dict[str, float]) -> plt.Figure:
+    """Reuse score of swapping one parameter type over the whole network (C1-C4), from the
+    source and from the twin, BN statistics kept."""
     d = frame[frame.measure == "param_type"]
-    g = sns.catplot(data=d, kind="point", x="param_type", y="reuse_score", hue="architecture",
-                    hue_order=ORDER["architecture"], col="task", col_order=ORDER["task"],
-                    row="pair", errorbar=_t_interval, dodge=0.4, linestyle="none",
-                    height=3, aspect=1.8, sharey=False)
+    if d.empty:
+        return empty_figure("no usable cell: every target model is too close to chance")
+    g = sns.catplot(data=d, kind="point", x="param_type", y="reuse_score", hue="donor",
+                    hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="architecture",
+                    row="task", errorbar=_t_interval, dodge=0.4, linestyle="none", height=3,
+                    aspect=1.6, sharey=False)
     for ax in g.axes.flat:
-        ax.axhline(threshold, color="k", ls="--", lw=1)
+        for m in margins.values():
+            ax.axhline(m, color="k", ls="--", lw=0.8)
         ax.axhline(0, color="grey", lw=0.8)
         ax.tick_params(axis="x", rotation=35)
     g.set_ylabels("reuse score r")

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plots import ORDER, _t_interval
+from .plots import DONOR_ORDER, ORDER, _t_interval, empty_figure
 
-STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule"]
+STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule", "rmse_only", "random", "oracle"]
+CRITERION_LABELS = {"rmse": "kernel RMSE", "rel_rmse": "relative kernel RMSE",
+                    "floor_ratio": "RMSE / noise floor"}
 
 
 def _present(factor: str, frame: pd.DataFrame) -> list[str]:
@@ -36,6 +38,8 @@ def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
     """Layers (rows) x conditions (``column`` values) heatmap of the seed-mean of ``value``,
     one panel per architecture/task; ``center`` gives a diverging map (gains)."""
     panels = _panels(frame)
+    if not panels:
+        return empty_figure("no usable cell: every target model is too close to chance")
     ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
@@ -58,56 +62,69 @@ def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
     return fig
 
 
-def selected_layers(swaps: pd.DataFrame, threshold: float) -> plt.Figure:
-    """Single-layer reuse score per layer with 95% CIs over seeds, a panel per
-    architecture/task, hue = pair; the dashed line is the selection threshold."""
-    d = swaps[~swaps.bn_reestimated].copy()
+def selected_layers(swaps: pd.DataFrame, margin: float) -> plt.Figure:
+    """Single-layer reuse score per layer (BN statistics re-estimated) with 95% CIs over
+    seeds, hue = donor, a panel per condition; the dashed line is the margin."""
+    d = swaps[swaps.bn_reestimated].copy()
+    if d.empty:
+        return empty_figure("no usable cell: every target model is too close to chance")
     d["layer #"] = d["index"] + 1
-    g = sns.catplot(data=d, kind="point", x="layer #", y="reuse_score", hue="pair", col="architecture",
-                    row="task", errorbar=_t_interval, dodge=0.3, linestyle="none", height=2.8,
-                    aspect=1.6, sharey=False, col_order=_present("architecture", d),
-                    row_order=_present("task", d))
+    d["condition"] = d.architecture + " / " + d.task
+    g = sns.catplot(data=d, kind="point", x="layer #", y="reuse_score", hue="donor",
+                    hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="pair",
+                    row="condition", errorbar=_t_interval, dodge=0.4, linestyle="none", height=2.6,
+                    aspect=1.5, sharey=True, sharex=False)
     for ax in g.axes.flat:
-        ax.axhline(threshold, color="k", ls="--", lw=1)
+        ax.axhline(margin, color="k", ls="--", lw=1)
         ax.axhline(0, color="grey", lw=0.8)
     g.set_ylabels("single-layer reuse score r")
     return g.figure
 
 
-def rmse_vs_score(points: pd.DataFrame, thresholds: dict[str, float], reuse_threshold: float
-                  ) -> plt.Figure:
-    """Pooled points: RMSE (left) and relative RMSE (right) vs single-layer reuse score, with
-    the fitted thresholds (vertical) and the reusability cut (horizontal)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, crit in zip(axes, ("rmse", "rel_rmse")):
-        sns.scatterplot(data=points, x=crit, y="reuse_score", hue="architecture", style="pair",
-                        ax=ax, s=18, alpha=0.7)
+def rmse_vs_score(points: pd.DataFrame, thresholds: dict[str, float], margin: float) -> plt.Figure:
+    """Every (cell, layer, donor) point: each criterion (a column) against the single-layer
+    reuse score, with the threshold fitted on the source's points (vertical) and the
+    margin (horizontal)."""
+    if points.empty:
+        return empty_figure("no usable point")
+    crits = [c for c in CRITERION_LABELS if c in points]
+    fig, axes = plt.subplots(1, len(crits), figsize=(5 * len(crits), 3.8), squeeze=False)
+    for ax, crit in zip(axes[0], crits):
+        d = points[np.isfinite(points[crit]) & (points[crit] > 0)]
+        sns.scatterplot(data=d, x=crit, y="reuse_score", hue="donor",
+                        hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], style="pair", ax=ax,
+                        s=14, alpha=0.6)
         if np.isfinite(thresholds.get(crit, np.nan)):
-            ax.axvline(thresholds[crit], color="r", lw=1, label="fitted threshold")
-        ax.axhline(reuse_threshold, color="k", ls="--", lw=1)
+            ax.axvline(thresholds[crit], color="r", lw=1, label="threshold (source points)")
+        ax.axhline(margin, color="k", ls="--", lw=1)
         ax.set_xscale("log")
-        ax.set_xlabel({"rmse": "kernel RMSE", "rel_rmse": "relative kernel RMSE"}[crit])
+        ax.set_xlabel(CRITERION_LABELS[crit])
         ax.set_ylabel("single-layer reuse score r")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
 
 
 def noise_floor(distances: pd.DataFrame, criterion: str = "rel_rmse") -> plt.Figure:
-    """``criterion`` per layer for source vs target and the two noise floors (another batch
-    order; another initialisation), a panel per architecture/task, means with 95% CIs."""
+    """``criterion`` per layer between theta_T and each other run (source, twin,
+    different init, batch-order twin = the noise floor), means with 95% CIs over seeds."""
+    if distances.empty:
+        return empty_figure("no distances")
     d = distances.copy()
     d["layer #"] = d["index"] + 1
-    g = sns.catplot(data=d, kind="point", x="layer #", y=criterion, hue="comparison", col="architecture",
-                    row="task", errorbar=_t_interval, dodge=0.3, height=2.8, aspect=1.6, sharey=False,
-                    hue_order=["source_vs_target", "order_noise", "init_noise"],
-                    col_order=_present("architecture", d),
-                    row_order=_present("task", d))
+    d["condition"] = d.architecture + " / " + d.task
+    g = sns.catplot(data=d, kind="point", x="layer #", y=criterion, hue="comparison", col="pair",
+                    row="condition", errorbar=_t_interval, dodge=0.3, height=2.6, aspect=1.5,
+                    sharey=True, sharex=False,
+                    hue_order=[x for x in [*DONOR_ORDER, "order"] if x in set(d.comparison)])
+    g.set_ylabels(CRITERION_LABELS.get(criterion, criterion))
     return g.figure
 
 
 def per_kernel(frame: pd.DataFrame) -> plt.Figure:
     """Distribution of per-kernel (output channel) RMSE per layer, a panel per architecture/task."""
+    if frame.empty:
+        return empty_figure("no kernels")
     d = frame.copy()
     d["layer #"] = d["index"] + 1
     g = sns.catplot(data=d, kind="box", x="layer #", y="rmse", col="architecture", row="task",
@@ -122,6 +139,8 @@ def dose_response(dose: pd.DataFrame) -> plt.Figure:
     """fashion-shift: relative RMSE per layer (left) and reuse score (right: single layers
     and all conv kernels) vs shift strength s, means with 95% CIs over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if dose.empty:
+        return empty_figure("no dose-response runs")
     layers = dose[dose.layer != "(all conv)"].copy()
     layers["layer #"] = (layers["index"] + 1).astype(str)
     sns.lineplot(data=layers, x="shift", y="rel_rmse", hue="layer #", style="architecture",
@@ -161,9 +180,13 @@ def kernel_pictures(kernels: dict[str, dict[str, np.ndarray]], max_kernels: int 
 
 
 def small_data_curves(results: pd.DataFrame) -> plt.Figure:
-    """Target metric vs n_T (log) per strategy with 95% CIs over seeds; rows = task,
-    columns = architecture x pair."""
-    d = results.assign(cell=results.architecture + " / " + results.pair)
+    """Target metric vs n_T (log) per strategy with 95% CIs over seeds (random: the mean
+    over draws); rows = task, columns = architecture x pair."""
+    if results.empty:
+        return empty_figure("no small-data results")
+    d = (results.groupby(["task", "architecture", "pair", "seed", "n_T", "strategy"], as_index=False)
+         .value.mean())
+    d = d.assign(cell=d.architecture + " / " + d.pair)
     g = sns.relplot(data=d, kind="line", x="n_T", y="value", hue="strategy", style="strategy",
                     hue_order=[s for s in STRATEGY_ORDER if s in set(d.strategy)], row="task",
                     col="cell", marker="o", errorbar=_t_interval, height=2.8, aspect=1.2,

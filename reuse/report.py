@@ -2,9 +2,11 @@
 
 Entry points:
 
-- ``record(name, headline, params, results_dir)`` at the end of a notebook writes
-  ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
-- ``summarize(results_dir)`` joins every recorded notebook into one Markdown text;
+- ``record(name, headline, params, results_dir, notes, verdicts)`` at the end of a notebook
+  writes ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
+- ``summarize(results_dir)`` joins every recorded notebook into one Markdown text; when
+  ``results_dir`` holds one folder per profile (``results/quick``, ``results/paper``),
+  it opens with every verdict tabled side by side per profile;
 - ``python -m reuse.report --results DIR --out FILE`` writes that summary
   (run_all.sh calls it after the notebooks).
 """
@@ -30,16 +32,24 @@ FORMAT = "reuse.report/1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+VERDICT_COLUMNS = ("judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable")
+PROFILE_ORDER = ("smoke", "quick", "paper")
+
+
 def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
-           results_dir: str | Path, notes: list[str] | None = None) -> Path:
+           results_dir: str | Path, notes: list[str] | None = None,
+           verdicts: pd.DataFrame | None = None, settings: dict | None = None) -> Path:
     """Store a notebook's headline table with its parameters and provenance.
 
     ``name`` is a file stem (letters, digits, ``_.-``), e.g. the notebook's name;
     ``headline`` one row per headline number, every factor a column (named index
     levels, as a groupby leaves them, become columns; an unnamed index is dropped);
-    ``notes`` Markdown lines (a verdict text's bullets), written as they are. Writes
-    ``<name>.json`` and ``<name>.md`` in ``results_dir`` (created if missing), each
-    atomically, and returns the JSON path.
+    ``notes`` Markdown lines (a verdict text's bullets), written as they are;
+    ``verdicts`` one row per judgment with at least :data:`VERDICT_COLUMNS` (the summary
+    tables them across profiles); ``settings`` what fixed the rounding (a runner's
+    ``settings()``: device, precision, threads), stored with the provenance beside the
+    intra-op thread count in use. Writes ``<name>.json`` and ``<name>.md`` in
+    ``results_dir`` (created if missing), each atomically, and returns the JSON path.
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"name must be a file stem of letters, digits and _.- ; got {name!r}")
@@ -47,6 +57,13 @@ def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
         raise TypeError(f"headline must be a pandas DataFrame, got {type(headline).__name__}")
     if any(level is not None for level in headline.index.names):
         headline = headline.reset_index()
+    verdicts = pd.DataFrame(columns=VERDICT_COLUMNS) if verdicts is None else verdicts
+    missing = [c for c in VERDICT_COLUMNS if c not in verdicts.columns]
+    if missing:
+        raise ValueError(f"verdicts lacks columns {missing}; needs {', '.join(VERDICT_COLUMNS)}")
+    bad = sorted(set(verdicts.verdict) - {"holds", "refuted", "undecided"})
+    if bad:
+        raise ValueError(f"verdicts {bad}; allowed: holds, refuted, undecided")
     data = {
         "format": FORMAT,
         "name": name,
@@ -55,7 +72,9 @@ def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
         "headline": json.loads(headline.to_json(orient="records", date_format="iso")),
         "params": dict(params),
         "notes": list(notes or []),
-        "provenance": provenance(),
+        "verdicts": json.loads(verdicts.to_json(orient="records")),
+        "provenance": {**provenance(), "settings": dict(settings or {}),
+                       "intra_op_threads": _threads()},
     }
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -68,18 +87,58 @@ def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
 def summarize(results_dir: str | Path) -> str:
     """One Markdown document with every recorded notebook in ``results_dir``, by name.
 
-    Raises ``FileNotFoundError`` when nothing was recorded there and ``ValueError``
-    naming the file when a record cannot be read.
+    When ``results_dir`` holds one folder per profile, the document opens with a table of
+    every verdict at each profile that has run, and how many verdicts are decided. Raises
+    ``FileNotFoundError`` when nothing was recorded there and ``ValueError`` naming the
+    file when a record cannot be read.
     """
     results_dir = Path(results_dir)
-    records = [data for data in map(_load, sorted(results_dir.glob("*.json"))) if data]
-    if not records:
+    groups = {p: _records(results_dir / p) for p in PROFILE_ORDER if (results_dir / p).is_dir()}
+    groups = {p: r for p, r in groups.items() if r}
+    if not groups:
+        groups = {None: _records(results_dir)}
+    if not any(groups.values()):
         raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
                                 "reuse.report.record): run the notebooks first, e.g. ./run_all.sh")
-    parts = ["# Results summary\n",
-             f"{len(records)} notebook(s) recorded in `{results_dir}`.\n"]
-    parts += [_section(data, level=2) for data in records]
+    parts = ["# Results summary\n"]
+    if None not in groups:
+        parts += _verdict_overview(groups)
+    for profile, records in groups.items():
+        where = results_dir / profile if profile else results_dir
+        if profile:
+            parts.append(f"## Profile `{profile}`\n")
+        parts.append(f"{len(records)} notebook(s) recorded in `{where.name}`.\n")
+        parts += [_section(data, level=3 if profile else 2) for data in records]
     return "\n".join(parts)
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    return [data for data in map(_load, sorted(folder.glob("*.json"))) if data]
+
+
+def _verdict_overview(groups: dict[str, list[dict]]) -> list[str]:
+    """Every verdict by profile: one row per judgment, a column per profile."""
+    table: dict[str, dict[str, str]] = {}
+    counts = {}
+    for profile, records in groups.items():
+        c = {"holds": 0, "refuted": 0, "undecided": 0}
+        for data in records:
+            for v in data.get("verdicts", []):
+                key = f"{data['name'][:2]} {v['judgment']}"
+                table.setdefault(key, {})[profile] = (
+                    f"{v['verdict']} ({_cell(v.get('estimate'))} [{_cell(v.get('ci_low'))}, "
+                    f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))})")
+                c[v["verdict"]] += 1
+        counts[profile] = c
+    profiles = list(groups)
+    rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
+    lines = ["## Verdicts at each profile\n",
+             "Estimate [95% CI] and the smallest effect the design can detect; the notebooks "
+             "state each rule, margin and control.\n",
+             _markdown_table(["judgment", *profiles], rows), ""]
+    lines += [f"- `{p}`: {c['holds']} hold, {c['refuted']} refuted, {c['undecided']} undecided "
+              f"({c['holds'] + c['refuted']} of {sum(c.values())} decided)." for p, c in counts.items()]
+    return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,14 +172,25 @@ def _section(data: dict[str, Any], level: int) -> str:
     params, prov = data["params"], data["provenance"]
     commit = prov["commit"] + (" (dirty)" if prov.get("dirty") else "")
     versions = ", ".join(f"{k} {v}" for k, v in prov["packages"].items())
+    settings = prov.get("settings", {})
+    compute = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "device")
     lines = [f"{'#' * level} {data['name']}", "",
              _markdown_table(data["columns"], data["headline"]), ""]
     if data["notes"]:
         lines += data["notes"] + [""]
     lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
-              f"device {prov['device']}, commit `{commit}`, {prov['timestamp_utc']}; "
-              f"Python {prov['python']}, {versions}.", ""]
+              f"device {prov['device']}" + (f" ({compute})" if compute else "")
+              + f", intra-op threads while scoring {prov.get('intra_op_threads', 'n/a')}, "
+              f"commit `{commit}`, {prov['timestamp_utc']}; Python {prov['python']}, {versions}.", ""]
     return "\n".join(lines)
+
+
+def _threads() -> int | None:
+    try:
+        import torch
+        return torch.get_num_threads()
+    except ImportError:
+        return None
 
 
 # Our own table writer instead of DataFrame.to_markdown: that needs `tabulate`, one

@@ -158,13 +158,14 @@ class _Replay:
 @torch.inference_mode()
 def score_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]], x: torch.Tensor,
                  y: torch.Tensor, task: str, n_outputs: int, metrics: tuple[str, ...] | None = None,
-                 batch_size: int = 512) -> list[dict[str, float]]:
+                 batch_size: int = 512, precision: str = "fp32") -> list[dict[str, float]]:
     """Metrics of ``model`` with each of ``states`` loaded, on ``x``, ``y`` (eval mode).
 
     The same numbers as ``[evaluate(model_with(s), x, y, ...) for s in states]``: each
     state's forward replays the leaf-module outputs it shares with the state scored
     before it (see the module docstring). ``model`` gives the architecture and device and
-    gets its own state back at the end; ``states`` may live on any device.
+    gets its own state back at the end; ``states`` may live on any device; ``precision`` is
+    fp32 unless asked, as in :func:`reuse.metrics.evaluate`.
     """
     if not states:
         return []
@@ -190,7 +191,7 @@ def score_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]], x:
                     for i in order:
                         model.load_state_dict(on_device[i])
                         replay.start(max(_common_prefix(signature[i], previous) - 1, 0))
-                        with autocast(x.device):
+                        with autocast(x.device, precision):
                             out = model(xb)
                         accs[i].update(predict(task, out), yb)
                         previous = signature[i]

@@ -7,8 +7,8 @@ points:
 - :func:`select_layers` applies the rule to two trained states: a per-layer table
   (RMSE, relative RMSE, noise floor, verdict and the reason for it) and the layers to
   reuse;
-- :func:`select_for_target` trains the small target model with a :class:`~reuse.train.Runner`
-  (only the target samples its spec names) and then calls :func:`select_layers`.
+- the experiments (``reuse.experiments.small_data``) apply it to a model trained on a few
+  target samples.
 
 The RMSE compares weights position by position, which means something only when both
 models have the same architecture and started from the same initialisation theta_0
@@ -24,7 +24,6 @@ import torch
 
 from .criteria import kernel_rmse
 from .surgery import check_compatible
-from .train import Runner, RunSpec
 
 CRITERIA = ("rmse", "rel_rmse")
 
@@ -103,50 +102,3 @@ def _reason(criterion: str, value: float, threshold: float, floor: float, networ
     if math.isfinite(floor):
         text += f"; noise floor {floor:.4g} ({'within' if value <= floor else 'above'} retraining noise)"
     return ("reused: " if value <= threshold else "not reused: ") + text
-
-
-def select_for_target(runner: Runner, source: RunSpec, small_target: RunSpec, *, threshold: float,
-                      use_relative: bool = False, network_reusable: bool = True,
-                      noise_floor: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Train (or load) theta_S and the small target model, then :func:`select_layers`.
-
-    ``small_target`` must start from theta_0 of ``source`` (same architecture, task,
-    width, depth, init seed, no ``init_from``) and be trained on the target domain: its
-    ``n_train`` is all the target data the rule sees.
-    """
-    if small_target.domain != "target" or source.domain != "source":
-        raise ValueError(f"domains: source={source.domain!r}, small_target={small_target.domain!r}; "
-                         "expected 'source' and 'target'")
-    same = ("architecture", "task", "width", "depth", "init_seed")
-    differ = [f"{k}: {getattr(source, k)!r} vs {getattr(small_target, k)!r}" for k in same
-              if getattr(source, k) != getattr(small_target, k)]
-    if differ or small_target.init_from is not None:
-        raise ValueError("the rule compares kernels position by position, so source and target must "
-                         "share architecture and initialisation; differ: "
-                         + ("; ".join(differ) or "small_target has init_from"))
-    src, tgt = runner.train_many([source, small_target])
-    return select_layers(src.state, tgt.state, noise_floor=noise_floor, threshold=threshold,
-                         use_relative=use_relative, network_reusable=network_reusable)
-
-
-def small_spec(target: RunSpec, n: int, min_steps: int = 40) -> RunSpec:
-    """``target`` trained on its first ``n`` samples, with at least ``min_steps`` updates.
-
-    With few samples an epoch is one batch, so tiny data sets would stay at chance and
-    every comparison would be a tie. Small sets therefore get smaller batches (about 4
-    per epoch, at least 2 samples each: BatchNorm needs 2) and more epochs (never fewer
-    than ``target``'s), rather than only more epochs: each epoch also scores a monitor
-    split, which would then dominate the cost. At ``n == target.n_train`` the spec is
-    ``target`` itself, so E1's run is reused.
-    """
-    if target.n_train is None or not 2 <= n <= target.n_train:
-        raise ValueError(f"n={n}; allowed 2..{target.n_train} (the target run's n_train)")
-    if min_steps < 1:
-        raise ValueError(f"min_steps={min_steps}; allowed: >= 1")
-    if n == target.n_train:
-        return target
-    batch = min(target.batch_size, max(2, n // 4))
-    while n % batch == 1:  # a last batch of one sample breaks BatchNorm in training
-        batch += 1
-    epochs = max(target.epochs, math.ceil(min_steps / math.ceil(n / batch)))
-    return target.replace(n_train=n, epochs=epochs, batch_size=batch)

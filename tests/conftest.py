@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
-from reuse.config import get_profile
+from reuse.config import SmallData, get_profile
 from reuse.data import write_synthetic_fashion
 from reuse.train import Runner
 
@@ -32,8 +31,8 @@ def runner_profile(fake_fashion_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
     runner = Runner("cpu", tmp_path_factory.getbasetemp() / "selection_cache", progress=False)
-    profile = dataclasses.replace(get_profile("smoke", [0]), n_source=128, n_target=128, n_test=32,
-                                  epochs=2)
+    profile = get_profile("smoke", [0, 1], n_source=64, n_target=48, n_test=32, steps=30, n_bn=32,
+                          small=SmallData(steps=4, batch_size=8))
     yield runner, profile
     mp.undo()
 

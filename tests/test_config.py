@@ -1,16 +1,42 @@
 import pytest
 
-from reuse.config import PROFILES, check_choices, get_profile
+from reuse.config import PROFILES, Grid, check_choices, get_profile
 
 
-def test_profiles_and_seed_override():
+def test_profiles_and_overrides():
     assert set(PROFILES) == {"smoke", "quick", "paper"}
     assert get_profile("quick", [4, 5]).seeds == (4, 5)
-    assert len(get_profile("paper").seeds) >= 5 and len(get_profile("quick").seeds) >= 3
+    assert len(get_profile("quick").seeds) >= 5 and len(get_profile("paper").seeds) >= 10
+    assert get_profile("paper").steps >= get_profile("quick").steps  # paper trains at least as long
+    assert get_profile("quick").precision == "fp32" and get_profile("quick").threads == 1
+    assert get_profile("quick", threads=None).threads == 1  # None keeps the profile's value
+    assert get_profile("quick", workers=3).workers == 3
+    assert get_profile("quick", [7]).order_twins == 1  # never more twins than seeds
     with pytest.raises(ValueError, match="profile='huge'"):
         get_profile("huge")
     with pytest.raises(ValueError, match="seeds="):
         get_profile("quick", [-1])
+    with pytest.raises(ValueError, match="seeds="):
+        get_profile("quick", [1, 1])
+    with pytest.raises(ValueError, match="unknown profile fields \\['bogus'\\]"):
+        get_profile("quick", bogus=1)
+
+
+def test_widths_feed_every_head_alike():
+    prof = get_profile("quick")
+    assert prof.width("unet") == 2 * prof.width("pspnet")
+    with pytest.raises(ValueError, match="architecture='resnet'"):
+        prof.width("resnet")
+    assert prof.as_dict()["grid"]["architectures"] == list(prof.grid.architectures) or \
+        tuple(prof.as_dict()["grid"]["architectures"]) == prof.grid.architectures
+
+
+def test_bad_profile_fields():
+    with pytest.raises(ValueError, match="image_size=18"):
+        get_profile("quick", image_size=18)
+    with pytest.raises(ValueError, match="order_twins=4 > 2 seeds"):
+        get_profile("quick", [0, 1], order_twins=4)
+    assert isinstance(get_profile("smoke").grid, Grid)
 
 
 def test_check_choices():

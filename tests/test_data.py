@@ -54,12 +54,49 @@ def test_load_fashion_pads_to_32(fake_fashion):
     assert x.shape == (400, 1, 32, 32) and y.shape == (400,)
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert x[:, :, :2].abs().sum() == 0  # the padding
+    small, _ = data.load_fashion("train", image_size=16)
+    assert small.shape == (400, 1, 16, 16) and small[:, :, :1].abs().sum() == 0
+    # area resizing keeps the mean intensity of the 28 px item (14 px, padded by 1)
+    assert torch.allclose(small.sum((1, 2, 3)) * 4, x.sum((1, 2, 3)), rtol=1e-4)
+    with pytest.raises(ValueError, match="image_size=18"):
+        data.load_fashion("train", image_size=18)
 
 
 def test_digits_are_mnist_like():
     x, y = data.load_digits()
     assert x.shape == (1797, 1, 32, 32) and set(y.tolist()) == set(range(10))
     assert x[:, :, :6].abs().sum() == 0 and x.max() <= 1
+    assert data.load_digits(16)[0].shape == (1797, 1, 16, 16)
+
+
+def test_twin_blocks_are_disjoint_and_block_0_is_a_prefix(fake_fashion):
+    first = data.load_domain("fashion-split", "target", 40, 10, seed=2)
+    second = data.load_domain("fashion-split", "target", 40, 10, seed=2, block=1)
+    small = data.load_domain("fashion-split", "target", 10, 10, seed=2)
+    assert torch.equal(small.train_x, first.train_x[:10])
+    assert not any(torch.equal(a, b) for a in first.train_x for b in second.train_x)
+    assert torch.equal(first.test_x, second.test_x)  # the block is a training matter only
+    with pytest.raises(ValueError, match="block 9"):
+        data.load_domain("fashion-split", "target", 40, 10, block=9)
+
+
+def test_autoencoding_is_denoising_with_fixed_noise(fake_fashion):
+    d = data.load_domain("fashion-split", "target", 20, 10, seed=1)
+    x, y = data.task_targets(d, "autoencoder", "train")
+    assert torch.equal(y, d.train_x) and not torch.equal(x, y) and 0 <= x.min() and x.max() <= 1
+    assert float((x - y).std()) == pytest.approx(data.AE_NOISE, rel=0.35)  # clipping shrinks it
+    again, _ = data.task_targets(d, "autoencoder", "train")
+    assert torch.equal(x, again)
+
+
+def test_random_labels_keep_shapes_and_shuffle_classes(fake_fashion):
+    split = data.load_domain("fashion-split", "source", None, 5, seed=0)
+    shuffled = data.load_domain("fashion-random-labels", "source", None, 5, seed=0)
+    assert torch.equal(split.train_x, shuffled.train_x)
+    assert sorted(split.train_y.tolist()) == sorted(shuffled.train_y.tolist())
+    assert not torch.equal(split.train_y, shuffled.train_y)
+    target = data.load_domain("fashion-random-labels", "target", 20, 5, seed=0)
+    assert torch.equal(target.train_x, data.load_domain("fashion-split", "target", 20, 5, seed=0).train_x)
 
 
 def test_shift_identity_at_zero_and_bounded():

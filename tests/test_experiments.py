@@ -1,70 +1,121 @@
+"""E1, training adequacy and the pieces every experiment shares, on a tiny profile."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.config import get_profile
+from reuse.config import Grid, SmallData, get_profile
+from reuse.experiments import adequacy, common
 from reuse.experiments import network_reusability as e1
-from reuse.train import Runner
+from reuse.models import build_model, conv_layer_names, head_layer
+from reuse.train import RunSpec
+
+GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-random-labels"))
 
 
 @pytest.fixture(scope="module")
-def e1_frame(fake_fashion_dir, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
-    runner = Runner("cpu", tmp_path_factory.mktemp("cache"), progress=False)
-    frame = e1.run(runner, get_profile("smoke", [0, 1]), ["unet", "pspnet"], ["segmentation"],
-                   ["fashion-split"])
-    mp.undo()
-    return frame
+def e1_frames(runner_profile):
+    runner, profile = runner_profile
+    return e1.run(runner, profile, GRID)
 
 
-def test_e1_frame_is_tidy_and_complete(e1_frame):
-    f = e1_frame
-    for col in ["architecture", "task", "pair", "seed", "measure", "init", "bn_reestimated", "k",
-                "n_layers", "param_type", "metric", "value", "target_value", "chance", "reuse_score"]:
+def test_e1_frame_is_tidy_and_complete(e1_frames):
+    f, cells = e1_frames
+    for col in ["architecture", "task", "pair", "seed", "donor", "measure", "bn_reestimated", "k",
+                "n_layers", "param_type", "metric", "value", "target_value", "chance", "delta",
+                "reuse_score"]:
         assert col in f.columns
-    per = f.groupby(["architecture", "seed"]).size()
-    assert per.nunique() == 2  # both seeds of an architecture have the same measurements
-    unet = f[(f.architecture == "unet") & (f.seed == 0)]
+    assert len(cells) == 2 * 2 * 2 and {"gap", "usable", "min_gap"} <= set(cells.columns)
+    assert f.groupby(["architecture", "pair", "seed"]).size().groupby("architecture").nunique().eq(1).all()
+    unet = f[(f.architecture == "unet") & (f.seed == 0) & (f.pair == "fashion-split")]
     n = int(unet.n_layers.iloc[0])
-    assert sorted(unet[unet.measure == "prefix"].k) == list(range(1, n + 1))
-    assert set(unet[unet.measure == "param_type"].param_type) == set(e1.TYPE_SETS)
-    # prefix n and suffix n both swap every kernel: the same as all_conv
+    assert sorted(unet[unet.measure == "prefix"].k)[::len(unet[unet.measure == "prefix"]) - 1] == [1, n]
+    all_conv = unet[unet.measure == "all_conv"]
+    assert set(zip(all_conv.donor, all_conv.bn_reestimated)) == {
+        (d, b) for d in common.DONORS for b in (False, True)}
+    # prefix n and suffix n both swap every kernel: the same as all_conv (BN re-estimated)
     full = unet[(unet.measure.isin(["prefix", "suffix"])) & (unet.k == n)].value
-    shared = unet[(unet.measure == "all_conv") & (unet.init == "shared") & ~unet.bn_reestimated].value
+    shared = all_conv[(all_conv.donor == "source") & all_conv.bn_reestimated].value
     assert np.allclose(full, shared.iloc[0])
+    np.testing.assert_allclose(f.delta, f.value - f.target_value)
 
 
-def _synthetic(scores: dict[str, list[float]]) -> pd.DataFrame:
-    rows = []
-    for (ptype, values) in scores.items():
-        for seed, r in enumerate(values):
-            rows.append({"architecture": "unet", "task": "segmentation", "pair": "p", "seed": seed,
-                         "measure": "param_type", "param_type": ptype, "reuse_score": r})
-    return pd.DataFrame(rows)
+def test_segmentation_heads_are_not_swapped_where_classes_differ(e1_frames):
+    f, _ = e1_frames
+    # fashion-split's classes differ: every conv but the head (the last) is swappable
+    model = build_model("unet", "segmentation", 1, 6, 4, 1)
+    assert set(f[f.architecture == "unet"].n_layers) == {len(conv_layer_names(model)) - 1}
+    assert head_layer(model) == "head"
+    assert common.swappable("segmentation", "fashion-shift", ["a", "head"]) == ["a", "head"]
+    assert common.swappable("autoencoder", "fashion-split", ["a", "head"]) == ["a", "head"]
+    # pspnet feeds BatchNorm from every conv but its (excluded) head: no conv bias to swap
+    types = f[(f.architecture == "pspnet") & (f.measure == "param_type")]
+    assert "conv_bias" not in set(types.param_type)
+    assert "conv_bias" in set(f[(f.architecture == "unet") & (f.measure == "param_type")].param_type)
 
 
-def test_companion_rules_on_known_values():
-    good = {"conv_weight": [0.1, 0.2, 0.15], "conv_bias": [0.98, 0.99, 0.97],
-            "bn_weight": [0.9, 0.95, 0.92], "bn_bias": [0.9, 0.93, 0.91],
-            "bn_running_mean": [0.5, 0.6, 0.55], "bn_running_var": [0.6, 0.5, 0.58],
-            "bn_affine": [0.95, 0.96, 0.97], "bn_stats": [0.3, 0.35, 0.32]}
-    checks = e1.companion_checks(_synthetic(good), 0.8).set_index("claim")
-    assert (checks.verdict == "holds").all()
-    bad = dict(good, conv_weight=[0.99, 0.98, 0.99], conv_bias=[0.1, 0.5, 0.3],
-               bn_affine=[0.2, 0.25, 0.3], bn_stats=[0.9, 0.92, 0.91])
-    checks = e1.companion_checks(_synthetic(bad), 0.8).set_index("claim")
-    assert (checks.verdict == "does not hold").all()
+def test_e1_verdict_tables_run_on_real_frames(e1_frames):
+    f, cells = e1_frames
+    table = e1.verdicts(f, cells)
+    checks = e1.companion_checks(f, cells)
+    assert set(table.verdict) <= {"holds", "refuted", "undecided"}
+    assert list(checks.claim) == ["C1", "C2", "C3", "C4"]
+    records = e1.records(table, checks)
+    assert len(records) == len(table) + 4 and set(records.columns) >= {"judgment", "verdict"}
 
 
-def test_verdict_rule_uses_the_ci_lower_end():
-    rows = [{"architecture": a, "task": "t", "pair": "p", "seed": s, "measure": "all_conv",
-             "init": "shared", "bn_reestimated": False, "reuse_score": r}
-            for a, values in {"stable": [0.95, 0.96, 0.94], "noisy": [0.99, 0.5, 1.0]}.items()
-            for s, r in enumerate(values)]
-    v = e1.verdicts(pd.DataFrame(rows), 0.8).set_index("architecture")
-    assert bool(v.loc["stable", "reusable"]) and not bool(v.loc["noisy", "reusable"])
-    text = e1.verdict_text(v.reset_index(), e1.companion_checks(_synthetic(
-        {k: [0.5, 0.6] for k in e1.TYPE_SETS}), 0.8), 0.8)
-    assert "stable: reusable in 1 of 1" in text and "noisy: reusable in 0 of 1" in text
+def test_excluded_cells_are_listed_with_their_numbers():
+    cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "p", "seed": 3,
+                           "metric": "miou", "target_value": 0.15, "chance": 0.1, "gap": 0.05,
+                           "min_gap": 0.1, "usable": False}])
+    (line,) = common.excluded_text(cells)
+    assert "unet/segmentation/p seed 3" in line and "gap 0.05 < 0.1" in line
+    assert "No cell excluded" in common.excluded_text(cells.assign(usable=True))[0]
+
+
+def test_specs_of_a_condition_share_theta0_and_split_the_target(runner_profile):
+    runner, profile = runner_profile
+    sp = common.specs(runner, profile, common.Condition("unet", "segmentation", "fashion-split", 0))
+    assert {s.init_seed for k, s in sp.items() if k != "different_init"} == {0}
+    assert sp["different_init"].init_seed == common.DIFFERENT_INIT_OFFSET
+    assert (sp["target"].block, sp["twin"].block) == (0, 1)
+    assert sp["twin"].order_seed != sp["target"].order_seed != sp["order"].order_seed
+    assert sp["target"].width == profile.width("unet")
+    x0, _ = runner.train_split(sp["target"])
+    x1, _ = runner.train_split(sp["twin"])
+    assert not any(bool((a == b).all()) for a in x0[:10] for b in x1)  # disjoint blocks
+    labels = common.specs(runner, profile, common.Condition("unet", "segmentation",
+                                                            "fashion-random-labels", 0))
+    assert labels["target"] == sp["target"]  # its target runs are fashion-split's
+    late = common.Condition("unet", "segmentation", "fashion-split", profile.seeds[-1])
+    assert "order" not in common.specs(runner, profile, late)  # only the first order_twins seeds
+
+
+def test_small_spec():
+    target = RunSpec("unet", "segmentation", "fashion-split", domain="target", n_train=1000, steps=800)
+    small = SmallData(steps=300, batch_size=32)
+    assert common.small_spec(target, 1000, small) is target
+    tiny = common.small_spec(target, 10, small)
+    assert (tiny.n_train, tiny.batch_size, tiny.steps) == (10, 2, 300)
+    assert common.small_spec(target, 500, small).batch_size == 32
+    with pytest.raises(ValueError, match="n=2000"):
+        common.small_spec(target, 2000, small)
+
+
+def test_adequacy_runs_and_compares_with_a_longer_run(runner_profile):
+    runner, profile = runner_profile
+    curves, cells = adequacy.run(runner, profile, Grid(("pspnet",), ("segmentation",), ("fashion-split",)))
+    assert set(curves.run) == {"target", "twin", "long"}
+    assert curves[curves.run == "long"].step.max() == profile.steps * profile.adequacy_factor
+    assert np.allclose(cells.ratio, cells.gap / (cells.long_value - cells.chance), equal_nan=True)
+    table = adequacy.summary(cells)
+    assert len(table) == 1 and "adequate" in table
+    assert adequacy.verdict_lines(table, profile.adequacy_factor)[0].startswith("- Training adequacy")
+
+
+def test_session_and_output_dirs(fake_fashion):
+    prof, runner = common.session("smoke", [3], "cpu", None, threads=2, architectures=["unet"])
+    assert prof.seeds == (3,) and prof.threads == 2 and runner.threads == 2
+    assert prof.grid.architectures == ("unet",) and prof.grid.tasks == get_profile("smoke").grid.tasks
+    figures, results = common.output_dirs("smoke")
+    assert str(figures) == "../figures/smoke" and str(results) == "../results/smoke"

@@ -26,25 +26,30 @@ def test_batches_cover_every_index_once_and_follow_the_seed():
         next(gpu.batch_indices(10, 0, dev))
 
 
-def test_precision_setting_drives_autocast():
+def test_precision_is_an_argument_not_a_setting():
     dev = torch.device("cpu")
-    try:
-        gpu.configure(deterministic=True, precision="fp32")
-        assert gpu.precision(dev) == "fp32"
-        with gpu.autocast(dev):
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-        gpu.configure(deterministic=True, precision="bf16")
-        with gpu.autocast(dev):
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
-        with gpu.autocast(dev, enabled=False):
-            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
-        gpu.configure(deterministic=True, precision="auto")
-        assert gpu.precision(dev) == ("bf16" if gpu.bf16_native(dev) else "fp32")
-        with pytest.raises(ValueError, match="precision='fp16'; allowed: auto, bf16, fp32"):
-            gpu.configure(precision="fp16")
-    finally:
-        gpu.configure(deterministic=True)
-    assert torch.are_deterministic_algorithms_enabled()
+    with gpu.autocast(dev, "fp32"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with gpu.autocast(dev, "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with gpu.autocast(dev):  # fp32 unless asked
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert gpu.resolve_precision("auto", dev) == ("bf16" if gpu.bf16_native(dev) else "fp32")
+    with pytest.raises(ValueError, match="precision='fp16'; allowed: auto, bf16, fp32"):
+        gpu.resolve_precision("fp16", dev)
+
+
+def test_compute_scope_restores_every_setting():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+              torch.backends.cudnn.benchmark)
+    with gpu.compute_scope(deterministic=not before[0], threads=1):
+        assert torch.are_deterministic_algorithms_enabled() == (not before[0])
+        assert torch.get_num_threads() == 1
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+            torch.backends.cudnn.benchmark) == before
+    with pytest.raises(ValueError, match="threads=0"):
+        with gpu.compute_scope(threads=0):
+            pass
 
 
 def test_prepare_model_is_channels_last():

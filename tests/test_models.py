@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reuse.models import ARCHITECTURES, build_model, conv_layer_names
+from reuse.models import ARCHITECTURES, build_model, conv_layer_names, head_layer
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -48,3 +48,19 @@ def test_hook_order_for_any_cnn():
 
     assert conv_layer_names(Odd()) == ["b", "a"]
     assert conv_layer_names(Odd(), torch.zeros(1, 1, 4, 4)) == ["a", "b"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_convs_feeding_batchnorm_have_no_bias_and_the_head_is_last(arch):
+    model = build_model(arch, "segmentation", 1, 6, width=4, depth=2)
+    modules = dict(model.named_modules())
+    for name in conv_layer_names(model):
+        parent = modules[name.rsplit(".", 1)[0]] if "." in name else model
+        siblings = list(parent.children()) if isinstance(parent, torch.nn.Sequential) else []
+        idx = next((i for i, m in enumerate(siblings) if m is modules[name]), None)
+        feeds_bn = idx is not None and idx + 1 < len(siblings) and isinstance(
+            siblings[idx + 1], torch.nn.BatchNorm2d)
+        assert (modules[name].bias is None) == feeds_bn, name
+    assert head_layer(model) == conv_layer_names(model)[-1] == ("classifier" if arch == "pspnet" else "head")
+    with pytest.raises(ValueError, match="no Conv2d"):
+        head_layer(torch.nn.Linear(2, 2))

@@ -83,3 +83,31 @@ def test_cli_writes_summary(tmp_path):
 def test_cli_without_results_exits_1(tmp_path, capsys):
     assert main(["--results", str(tmp_path / "missing")]) == 1
     assert "no results recorded" in capsys.readouterr().err
+
+
+def _verdicts(verdict="holds"):
+    return pd.DataFrame([{"judgment": "J1 unet/seg/p", "verdict": verdict, "estimate": 0.7,
+                          "ci_low": 0.6, "ci_high": 0.8, "detectable": 0.05}])
+
+
+def test_summary_tables_every_verdict_at_each_profile(tmp_path):
+    record("01_network", _headline(), {"profile": "quick", "seeds": [0]}, tmp_path / "quick",
+           verdicts=_verdicts("holds"), settings={"precision": "fp32", "threads": 1})
+    record("01_network", _headline(), {"profile": "smoke", "seeds": [0]}, tmp_path / "smoke",
+           verdicts=_verdicts("undecided"))
+    data = json.loads((tmp_path / "quick" / "01_network.json").read_text())
+    assert data["verdicts"][0]["verdict"] == "holds"
+    assert data["provenance"]["settings"] == {"precision": "fp32", "threads": 1}
+    assert isinstance(data["provenance"]["intra_op_threads"], int)
+    text = summarize(tmp_path)
+    assert "| judgment | smoke | quick |" in text
+    assert "| 01 J1 unet/seg/p | undecided (0.7 [0.6, 0.8]; detectable 0.05) | holds (0.7" in text
+    assert "`quick`: 1 hold, 0 refuted, 0 undecided (1 of 1 decided)." in text
+    assert "## Profile `quick`" in text and "threads 1" in text
+
+
+def test_record_rejects_bad_verdicts(tmp_path):
+    with pytest.raises(ValueError, match="verdicts \\['does not hold'\\]"):
+        record("x", _headline(), {}, tmp_path, verdicts=_verdicts("does not hold"))
+    with pytest.raises(ValueError, match="lacks columns \\['detectable'\\]"):
+        record("x", _headline(), {}, tmp_path, verdicts=_verdicts().drop(columns="detectable"))

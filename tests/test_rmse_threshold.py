@@ -1,16 +1,16 @@
-"""E3 and the statistics behind it: threshold fitting, AUC, Spearman, leave-one-pair-out."""
-
+"""E3 and the statistics behind it: threshold fitting, AUC, Spearman, the frames."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from reuse import stats_tests
+from reuse.config import Grid
 from reuse.experiments import layer_selection as e2
 from reuse.experiments import rmse_threshold as e3
 from reuse.experiments.common import Condition
 
-PAIRS = ["fashion-split", "fashion-to-digits"]
+GRID = Grid(("unet",), ("segmentation",), ("fashion-split", "fashion-to-digits"))
 
 
 def test_fit_threshold_recovers_a_known_separating_value():
@@ -30,68 +30,45 @@ def test_fit_threshold_recovers_a_known_separating_value():
         stats_tests.fit_threshold([0.1, 0.2], [True, True])
 
 
-def test_spearman_ci_brackets_a_monotone_relation():
-    x = np.arange(30.0)
-    r = stats_tests.spearman_ci(x, -x ** 2, n_boot=200)
-    assert r["rho"] == pytest.approx(-1.0) and r["ci_high"] == pytest.approx(-1.0) and r["n"] == 30
-    assert np.isnan(stats_tests.spearman_ci([1.0, 2.0], [2.0, 1.0])["rho"])
-
-
-def _points(pairs=("a", "b", "c")) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    rows = []
-    for p in pairs:
-        for i in range(30):
-            reusable = i % 2 == 0
-            rmse = rng.uniform(0, 0.4) if reusable else rng.uniform(0.6, 1.0)
-            rows.append({"pair": p, "rmse": rmse, "rel_rmse": 2 * rmse, "reusable": reusable,
-                         "reuse_score": 0.9 if reusable else 0.3})
-    return pd.DataFrame(rows)
-
-
-def test_leave_one_group_out_never_shows_the_held_out_group_to_fit():
-    seen = []
-
-    def fit(train):
-        seen.append(set(train.pair))
-        return 0.5
-
-    out = stats_tests.leave_one_group_out(_points(), "pair", fit, lambda t, test: {"n": len(test)})
-    assert list(out.pair) == ["a", "b", "c"] and (out.n == 30).all()
-    assert seen == [{"b", "c"}, {"a", "c"}, {"a", "b"}]
-
-
-def test_e3_leave_one_pair_out_fits_without_the_held_out_pair(monkeypatch):
+def test_held_out_accuracy_never_fits_on_the_held_out_pair(monkeypatch):
     seen = []
     real = e3._fit_or_nan
 
     def spy(x, labels):
         seen.append(len(x))
         return real(x, labels)
-
     monkeypatch.setattr(e3, "_fit_or_nan", spy)
-    points = _points()
-    lopo = e3.leave_one_pair_out(points)
-    assert seen == [60] * 6  # each fit sees the 2 other pairs' 30 points, never 90
-    assert (lopo.balanced_accuracy == 1.0).all() and set(lopo.criterion) == {"rmse", "rel_rmse"}
-    table = e3.threshold_table(points, n_boot=50)
-    best, text = e3.better_criterion(lopo, table)
-    assert best in {"rmse", "rel_rmse"} and "works better" in text
-    verdict = e3.verdict_text(table, lopo, text, None)
-    assert verdict.count("J3 holds") == 2
+    rng = np.random.default_rng(1)
+    points = pd.DataFrame([{"pair": p, "seed": 0, "rmse": rng.uniform(0, 0.4) if i % 2 else rng.uniform(0.6, 1),
+                            "reusable": bool(i % 2)} for p in "abc" for i in range(30)])
+    assert e3._held_out_accuracy(points, "rmse") == 1.0
+    assert seen == [60, 60, 60]  # each fit sees the 2 other pairs' 30 points, never 90
 
 
-def test_e3_frames_are_tidy(runner_profile):
+def test_noise_floor_and_points(runner_profile):
     runner, profile = runner_profile
-    dist = e3.kernel_distances(runner, profile, ["unet"], ["autoencoder"], PAIRS)
-    assert set(dist.comparison) == set(e3.COMPARISONS)
-    assert (dist.rmse > 0).all() and dist.groupby("comparison").size().nunique() == 1
-    swaps = e2.swap_scores(runner, profile, ["unet"], ["autoencoder"], PAIRS, (False,))
-    points = e3.pooled_points(dist, swaps, 0.8)
-    assert len(points) == swaps.reuse_score.notna().sum()
-    assert {"rmse", "rel_rmse", "reuse_score", "reusable"} <= set(points)
-    dose = e3.dose_response(runner, profile, ["unet"], ["autoencoder"], [0.0, 1.0])
-    assert set(dose["shift"]) == {0.0, 1.0} and (dose.layer == "(all conv)").sum() == 2
+    dist = e3.kernel_distances(runner, profile, GRID)
+    assert set(dist.comparison) == set(e3.COMPARISONS) and (dist.rmse > 0).all()
+    assert set(dist[dist.comparison == "order"].seed) == set(profile.seeds[:profile.order_twins])
+    floor = e3.noise_floor(dist)
+    assert (floor.n_twins == profile.order_twins).all() and (floor.floor_rmse > 0).all()
+    swaps, cells = e2.swap_scores(runner, profile, GRID, reestimate=(True,))
+    points = e3.points(dist, swaps, cells.assign(usable=True))
+    assert set(points.donor) == {"source", "twin", "different_init"}
+    lookup = floor.set_index(["architecture", "task", "pair", "layer"]).floor_rmse
+    expected = [r.rmse / lookup[(r.architecture, r.task, r.pair, r.layer)] for r in points.itertuples()]
+    assert np.allclose(points.floor_ratio, expected)
+    table = e3.criterion_table(points, n_boot=50)
+    assert list(table.criterion) == list(e3.CRITERIA)
+    assert set(e3.lopo_table(points).pair) == set(GRID.pairs)
+
+
+def test_dose_and_kernels(runner_profile):
+    runner, profile = runner_profile
+    dose = e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), ("fashion-shift",)),
+                            [0.0, 1.0])
+    assert set(dose["shift"]) == {0.0, 1.0} and (dose.layer == "(all conv)").sum() == 2 * len(profile.seeds)
+    assert len(e3.dose_table(dose, 50)) == 2
     k = e3.kernels(runner, profile, Condition("unet", "autoencoder", "fashion-split", 0))
     first = next(iter(k.values()))
     np.testing.assert_allclose(first["difference"], first["source"] - first["target"])

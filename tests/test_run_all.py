@@ -150,3 +150,15 @@ def test_failing_notebook_exits_1_with_error_and_partial_path(notebooks, tmp_pat
     assert str(partial) in result.stderr and partial.exists()
     assert not (out / "notebooks" / "03_boom.ipynb").exists()
     assert not (out / "results" / "SUMMARY.md").exists()
+
+
+def test_default_outputs_are_per_profile_and_inject_no_machine_paths(notebooks, tmp_path):
+    result = run_all("--dry-run", "--profile", "smoke", "--only", "01", notebooks=notebooks,
+                     tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (command,) = [line for line in result.stdout.splitlines() if "papermill" in line]
+    assert "figures_dir" not in command and "results_dir" not in command  # notebook defaults
+    # only the committed profile's executed notebooks replace notebooks/
+    assert "results/smoke/notebooks/01_fake.ipynb" in command
+    quick = run_all("--dry-run", "--only", "01", notebooks=notebooks, tmp_path=tmp_path).stdout
+    assert f"{notebooks}/01_fake.ipynb" in quick.split("&& mv -f")[1]

@@ -1,14 +1,12 @@
-"""select_layers, select_for_target and small_spec; the rule's no-peeking guarantee."""
+"""select_layers: the two-condition rule on two states."""
 
 import math
 
 import pytest
 import torch
 
-from reuse.experiments import small_data
 from reuse.models import build_model
-from reuse.selection import conv_layers, kernel_keys, select_for_target, select_layers, small_spec
-from reuse.train import RunSpec, TrainedRun
+from reuse.selection import conv_layers, select_layers
 
 
 def _state(arch: str = "unet", seed: int = 0, width: int = 4) -> dict[str, torch.Tensor]:
@@ -67,63 +65,3 @@ def test_bad_inputs_name_the_problem():
         select_layers(_state(), _state(), threshold=-1)
     with pytest.raises(ValueError, match="threshold=nan"):
         select_layers(_state(), _state(), threshold=math.nan)
-
-
-def test_small_spec_keeps_the_full_run_and_adds_steps_for_tiny_sets():
-    target = RunSpec("unet", "segmentation", "fashion-split", domain="target", n_train=1000,
-                     epochs=3, batch_size=32)
-    assert small_spec(target, 1000) is target
-    tiny = small_spec(target, 10, min_steps=40)
-    assert (tiny.n_train, tiny.batch_size, tiny.epochs) == (10, 2, 8)  # 5 steps/epoch x 8
-    assert small_spec(target, 500, min_steps=40).epochs == 3  # 16 steps/epoch x 3 >= 40
-    assert all(n % small_spec(target, n).batch_size != 1 for n in range(2, 200))
-    with pytest.raises(ValueError, match="n=2000"):
-        small_spec(target, 2000)
-
-
-class _GuardedRunner:
-    """A Runner stand-in that trains by perturbing theta_0 and raises on any read of target
-    data beyond ``n_allowed`` training samples, and on any test data."""
-
-    def __init__(self, n_allowed: int):
-        self.n_allowed = n_allowed
-        self.reads = []
-
-    def split(self, pair, domain, task, split, data_seed=0, shift=0.0, n=None):
-        self.reads.append((domain, split, n))
-        if domain == "target" and (split != "train" or n is None or n > self.n_allowed):
-            raise AssertionError(f"peeked: {domain} {split} n={n}")
-        return torch.zeros(n or 1, 1, 32, 32), torch.zeros(n or 1, 32, 32, dtype=torch.long)
-
-    def train_many(self, specs):
-        out = []
-        for spec in specs:
-            self.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift, spec.n_train)
-            theta_0 = _state(spec.architecture, spec.init_seed, spec.width)
-            state = _perturbed(theta_0, 0.01, seed=1 if spec.domain == "source" else 2 + spec.n_train)
-            out.append(TrainedRun(spec, state, []))
-        return out
-
-
-def test_rule_reads_only_the_small_target_training_set():
-    base = RunSpec("unet", "segmentation", "fashion-split", width=4, depth=1, init_seed=0)
-    source = base.replace(domain="source", n_train=256)
-    target = base.replace(domain="target", n_train=256)
-    small = small_spec(target, 12)
-    assert small.n_train == 12
-    runner = _GuardedRunner(n_allowed=12)
-    spec, layers = small_data.rule_spec(runner, source, small, threshold=math.inf, use_relative=False,
-                                        network_reusable=True)
-    assert layers == conv_layers(_state(width=4)) and spec.n_train == 12
-    assert spec.init_keys == tuple(kernel_keys(_state(width=4), layers)) and spec.init_from == source
-    assert ("target", "train", 12) in runner.reads
-    assert not any(d == "target" and (s != "train" or n != 12) for d, s, n in runner.reads)
-    with pytest.raises(AssertionError, match="peeked"):  # the guard itself works
-        select_for_target(runner, source, target, threshold=1.0)
-
-
-def test_select_for_target_rejects_unshared_initialisation():
-    base = RunSpec("unet", "segmentation", "fashion-split", width=4, depth=1)
-    with pytest.raises(ValueError, match="init_seed: 0 vs 5"):
-        select_for_target(_GuardedRunner(10), base.replace(domain="source", n_train=10),
-                          base.replace(domain="target", n_train=10, init_seed=5), threshold=1.0)

@@ -51,8 +51,7 @@ def test_select_by_layer_type_prefix_suffix():
     model, _ = _pair("unet")
     layers = conv_layer_names(model)
     keys = surgery.select_keys(model, surgery.prefix(layers, 2), surgery.KERNEL_TYPES)
-    assert keys == [f"{layers[0]}.weight", f"{layers[0]}.bias", f"{layers[1]}.weight",
-                    f"{layers[1]}.bias"]
+    assert keys == [f"{layers[0]}.weight", f"{layers[1]}.weight"]  # convs feeding BN: no bias
     assert surgery.select_keys(model, surgery.suffix(layers, 1)) == ["head.weight", "head.bias"]
     means = surgery.select_keys(model, types=["bn_running_mean"])
     assert means and all(k.endswith("running_mean") for k in means)

@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import pytest
@@ -5,21 +6,45 @@ import torch
 
 from reuse.train import Runner, RunSpec
 
-TINY = dict(width=2, depth=1, epochs=2, batch_size=16, n_train=48)
+TINY = dict(width=2, depth=1, steps=8, batch_size=16, n_train=48, image_size=16)
 
 
 def _runner(tmp_path, **kw):
     return Runner("cpu", cache_dir=tmp_path / "cache", progress=False, **kw)
 
 
+def _same(a, b):
+    return a.state.keys() == b.state.keys() and all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
 def test_same_seed_same_history_and_weights(fake_fashion):
     spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
     a = Runner("cpu", cache_dir=None, progress=False).train(spec)
     b = Runner("cpu", cache_dir=None, progress=False).train(spec)
-    assert a.history == b.history and len(a.history) == 2
-    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    assert a.history == b.history and [h["step"] for h in a.history] == list(range(1, 9))
+    assert _same(a, b)
     c = Runner("cpu", cache_dir=None, progress=False).train(spec.replace(order_seed=1))
     assert c.history != a.history
+
+
+def test_runner_leaves_process_settings_as_it_found_them(fake_fashion):
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    runner = Runner("cpu", cache_dir=None, progress=False, threads=1, deterministic=not deterministic)
+    runner.train(RunSpec("pspnet", "segmentation", "fashion-split", **TINY))
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_workers_give_the_weights_of_one_process(fake_fashion, tmp_path):
+    specs = [RunSpec("unet", "segmentation", "fashion-split", init_seed=i, **TINY) for i in range(3)]
+    parallel = _runner(tmp_path, workers=2)
+    try:
+        runs = parallel.train_many(specs)
+    finally:
+        parallel.close()
+    assert parallel.trained == 3
+    alone = Runner("cpu", cache_dir=None, progress=False).train_many(specs)
+    assert all(_same(a, b) and a.history == b.history for a, b in zip(runs, alone))
 
 
 def test_cache_hit_loads_without_training(fake_fashion, tmp_path):
@@ -29,42 +54,54 @@ def test_cache_hit_loads_without_training(fake_fashion, tmp_path):
     assert first.trained == 1 and not run.cached
     second = _runner(tmp_path)
     again = second.train(spec)
-    assert second.trained == 0 and again.cached
-    assert all(torch.equal(run.state[k], again.state[k]) for k in run.state)
+    assert second.trained == 0 and again.cached and _same(run, again)
     assert again.history == run.history
     assert not list((tmp_path / "cache").rglob("*.tmp"))  # writes are atomic
+    (path,) = (tmp_path / "cache").rglob("*.pt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # files follow the umask
 
 
-def test_corrupt_cache_entry_is_retrained(fake_fashion, tmp_path):
+@pytest.mark.parametrize("damage", ["truncate", "nan", "missing_key", "wrong_shape", "no_history"])
+def test_bad_cache_entry_is_moved_aside_and_retrained(fake_fashion, tmp_path, damage):
     spec = RunSpec("plain", "segmentation", "fashion-split", **TINY)
     run = _runner(tmp_path).train(spec)
     (path,) = (tmp_path / "cache").rglob("*.pt")
-    path.write_bytes(path.read_bytes()[:100])
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        blob = torch.load(path, weights_only=True)
+        key = next(iter(blob["state"]))
+        if damage == "nan":
+            blob["state"][key] = torch.full_like(blob["state"][key], float("nan"))
+        elif damage == "missing_key":
+            del blob["state"][key]
+        elif damage == "wrong_shape":
+            blob["state"][key] = blob["state"][key][:1]
+        else:
+            blob["history"] = []
+        torch.save(blob, path)
     runner = _runner(tmp_path)
-    with pytest.warns(UserWarning, match="corrupt cache entry"):
+    with pytest.warns(UserWarning, match=f"bad cache entry {path}.*moved to"):
         again = runner.train(spec)
-    assert runner.trained == 1 and not again.cached
-    assert all(torch.equal(run.state[k], again.state[k]) for k in run.state)
+    assert runner.trained == 1 and not again.cached and _same(run, again)
+    assert path.with_suffix(".bad").exists()  # kept for inspection
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _runner(tmp_path).train(spec).cached  # the rewritten entry is good
 
 
-def test_cache_is_filed_by_precision(fake_fashion, tmp_path):
+def test_cache_is_filed_by_precision_and_threads(fake_fashion, tmp_path):
     spec = RunSpec("plain", "autoencoder", "fashion-split", **TINY)
-    fp32 = _runner(tmp_path, precision="fp32")
-    fp32.train(spec)
+    _runner(tmp_path, precision="fp32").train(spec)
     bf16 = _runner(tmp_path, precision="bf16")
     assert bf16.precision == "bf16" and not bf16.train(spec).cached and bf16.trained == 1
-    assert sorted(p.parts[-3] for p in (tmp_path / "cache").rglob("*.pt")) == ["bf16", "fp32"]
+    two = _runner(tmp_path, threads=2)
+    assert not two.train(spec).cached
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["bf16-t1", "fp32-t1", "fp32-t2"]
     assert _runner(tmp_path, precision="fp32").train(spec).cached
-    # a runner trains in the precision its cache folder names, even after another one
-    # (here bf16) changed the global autocast setting
-    late_fp32 = Runner("cpu", cache_dir=None, progress=False, precision="fp32")
-    Runner("cpu", cache_dir=None, progress=False, precision="bf16")
-    again = late_fp32.train(spec.replace(init_seed=5))
-    fresh = Runner("cpu", cache_dir=None, progress=False, precision="fp32").train(spec.replace(init_seed=5))
-    assert all(torch.equal(again.state[k], fresh.state[k]) for k in again.state)
+    assert two.settings()["threads"] == 2 and bf16.settings()["precision"] == "bf16"
 
 
 def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
@@ -81,15 +118,15 @@ def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
     with pytest.warns(UserWarning, match="torch.compile failed .*inductor exploded"):
         run = runner.train(spec)
     assert not runner.compile  # later runs go straight to eager
-    assert all(torch.equal(run.state[k], eager.state[k]) for k in run.state)
-    assert run.history == eager.history
+    assert _same(run, eager) and run.history == eager.history
 
 
 def test_key_covers_the_config():
     spec = RunSpec("unet", "segmentation", "fashion-split")
     keys = {spec.key, spec.replace(lr=1e-3).key, spec.replace(init_seed=1).key,
-            spec.replace(n_train=10).key, spec.replace(domain="target").key}
-    assert len(keys) == 5 and spec.key == RunSpec("unet", "segmentation", "fashion-split").key
+            spec.replace(n_train=10).key, spec.replace(domain="target").key, spec.replace(block=1).key,
+            spec.replace(image_size=16).key, spec.replace(steps=7).key}
+    assert len(keys) == 8 and spec.key == RunSpec("unet", "segmentation", "fashion-split").key
 
 
 def test_init_from_and_freeze(fake_fashion):
@@ -104,10 +141,18 @@ def test_init_from_and_freeze(fake_fashion):
         runner.train(parent.replace(freeze=("nope",)))
 
 
-def test_bad_specs():
+def test_bad_specs_and_settings():
     with pytest.raises(ValueError, match="domain='middle'"):
         RunSpec("unet", "segmentation", "fashion-split", domain="middle")
     with pytest.raises(ValueError, match="pair='x'"):
         RunSpec("unet", "segmentation", "x")
-    with pytest.raises(ValueError, match="epochs=0"):
-        RunSpec("unet", "segmentation", "fashion-split", epochs=0)
+    with pytest.raises(ValueError, match="steps=0"):
+        RunSpec("unet", "segmentation", "fashion-split", steps=0)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        RunSpec("unet", "segmentation", "fashion-split", batch_size=1)
+    with pytest.raises(ValueError, match="image_size=20 is not divisible"):
+        RunSpec("unet", "segmentation", "fashion-split", image_size=20, depth=3)
+    with pytest.raises(ValueError, match="threads=0"):
+        Runner("cpu", threads=0)
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        Runner("cpu", precision="fp16")

@@ -1,0 +1,252 @@
+"""Every verdict rule on constructed data: one case that must hold, one that must be refuted,
+one that must stay undecided (and the controls that gate J1 and J2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reuse import verdicts as v
+from reuse.experiments import adequacy
+from reuse.experiments import layer_selection as e2
+from reuse.experiments import network_reusability as e1
+from reuse.experiments import rmse_threshold as e3
+from reuse.experiments import small_data as e4
+
+SEEDS = range(5)
+HOLDS = [0.90, 0.92, 0.88, 0.91, 0.89]  # clearly above every margin but 0.9
+REFUTED = [0.10, 0.12, 0.08, 0.11, 0.09]
+UNDECIDED = [0.2, 0.9, 0.3, 0.8, 0.5]  # mean 0.54, CI wide across 0.5
+
+
+def test_verdict_core():
+    assert v.verdict(0.6, 0.9, 0.5) == "holds"
+    assert v.verdict(0.1, 0.4, 0.5) == "refuted"
+    assert v.verdict(0.4, 0.6, 0.5) == "undecided"
+    assert v.verdict(0.1, 0.4, 0.5, "below") == "holds"
+    assert v.verdict(np.nan, 1.0, 0.5) == "undecided"
+    with pytest.raises(ValueError, match="side='left'"):
+        v.verdict(0, 1, 0, "left")
+
+
+def test_mean_verdict_matches_a_hand_computed_t_interval():
+    out = v.mean_verdict([1.0, 1.1, 1.2], 0.0)
+    se = 0.1 / np.sqrt(3)
+    half = 4.302652729911275 * se  # t(0.975, 2) * sd / sqrt(n)
+    assert out["ci_low"] == pytest.approx(1.1 - half) and out["ci_high"] == pytest.approx(1.1 + half)
+    assert out["verdict"] == "holds" and out["n"] == 3
+    # detectable effect: (t_0.975 + t_0.8) * se on 2 degrees of freedom
+    assert out["detectable"] == pytest.approx((4.302652729911275 + 1.0606601717798212) * se)
+    assert v.mean_verdict([1.0, 2.0, 3.0], 0.0)["verdict"] == "undecided"  # CI 2 +- 2.48
+    assert v.mean_verdict([1.0], 0.0)["verdict"] == "undecided"  # one seed decides nothing
+
+
+def test_seed_bootstrap_resamples_whole_seeds():
+    frame = pd.DataFrame({"seed": np.repeat([0, 1, 2, 3], 10), "x": np.repeat([1.0, 2.0, 3.0, 4.0], 10)})
+    seen = []
+
+    def stat(f):
+        seen.append(sorted(f.groupby("seed").size().unique()))
+        return f.x.mean()
+    out = v.seed_bootstrap(frame, stat, n_boot=50)
+    assert out["estimate"] == 2.5 and out["n_seeds"] == 4
+    assert all(sizes == [10] for sizes in seen)  # every drawn seed came with all its rows
+    assert 1.0 <= out["ci_low"] < 2.5 < out["ci_high"] <= 4.0
+
+
+def test_gated():
+    assert v.gated("holds", "holds", "refuted") == ("holds", "passed")
+    assert v.gated("refuted", "undecided", "refuted")[0] == "undecided"
+    assert "negative control holds" in v.gated("holds", "holds", "holds")[1]
+
+
+# ----------------------------------------------------------------------------- J1, C1-C4
+def _cells(conditions, seeds=SEEDS, usable=True):
+    return pd.DataFrame([{"architecture": a, "task": t, "pair": p, "seed": s, "usable": usable}
+                         for a, t, p in conditions for s in seeds])
+
+
+def _all_conv(source, twin=(1.0, 0.98, 1.02, 0.99, 1.01), other=(0.0, 0.05, -0.05, 0.02, -0.02)):
+    rows = []
+    for donor, values in (("source", source), ("twin", twin), ("different_init", other)):
+        rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
+                  "measure": "all_conv", "bn_reestimated": True, "donor": donor, "reuse_score": x}
+                 for s, x in zip(SEEDS, values)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("values, expected", [(HOLDS, "holds"), (REFUTED, "refuted"),
+                                              (UNDECIDED, "undecided")])
+def test_j1(values, expected):
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    table = e1.verdicts(_all_conv(values), cells)
+    assert table.verdict.tolist() == [expected] and table.controls.tolist() == ["passed"]
+
+
+def test_j1_is_undecided_when_a_control_fails_and_drops_unusable_cells():
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    failed = e1.verdicts(_all_conv(HOLDS, twin=UNDECIDED), cells)
+    assert failed.verdict.tolist() == ["undecided"] and "positive control" in failed.controls[0]
+    failed = e1.verdicts(_all_conv(REFUTED, other=HOLDS), cells)
+    assert failed.verdict.tolist() == ["undecided"] and "negative control holds" in failed.controls[0]
+    assert e1.verdicts(_all_conv(HOLDS), _cells([("unet", "segmentation", "fashion-split")],
+                                                usable=False)).empty
+
+
+def _types(**values):
+    rows = []
+    for name, vals in values.items():
+        rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
+                  "measure": "param_type", "donor": "source", "param_type": name, "reuse_score": x}
+                 for s, x in zip(SEEDS, vals)]
+    return pd.DataFrame(rows)
+
+
+def test_companion_checks_all_three_ways():
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    high, low = [x + 0.07 for x in HOLDS], REFUTED
+    decided = e1.companion_checks(_types(bn_affine=high, bn_stats=low, conv_weight=low, conv_bias=high),
+                                  cells).set_index("claim").verdict
+    assert decided.to_dict() == {"C1": "holds", "C2": "holds", "C3": "holds", "C4": "holds"}
+    flipped = e1.companion_checks(_types(bn_affine=low, bn_stats=high, conv_weight=high, conv_bias=low),
+                                  cells).set_index("claim").verdict
+    assert flipped.to_dict() == {"C1": "refuted", "C2": "refuted", "C3": "refuted", "C4": "refuted"}
+    vague = e1.companion_checks(_types(bn_affine=UNDECIDED, bn_stats=UNDECIDED[::-1],
+                                       conv_weight=UNDECIDED, conv_bias=[0.5, 1.3, 0.6, 1.2, 0.9]),
+                                cells).set_index("claim").verdict
+    assert vague.to_dict() == {"C1": "undecided", "C2": "undecided", "C3": "undecided", "C4": "undecided"}
+
+
+# ----------------------------------------------------------------------------- J2, Y1-Y4
+def _swaps(source_by_layer, twin=1.0, other=0.0, pairs=("fashion-split",), noise=0.02):
+    rows = []
+    rng = np.random.default_rng(0)
+    for pair in pairs:
+        for index, src in enumerate(source_by_layer):
+            for donor, values in (("source", src), ("twin", twin), ("different_init", other)):
+                values = values if isinstance(values, list) else [values] * 5
+                rows += [{"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
+                          "donor": donor, "layer": f"l{index}", "index": index,
+                          "depth": index / max(len(source_by_layer) - 1, 1), "bn_reestimated": True,
+                          "reuse_score": x + noise * rng.standard_normal()}
+                         for s, x in zip(SEEDS, values)]
+    return pd.DataFrame(rows)
+
+
+def test_j2_per_layer_all_three_ways_and_gated():
+    swaps = _swaps([HOLDS, REFUTED, UNDECIDED])
+    selected = e2.select(swaps, _cells([("unet", "segmentation", "fashion-split")]))
+    assert selected.verdict.tolist() == ["holds", "refuted", "undecided"]
+    assert selected.selected.tolist() == [True, False, False]
+    gated = e2.select(_swaps([HOLDS], twin=UNDECIDED), _cells([("unet", "segmentation", "fashion-split")]))
+    assert gated.verdict.tolist() == ["undecided"]
+
+
+def test_yosinski_checks_all_three_ways():
+    cells = _cells([("unet", "segmentation", p) for p in e2.DISTANCE_ORDER])
+    decreasing = [[0.97] * 5, [0.8] * 5, [0.6] * 5, [0.4] * 5]
+    near = _swaps(decreasing, pairs=("fashion-split",))
+    far = _swaps([[x - 0.05 for x in layer] for layer in decreasing], pairs=("fashion-to-digits",))
+    gains = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
+                           "layer": "l0", "set": "single", "mode": m, "gain": g + 0.01 * s}
+                          for s in SEEDS for m, g in (("frozen", 0.0), ("finetuned", 0.1))])
+    checks = e2.yosinski_checks(pd.concat([near, far]), cells, gains, n_boot=200).set_index("check").verdict
+    assert checks.to_dict() == {"Y1": "holds", "Y2": "holds", "Y3": "holds", "Y4": "holds"}
+    increasing = [[0.1] * 5, [0.4] * 5, [0.6] * 5, [0.8] * 5]
+    near = _swaps(increasing, pairs=("fashion-split",))
+    far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=("fashion-to-digits",))
+    flipped = gains.assign(mode=gains["mode"].map({"frozen": "finetuned", "finetuned": "frozen"}))
+    checks = e2.yosinski_checks(pd.concat([near, far]), cells, flipped, n_boot=200).set_index("check").verdict
+    assert checks.to_dict() == {"Y1": "refuted", "Y2": "refuted", "Y3": "refuted", "Y4": "refuted"}
+    flat = [UNDECIDED, UNDECIDED[::-1]]
+    vague_gains = gains.assign(gain=np.where(gains["mode"] == "frozen", 0.0,
+                                             np.where(gains.seed % 2 == 0, 0.2, -0.2)))
+    checks = e2.yosinski_checks(pd.concat([_swaps(flat, noise=0.3), _swaps(flat, pairs=("fashion-to-digits",),
+                                                                               noise=0.3)]),
+                                cells, vague_gains, n_boot=200).set_index("check").verdict
+    assert set(checks) == {"undecided"}
+
+
+# ----------------------------------------------------------------------------- J3
+def _points(separable: bool, flip: bool = False):
+    """Source points whose rmse separates reusable from not (or not at all), and twin /
+    other-init points on either side of the fitted threshold."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for pair in ("fashion-split", "fashion-to-digits"):
+        for s in SEEDS:
+            for i in range(10):
+                reusable = i % 2 == 0
+                x = (0.1 if reusable != flip else 1.0) + 0.05 * rng.random() if separable else rng.random()
+                rows.append({"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
+                             "donor": "source", "layer": f"l{i}", "rmse": x, "rel_rmse": x, "floor_ratio": x,
+                             "reuse_score": 0.9 if reusable else 0.1, "reusable": reusable})
+                for donor, value in (("twin", 0.01), ("different_init", 5.0)):
+                    rows.append({**rows[-1], "donor": donor, "rmse": value, "rel_rmse": value,
+                                 "floor_ratio": value})
+    return pd.DataFrame(rows)
+
+
+def test_j3_all_three_ways():
+    table = e3.criterion_table(_points(True), n_boot=100)
+    assert set(table.verdict) == {"holds"} and set(table.controls) == {"passed"}
+    flipped = e3.criterion_table(_points(True, flip=True), n_boot=100)  # big RMSE = reusable
+    assert set(flipped.acc_verdict) == {"refuted"}
+    noise = e3.criterion_table(_points(False), n_boot=100)
+    assert set(noise.acc_verdict) <= {"undecided", "refuted"} and "holds" not in set(noise.verdict)
+
+
+def test_dose_table_all_three_ways():
+    rows = []
+    for s in SEEDS:
+        for shift in (0.0, 0.5, 1.0):
+            rows.append({"seed": s, "shift": shift, "layer": "l0", "rel_rmse": 0.2 + shift, "reuse_score": 1 - shift})
+            rows.append({"seed": s, "shift": shift, "layer": "(all conv)", "rel_rmse": np.nan,
+                         "reuse_score": 1 - shift})
+    dose = pd.DataFrame(rows)
+    assert set(e3.dose_table(dose, 200).verdict) == {"holds"}
+    reversed_ = dose.assign(rel_rmse=1.2 - dose.rel_rmse, reuse_score=-dose.reuse_score)
+    assert set(e3.dose_table(reversed_, 200).verdict) == {"refuted"}
+    # half the seeds rise with the shift, half fall: no dependable direction
+    sign = np.where(dose.seed % 2 == 0, 1.0, -1.0)
+    mixed = dose.assign(rel_rmse=sign * dose["shift"], reuse_score=sign * dose["shift"])
+    assert set(e3.dose_table(mixed, 200).verdict) == {"undecided"}
+
+
+# ----------------------------------------------------------------------------- E4, adequacy
+def _results(rule_minus_scratch):
+    rows = []
+    for s, d in zip(SEEDS, rule_minus_scratch):
+        for strategy, value in (("scratch", 0.5), ("rule", 0.5 + d)):
+            rows.append({"task": "segmentation", "fraction": 0.1, "n_T": 60, "architecture": "unet",
+                         "pair": "fashion-split", "seed": s, "strategy": strategy, "value": value})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("diffs, expected", [([0.05, 0.06, 0.04, 0.05, 0.07], "holds"),
+                                             ([-0.05, -0.06, -0.04, -0.05, -0.07], "refuted"),
+                                             ([0.05, -0.06, 0.04, -0.05, 0.0], "undecided")])
+def test_e4_comparison(diffs, expected):
+    tests = e4.comparisons(_results(diffs))
+    assert tests.set_index("comparison").verdict["rule - scratch"] == expected
+
+
+def test_e4_controls_all_three_ways():
+    def decisions(twin, other):
+        return pd.DataFrame([{"task": "segmentation", "fraction": 0.1, "seed": s, "n_layers": 10,
+                              "twin_picked": t, "different_init_picked": o}
+                             for s, t, o in zip(SEEDS, twin, other)])
+    good = e4.control_table(decisions([9, 10, 9, 8, 10], [0, 1, 0, 0, 1])).verdict.tolist()
+    bad = e4.control_table(decisions([0, 1, 0, 0, 1], [9, 10, 9, 8, 10])).verdict.tolist()
+    vague = e4.control_table(decisions([2, 9, 3, 8, 5], [2, 9, 3, 8, 5])).verdict.tolist()
+    assert good == ["holds", "refuted"] and bad == ["refuted", "holds"] and vague == ["undecided"] * 2
+
+
+def test_adequacy_summary():
+    cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": p, "seed": s,
+                           "metric": "miou", "target_value": t, "twin_value": t, "long_value": 0.9,
+                           "chance": 0.1, "usable": True, "ratio": (t - 0.1) / 0.8}
+                          for p, t in (("a", 0.89), ("b", 0.6)) for s in SEEDS])
+    table = adequacy.summary(cells).set_index("pair")
+    assert table.adequate.to_dict() == {"a": True, "b": False}
