@@ -1,4 +1,4 @@
-"""Per-layer criteria between two models' convolution kernels (PROTOCOL M3).
+"""Per-layer criteria between two models' convolution kernels (docs/protocol.md, section 4: M3).
 
 ``RMSE_l = sqrt(mean((W_S,l - W_T,l)^2))`` over every weight of conv layer l, and the
 scale-free ``relRMSE_l = RMSE_l / sqrt(mean(W_T,l^2))`` (the RMSE of the paper's

@@ -1,4 +1,4 @@
-"""Task losses, evaluation metrics, chance levels and the reuse score (PROTOCOL M1).
+"""Task losses, metrics, chance levels and the reuse score (M1: docs/protocol.md, section 4).
 
 Segmentation is scored by mIoU (primary) and pixel accuracy; auto-encoding by PSNR
 (primary, dB, data range 1) and SSIM, all accumulated over the whole test split.

@@ -15,7 +15,8 @@ import seaborn as sns
 
 from .plots import DONOR_ORDER, ORDER, _t_interval, empty_figure
 
-STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule", "rmse_only", "random", "oracle"]
+STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule_strict", "rule", "rmse_only", "random",
+                  "oracle"]
 CRITERION_LABELS = {"rmse": "kernel RMSE", "rel_rmse": "relative kernel RMSE",
                     "floor_ratio": "RMSE / noise floor"}
 
@@ -177,6 +178,23 @@ def kernel_pictures(kernels: dict[str, dict[str, np.ndarray]], max_kernels: int 
             row[0].set_ylabel(f"{name}\n{part}", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def small_data_differences(differences: pd.DataFrame) -> plt.Figure:
+    """Each strategy minus scratch (mean and 95% CI over seeds), a panel per pair, hue = n_T:
+    the paired view, free of the seed-to-seed spread that the raw curves carry."""
+    if differences.empty:
+        return empty_figure("no small-data results")
+    order = [s for s in STRATEGY_ORDER if s in set(differences.strategy)]
+    d = differences.assign(n_T=differences.n_T.map(lambda n: f"n_T = {n}"))
+    g = sns.catplot(data=d, kind="point", x="strategy", y="difference", order=order,
+                    hue="n_T", palette="deep", col="pair", row="task", errorbar=_t_interval, dodge=0.4,
+                    linestyle="none", height=3, aspect=1.3, sharey=False)
+    for ax in g.axes.flat:
+        ax.axhline(0, color="k", lw=1)
+        ax.tick_params(axis="x", rotation=40)
+    g.set_ylabels("metric minus scratch (mIoU or PSNR)")
+    return g.figure
 
 
 def small_data_curves(results: pd.DataFrame) -> plt.Figure:

@@ -6,6 +6,7 @@ is reported as ``"unknown"``.
 """
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -44,20 +45,43 @@ def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
 def _git(*args: str) -> str:
     out = subprocess.run(["git", "-C", str(_REPO_ROOT), *args], capture_output=True,
                          text=True, timeout=10, check=True)
-    return out.stdout.strip()
+    return out.stdout.rstrip("\n")
 
 
 def _git_commit() -> tuple[str, bool | None]:
     try:
         # Only trust the repository that holds this package's source, not one that
         # happens to enclose an installed copy (site-packages inside some checkout).
-        if Path(_git("rev-parse", "--show-toplevel")).resolve() != _REPO_ROOT:
+        if Path(_git("rev-parse", "--show-toplevel").strip()).resolve() != _REPO_ROOT:
             return UNKNOWN, None
-        sha = _git("rev-parse", "--short", "HEAD")
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
+        sha = _git("rev-parse", "--short", "HEAD").strip()
+        changed = _git("status", "--porcelain", "--untracked-files=no").splitlines()
+        dirty = any(not _output_only(line[3:].split(" -> ")[-1]) for line in changed)
+    except (OSError, subprocess.SubprocessError, ValueError):
         return UNKNOWN, None
     return sha, dirty
+
+
+OUTPUT_FOLDERS = ("results/", "figures/")  # what runs write; changing them changes no code
+
+
+def _output_only(path: str) -> bool:
+    """Whether a changed tracked file holds outputs only: a file under the output folders,
+    or a notebook whose cells' sources are HEAD's (a run rewrites a notebook's outputs and
+    injects its parameters; that is not a change of the code that made the results)."""
+    if path.startswith(OUTPUT_FOLDERS):
+        return True
+    if not path.endswith(".ipynb"):
+        return False
+    head = json.loads(_git("show", f"HEAD:{path}"))
+    now = json.loads((_REPO_ROOT / path).read_text(encoding="utf-8"))
+    return notebook_sources(head) == notebook_sources(now)
+
+
+def notebook_sources(notebook: dict) -> list[tuple[str, str]]:
+    """(cell type, source) of every cell but papermill's injected parameters."""
+    return [(cell["cell_type"], "".join(cell["source"])) for cell in notebook["cells"]
+            if "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
 
 
 def _version(name: str) -> str:

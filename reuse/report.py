@@ -125,9 +125,11 @@ def _verdict_overview(groups: dict[str, list[dict]]) -> list[str]:
         for data in records:
             for v in data.get("verdicts", []):
                 key = f"{data['name'][:2]} {v['judgment']}"
+                controls = v.get("controls") or "n/a"
                 table.setdefault(key, {})[profile] = (
                     f"{v['verdict']} ({_cell(v.get('estimate'))} [{_cell(v.get('ci_low'))}, "
-                    f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))})")
+                    f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))}"
+                    + ("" if controls in ("n/a", "passed") else f"; controls {controls}") + ")")
                 c[v["verdict"]] += 1
         counts[profile] = c
     profiles = list(groups)

@@ -54,3 +54,30 @@ def test_commit_and_dirty_flag_in_a_checkout(monkeypatch, tmp_path):
     assert (prov["commit"], prov["dirty"]) == (git("rev-parse", "--short", "HEAD"), False)
     (tmp_path / "f.txt").write_text("b")
     assert provenance()["dirty"] is True
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_outputs_a_run_writes_do_not_make_it_dirty(monkeypatch, tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def notebook(source: str, output: str = "") -> str:
+        cells = [{"cell_type": "code", "source": [source], "metadata": {}, "outputs": [output]}]
+        return json.dumps({"cells": cells, "metadata": {}})
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}")
+    (tmp_path / "nb.ipynb").write_text(notebook("x = 1"))
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(prov_module, "_REPO_ROOT", tmp_path.resolve())
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}')
+    executed = json.loads(notebook("x = 1", "1"))
+    executed["cells"].insert(0, {"cell_type": "code", "source": ["x = 2"], "outputs": [],
+                                 "metadata": {"tags": ["injected-parameters"]}})
+    (tmp_path / "nb.ipynb").write_text(json.dumps(executed))
+    assert provenance()["dirty"] is False  # outputs and injected parameters only
+    (tmp_path / "nb.ipynb").write_text(notebook("x = 3"))
+    assert provenance()["dirty"] is True  # a changed cell is changed code

@@ -71,7 +71,8 @@ def _all_conv(source, twin=(1.0, 0.98, 1.02, 0.99, 1.01), other=(0.0, 0.05, -0.0
     rows = []
     for donor, values in (("source", source), ("twin", twin), ("different_init", other)):
         rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
-                  "measure": "all_conv", "bn_reestimated": True, "donor": donor, "reuse_score": x}
+                  "measure": "all_conv", "bn_reestimated": True, "donor": donor, "reuse_score": x,
+                  "delta": x - 1}
                  for s, x in zip(SEEDS, values)]
     return pd.DataFrame(rows)
 
@@ -129,7 +130,7 @@ def _swaps(source_by_layer, twin=1.0, other=0.0, pairs=("fashion-split",), noise
                 rows += [{"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
                           "donor": donor, "layer": f"l{index}", "index": index,
                           "depth": index / max(len(source_by_layer) - 1, 1), "bn_reestimated": True,
-                          "reuse_score": x + noise * rng.standard_normal()}
+                          "reuse_score": x + noise * rng.standard_normal(), "delta": 0.0}
                          for s, x in zip(SEEDS, values)]
     return pd.DataFrame(rows)
 

@@ -268,7 +268,8 @@ def usable_only(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd.DataFrame:
     """Per group of ``by``: each donor's mean reuse score over seeds with its CI and verdict
     against ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), the
-    source's ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``:
+    source's mean raw metric difference to theta_T (``source_delta``: the reuse score's
+    guard), its ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``:
     the source's verdict where the twin holds and the different-initialisation control is
     refuted, else 'undecided' (:func:`reuse.verdicts.gated`)."""
     stats = ("estimate", "ci_low", "ci_high", "verdict")
@@ -279,11 +280,13 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
             v = mean_verdict(per_seed(g[g.donor == donor], "reuse_score", []).reuse_score, margin)
             row.update({f"{donor}_{k}": v[k] for k in stats})
             if donor == "source":
-                row.update(n=v["n"], detectable=v["detectable"])
+                raw = per_seed(g[g.donor == donor], "delta", [])["delta"]
+                row.update(n=v["n"], detectable=v["detectable"], source_delta=float(raw.mean()))
         row["verdict"], row["controls"] = gated(row["source_verdict"], row["twin_verdict"],
                                                 row["different_init_verdict"])
         rows.append(row)
-    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "n", "detectable", "verdict", "controls"]
+    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "source_delta", "n", "detectable",
+               "verdict", "controls"]
     return pd.DataFrame(rows, columns=columns)
 
 

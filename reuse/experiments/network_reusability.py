@@ -152,7 +152,8 @@ def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
     lines = []
     for r in table.itertuples():
         lines.append(f"- J1 {r.architecture}/{r.task}/{r.pair}: **{r.verdict}** (source "
-                     f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], n = "
+                     f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], raw "
+                     f"difference to theta_T {r.source_delta:+.3g}, n = "
                      f"{r.n}, smallest detectable effect {r.detectable:.2f}; twin {r.twin_verdict}, "
                      f"different init {r.different_init_verdict}: controls {r.controls}).")
     for r in checks.itertuples():

@@ -166,6 +166,15 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     return pd.DataFrame(rows), pd.DataFrame(decisions)
 
 
+def differences(results: pd.DataFrame) -> pd.DataFrame:
+    """Each strategy's metric minus scratch's, per cell (random: the mean over draws): one
+    row per task x architecture x pair x seed x n_T x strategy with column ``difference``."""
+    keys = ["task", "architecture", "pair", "seed", "n_T"]
+    wide = results.pivot_table(index=keys, columns="strategy", values="value", aggfunc="mean")
+    diff = wide.sub(wide["scratch"], axis=0).drop(columns="scratch")
+    return diff.stack().rename("difference").reset_index()
+
+
 def comparisons(results: pd.DataFrame, pairs=None) -> pd.DataFrame:
     """Strategy a minus strategy b per task x fraction (random: the mean over draws), each
     seed's difference averaged over architectures and pairs (``pairs``: all when None);
@@ -235,3 +244,29 @@ def records(tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame) -> 
               "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
               "detectable": r.detectable, "n": r.n, "controls": "n/a"} for r in controls.itertuples()]
     return pd.DataFrame(rows)
+
+
+def findings(tests: pd.DataFrame, harm: pd.DataFrame, decisions: pd.DataFrame) -> str:
+    """What the E4 verdicts mean, computed from them."""
+    if tests.empty:
+        return "- No comparison could be made."
+    lines = []
+    strict = int(decisions.strict_a.sum())
+    lines.append(f"- The rule as the paper states it reused layers in {strict} of {len(decisions)} cells: "
+                 + ("J1 never holds in another pair here, so it is scratch everywhere and the paper's "
+                    "success condition cannot be seen with it." if strict == 0 else
+                    "see its rows above."))
+    top = tests[tests.n_T == tests.n_T.max()].set_index("comparison")
+    for name, text in (("reuse_all - scratch", "reusing every layer against scratch"),
+                       ("rule - scratch", "the rule against scratch"),
+                       ("rule - reuse_all", "the rule against reusing every layer"),
+                       ("rmse_only - random", "condition (b)'s layers against random layers of the same number")):
+        if name in top.index:
+            r = top.loc[name]
+            lines.append(f"- At n_T = {int(top.n_T.iloc[0])}, {text}: {r.verdict} ({r.estimate:+.3g} "
+                         f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]).")
+    hurts = harm[(harm.comparison == "reuse_all - scratch") & (harm.verdict == "refuted")]
+    lines.append(f"- Negative transfer on {HARM_PAIR}: reusing every layer is worse than scratch at "
+                 + (", ".join(f"n_T = {n}" for n in hurts.n_T) if len(hurts) else
+                    "no n_T (no harm to avoid at this scale)") + ".")
+    return "\n".join(lines)
