@@ -13,7 +13,9 @@ steps, prints both figures and their ratio, and checks the two give the same num
 (f) why grouping pays or not on this device: the share of a training step spent in
     convolutions (``torch.profiler``) and one grouped convolution vs N dense ones;
 (g) on the CPU, how the quick profile trains: two worker processes of one thread each vs
-    one process of two threads (the same runs, bit-identical weights).
+    one process of two threads (the same runs, bit-identical weights);
+(h) on the CPU, a 2-worker Dask LocalCluster (``reuse run --cluster local:2``) vs serial
+    one-thread training (bit-identical weights).
 
 Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
 temporary folder), so the script needs no download. Results go to
@@ -27,6 +29,7 @@ temporary folder), so the script needs no download. Results go to
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import platform
@@ -385,6 +388,26 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         record("g", f"{len(specs)} runs of {specs[0].steps} steps: one process of 2 threads vs 2 workers "
                "of 1 thread", t_one, t_two, len(specs) * specs[0].steps * spec.batch_size, "img/s", same,
                None)
+
+    # (h) a 2-worker Dask LocalCluster (``--cluster local:2``) vs serial one-thread training;
+    # agreement: the cluster's weights equal the serial ones bit for bit
+    if dev.type == "cpu" and importlib.util.find_spec("distributed") is not None:
+        from distributed import Client, LocalCluster
+
+        specs = [spec.replace(init_seed=200 + i, steps=sizes["worker_steps"])
+                 for i in range(sizes["worker_runs"])]
+        serial = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            dask = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec,
+                          cluster=client.get_executor())
+            dask.train_many([s.replace(steps=2) for s in specs[:2]])  # warm the workers up
+            alone, t_serial = _timed(lambda: serial.train_many(specs), dev)
+            spread, t_dask = _timed(lambda: dask.train_many(specs), dev)
+        same = all(torch.equal(a.state[k], b.state[k]) for a, b in zip(alone, spread) for k in a.state)
+        record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
+               "LocalCluster of 2 one-thread workers", t_serial, t_dask,
+               len(specs) * specs[0].steps * spec.batch_size, "img/s", same, None)
 
     # (e) memory
     memory = {"cpu_peak_rss_mib": _rss_mib(),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -121,29 +122,50 @@ def write_synthetic_fashion(folder: str | Path, n_train: int, n_test: int, seed:
 def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = False) -> Path:
     """The folder holding the four Fashion-MNIST IDX gz files.
 
-    Looks in ``data_dir``, then ``$REUSE_DATA_DIR``, then Debian's
-    ``dataset-fashion-mnist`` location; with ``download=True`` it then fetches the
-    files with torchvision into ``data_dir`` (or ``~/.cache/reuse``). Never falls back
-    to other data.
+    An explicit folder (``data_dir``, else ``$REUSE_DATA_DIR``) is the only place looked
+    at: if it lacks the files, that is an error naming it (with ``download=True`` they are
+    fetched into it with torchvision). Only when neither is given is Debian's
+    ``dataset-fashion-mnist`` location used (``download=True`` then fetches into
+    ``~/.cache/reuse``). Never falls back to other data.
     """
-    candidates = [Path(p) for p in (data_dir, os.environ.get(ENV_DATA_DIR)) if p]
-    candidates.append(DEBIAN_DIR)
-    for folder in candidates:
-        for sub in (folder, folder / "FashionMNIST" / "raw"):
-            if all((sub / name).is_file() for name in FASHION_FILES.values()):
-                return sub
+    explicit = data_dir or os.environ.get(ENV_DATA_DIR)
+    folder = Path(explicit) if explicit else DEBIAN_DIR
+    for sub in (folder, folder / "FashionMNIST" / "raw"):
+        if all((sub / name).is_file() for name in FASHION_FILES.values()):
+            return sub
     if download:
         from torchvision.datasets import FashionMNIST
 
-        root = Path(data_dir or Path.home() / ".cache" / "reuse")
+        root = folder if explicit else Path.home() / ".cache" / "reuse"
         FashionMNIST(root, train=True, download=True)
         FashionMNIST(root, train=False, download=True)
         return find_fashion_mnist(root)
-    looked = ", ".join(str(p) for p in candidates)
+    source = ("--data-dir" if data_dir else f"${ENV_DATA_DIR}") if explicit else "the default location"
+    missing = [name for name in FASHION_FILES.values() if not (folder / name).is_file()]
     raise DataNotFoundError(
-        f"Fashion-MNIST IDX files not found (looked in: {looked}). Install them with "
-        f"`sudo apt-get install dataset-fashion-mnist`, point --data-dir / ${ENV_DATA_DIR} "
-        "at a folder holding the four *-ubyte.gz files, or pass --download to fetch them.")
+        f"Fashion-MNIST not found in {folder} ({source}; missing {', '.join(missing)}). Install "
+        f"it with `sudo apt-get install dataset-fashion-mnist`, point --data-dir / "
+        f"${ENV_DATA_DIR} at a folder holding the four *-ubyte.gz files, or pass --download "
+        "to fetch them.")
+
+
+def data_provenance(data_dir: str | Path | None = None) -> dict:
+    """Where the data came from: the Fashion-MNIST folder and the SHA-256 of each file,
+    and the scikit-learn release whose bundled digits were used."""
+    from importlib.metadata import version
+
+    folder = find_fashion_mnist(data_dir)
+    files = {name: _sha256(folder / name) for name in FASHION_FILES.values()}
+    return {"fashion_mnist": str(folder), "sha256": files, "digits": f"scikit-learn {version('scikit-learn')}"}
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=2)

@@ -1,20 +1,24 @@
 """Notebook hygiene: committed notebooks keep their results and lose their noise.
 
-Drops stderr streams (progress lines) and papermill's timings and paths, renumbers
-execution counts 1..n, and sets one kernelspec, so a rerun that computes the same
-numbers leaves the same file. ``python -m reuse.nbclean [--check] NOTEBOOK...``;
+Drops stderr streams (progress lines), papermill's timings and paths, injected
+parameters whose value is an absolute path (a machine's folders), and a figure shown twice
+in one cell; renumbers execution counts 1..n and sets one kernelspec, so a rerun that
+computes the same numbers leaves the same file. ``python -m reuse.nbclean [--check] NOTEBOOK...``;
 run_all.sh applies it after each notebook and a test checks the committed ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from pathlib import Path
 
 import nbformat
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+_MACHINE_PATH = re.compile(r"""^\w+ = ['"](/|[A-Za-z]:\\).*['"]\s*$""")  # name = "/abs/path"
 _NOISY_NB_KEYS = ("start_time", "end_time", "duration", "input_path", "output_path",
                   "exception", "environment_variables", "version")
 
@@ -28,8 +32,20 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        cell.outputs = [o for o in cell.outputs
-                        if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = "\n".join(line for line in cell.source.splitlines()
+                                    if not _MACHINE_PATH.match(line))
+        outputs, seen = [], set()
+        for o in cell.outputs:
+            if o.output_type == "stream" and o.get("name") == "stderr":
+                continue
+            if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {}):
+                image = json.dumps(o.data["image/png"])
+                if image in seen:  # the same figure shown twice (display() and inline)
+                    continue
+                seen.add(image)
+            outputs.append(o)
+        cell.outputs = outputs
         count += 1
         cell.execution_count = count
         for o in cell.outputs:
@@ -39,6 +55,9 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb.metadata.get("language_info", {}).pop("version", None)
     for key in _NOISY_NB_KEYS:
         nb.metadata.get("papermill", {}).pop(key, None)
+    params = nb.metadata.get("papermill", {}).get("parameters", {})
+    for key in [k for k, v in params.items() if isinstance(v, str) and _MACHINE_PATH.match(f'{k} = "{v}"')]:
+        del params[key]
     return nb
 
 

@@ -35,12 +35,26 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | Path) -> list[Pat
     return paths
 
 
+NO_SCORES = "no reuse score to draw: every cell was excluded (target too close to chance) or is NaN"
+
+
 def empty_figure(note: str) -> plt.Figure:
     """A small figure that says why there is nothing to draw (e.g. every cell excluded)."""
     fig, ax = plt.subplots(figsize=(6, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=10)
     return fig
+
+
+def finite(frame: pd.DataFrame, column: str = "reuse_score") -> pd.DataFrame:
+    """Rows whose ``column`` is finite: a panel whose values are all NaN is left out rather
+    than failing seaborn (which cannot draw a column with no values)."""
+    return frame[pd.to_numeric(frame[column], errors="coerce").abs() < float("inf")]
+
+
+def dodge(frame: pd.DataFrame, hue: str, width: float = 0.4) -> float | bool:
+    """seaborn's ``dodge`` for ``hue``: none with one hue level (seaborn divides by zero)."""
+    return width if frame[hue].nunique() > 1 else False
 
 
 DONOR_ORDER = ["source", "twin", "different_init"]
@@ -80,14 +94,14 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
 def reuse_scores(frame: pd.DataFrame, margin: float) -> plt.Figure:
     """Reuse score of swapping all conv kernels from each donor (mean and 95% CI over
     seeds), BN statistics kept (left) and re-estimated (right), a row per pair."""
-    d = frame[frame.measure == "all_conv"].copy()
+    d = finite(frame[frame.measure == "all_conv"]).copy()
     if d.empty:
-        return empty_figure("no usable cell: every target model is too close to chance")
+        return empty_figure(NO_SCORES)
     d["condition"] = d.architecture + "\n" + d.task
     d["BN statistics"] = d.bn_reestimated.map({False: "kept", True: "re-estimated"})
     g = sns.catplot(data=d, kind="point", x="condition", y="reuse_score", hue="donor",
                     hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="BN statistics",
-                    col_order=["kept", "re-estimated"], row="pair", errorbar=_t_interval, dodge=0.4,
+                    col_order=["kept", "re-estimated"], row="pair", errorbar=_t_interval, dodge=dodge(d, "donor"),
                     linestyle="none", height=2.8, aspect=1.5, sharey=True)
     for ax in g.axes.flat:
         ax.axhline(margin, color="k", ls="--", lw=1)
@@ -100,9 +114,9 @@ def reuse_scores(frame: pd.DataFrame, margin: float) -> plt.Figure:
 def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
     """Reuse score vs the share of the first (prefix) / last (suffix) conv layers swapped
     from the source, BN statistics re-estimated."""
-    d = frame[frame.measure.isin(["prefix", "suffix"])].copy()
+    d = finite(frame[frame.measure.isin(["prefix", "suffix"])]).copy()
     if d.empty:
-        return empty_figure("no usable cell: every target model is too close to chance")
+        return empty_figure(NO_SCORES)
     d["share of conv layers swapped"] = d.k / d.n_layers
     g = sns.relplot(data=d, kind="line", x="share of conv layers swapped", y="reuse_score",
                     hue="architecture", hue_order=[a for a in ORDER["architecture"] if a in set(d.architecture)],
@@ -118,12 +132,12 @@ def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
 def parameter_types(frame: pd.DataFrame, margins: dict[str, float]) -> plt.Figure:
     """Reuse score of swapping one parameter type over the whole network (C1-C4), from the
     source and from the twin, BN statistics kept."""
-    d = frame[frame.measure == "param_type"]
+    d = finite(frame[frame.measure == "param_type"])
     if d.empty:
-        return empty_figure("no usable cell: every target model is too close to chance")
+        return empty_figure(NO_SCORES)
     g = sns.catplot(data=d, kind="point", x="param_type", y="reuse_score", hue="donor",
                     hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="architecture",
-                    row="task", errorbar=_t_interval, dodge=0.4, linestyle="none", height=3,
+                    row="task", errorbar=_t_interval, dodge=dodge(d, "donor"), linestyle="none", height=3,
                     aspect=1.6, sharey=False)
     for ax in g.axes.flat:
         for m in margins.values():

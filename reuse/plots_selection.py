@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plots import DONOR_ORDER, ORDER, _t_interval, empty_figure
+from .plots import DONOR_ORDER, NO_SCORES, ORDER, _t_interval, dodge, empty_figure, finite
 
 STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule_strict", "rule", "rmse_only", "random",
                   "oracle"]
@@ -40,7 +40,7 @@ def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
     one panel per architecture/task; ``center`` gives a diverging map (gains)."""
     panels = _panels(frame)
     if not panels:
-        return empty_figure("no usable cell: every target model is too close to chance")
+        return empty_figure(NO_SCORES)
     ncols = min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
@@ -66,14 +66,14 @@ def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
 def selected_layers(swaps: pd.DataFrame, margin: float) -> plt.Figure:
     """Single-layer reuse score per layer (BN statistics re-estimated) with 95% CIs over
     seeds, hue = donor, a panel per condition; the dashed line is the margin."""
-    d = swaps[swaps.bn_reestimated].copy()
+    d = finite(swaps[swaps.bn_reestimated]).copy()
     if d.empty:
-        return empty_figure("no usable cell: every target model is too close to chance")
+        return empty_figure(NO_SCORES)
     d["layer #"] = d["index"] + 1
     d["condition"] = d.architecture + " / " + d.task
     g = sns.catplot(data=d, kind="point", x="layer #", y="reuse_score", hue="donor",
                     hue_order=[x for x in DONOR_ORDER if x in set(d.donor)], col="pair",
-                    row="condition", errorbar=_t_interval, dodge=0.4, linestyle="none", height=2.6,
+                    row="condition", errorbar=_t_interval, dodge=dodge(d, "donor"), linestyle="none", height=2.6,
                     aspect=1.5, sharey=True, sharex=False)
     for ax in g.axes.flat:
         ax.axhline(margin, color="k", ls="--", lw=1)
@@ -115,7 +115,7 @@ def noise_floor(distances: pd.DataFrame, criterion: str = "rel_rmse") -> plt.Fig
     d["layer #"] = d["index"] + 1
     d["condition"] = d.architecture + " / " + d.task
     g = sns.catplot(data=d, kind="point", x="layer #", y=criterion, hue="comparison", col="pair",
-                    row="condition", errorbar=_t_interval, dodge=0.3, height=2.6, aspect=1.5,
+                    row="condition", errorbar=_t_interval, dodge=dodge(d, "comparison", 0.3), height=2.6, aspect=1.5,
                     sharey=True, sharex=False,
                     hue_order=[x for x in [*DONOR_ORDER, "order"] if x in set(d.comparison)])
     g.set_ylabels(CRITERION_LABELS.get(criterion, criterion))
@@ -188,7 +188,7 @@ def small_data_differences(differences: pd.DataFrame) -> plt.Figure:
     order = [s for s in STRATEGY_ORDER if s in set(differences.strategy)]
     d = differences.assign(n_T=differences.n_T.map(lambda n: f"n_T = {n}"))
     g = sns.catplot(data=d, kind="point", x="strategy", y="difference", order=order,
-                    hue="n_T", palette="deep", col="pair", row="task", errorbar=_t_interval, dodge=0.4,
+                    hue="n_T", palette="deep", col="pair", row="task", errorbar=_t_interval, dodge=dodge(d, "n_T"),
                     linestyle="none", height=3, aspect=1.3, sharey=False)
     for ax in g.axes.flat:
         ax.axhline(0, color="k", lw=1)

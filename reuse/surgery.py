@@ -8,8 +8,10 @@ mutates its inputs: every function returns a new state or a new model.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,11 +57,22 @@ def check_compatible(target: dict[str, torch.Tensor] | nn.Module,
         raise ValueError("source and target architectures differ: " + "; ".join(problems[:5]) + more)
 
 
+def _names(name: str, values) -> list | None:
+    """``values`` as a list of names; a plain string (which would be split into characters)
+    is refused."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name}={values!r}: a single string; pass a list such as [{values!r}]")
+    return list(values)
+
+
 def select_keys(model: nn.Module, layers: Iterable[str] | None = None,
                 types: Iterable[str] | None = None) -> list[str]:
     """State keys of the given modules (all conv/BN modules when None), of the given types
     (all of :data:`PARAM_TYPES` when None), in state-dict order."""
-    types = tuple(PARAM_TYPES if types is None else types)
+    layers = _names("layers", layers)
+    types = tuple(PARAM_TYPES if types is None else _names("types", types))
     bad = [t for t in types if t not in PARAM_TYPES]
     if bad:
         raise ValueError(f"unknown parameter types {bad}; allowed: {', '.join(PARAM_TYPES)}")
@@ -76,28 +89,41 @@ def select_keys(model: nn.Module, layers: Iterable[str] | None = None,
             if ptype in types and (layers is None or module in layers)]
 
 
+def _count(k, layers: list[str]) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= len(layers):
+        raise ValueError(f"k={k!r}; allowed: an integer 0..{len(layers)}")
+    return int(k)
+
+
 def prefix(layers: list[str], k: int) -> list[str]:
     """The first ``k`` layers (0 <= k <= len)."""
-    if not 0 <= k <= len(layers):
-        raise ValueError(f"k={k}; allowed 0..{len(layers)}")
-    return layers[:k]
+    return layers[:_count(k, layers)]
 
 
 def suffix(layers: list[str], k: int) -> list[str]:
     """The last ``k`` layers (0 <= k <= len)."""
-    if not 0 <= k <= len(layers):
-        raise ValueError(f"k={k}; allowed 0..{len(layers)}")
-    return layers[len(layers) - k:]
+    return layers[len(layers) - _count(k, layers):]
 
 
 def swap_state(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
                keys: Iterable[str]) -> dict[str, torch.Tensor]:
-    """A new state: ``target`` with the entries ``keys`` taken from ``source``."""
+    """A new state: ``target`` with the entries ``keys`` taken from ``source``.
+
+    Non-finite values in a taken entry are an error; an entry of another floating dtype
+    (a half-precision checkpoint, say) is cast to the target's, with a warning.
+    """
     check_compatible(target, source)
-    keys = list(keys)
+    keys = _names("keys", keys)
     unknown = [k for k in keys if k not in target]
     if unknown:
         raise ValueError(f"keys not in the model: {unknown[:5]}")
+    bad = [k for k in keys if source[k].is_floating_point() and not torch.isfinite(source[k]).all()]
+    if bad:
+        raise ValueError(f"source entries with NaN or inf values: {bad[:5]}")
+    cast = sorted({f"{source[k].dtype} -> {target[k].dtype}" for k in keys
+                   if source[k].dtype != target[k].dtype and source[k].is_floating_point()})
+    if cast:
+        warnings.warn(f"source entries cast to the target's dtype: {', '.join(cast)}", stacklevel=2)
     out = {k: v.clone() for k, v in target.items()}
     for k in keys:
         out[k] = source[k].detach().clone().to(out[k].device, out[k].dtype)
@@ -115,8 +141,11 @@ def swap(target: nn.Module, source: nn.Module, keys: Iterable[str]) -> nn.Module
 def reestimate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> nn.Module:
     """A copy of ``model`` whose BN running statistics are recomputed on inputs ``x``.
 
-    Cumulative averages (momentum None) over one pass, as in SWA's ``update_bn``.
+    Cumulative averages (momentum None) over one pass, as in SWA's ``update_bn``. ``x``
+    must hold at least 2 samples (BatchNorm's batch statistics need them).
     """
+    if x is None or len(x) < 2:
+        raise ValueError(f"reestimate_bn needs at least 2 input samples; got {0 if x is None else len(x)}")
     new = copy.deepcopy(model)
     bns = [m for m in new.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in bns:

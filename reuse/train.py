@@ -18,6 +18,7 @@ its weights do not depend on how many workers there were.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -25,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
+from tqdm import tqdm
 from torch import nn
 
 from . import data as rdata
@@ -137,7 +141,9 @@ class Runner:
     and ``deterministic`` belong to this runner: it sets them around its own work and
     restores them after, and files cached runs under ``<precision>-t<threads>`` (runs
     trained in a vmapped group under ``...-grouped``), so changing either retrains.
-    ``workers > 1`` trains missing runs in that many processes (CPU only). ``compile``
+    ``workers > 1`` trains missing runs in that many processes, ``cluster`` (an executor
+    such as a Dask client's ``get_executor()``) on that cluster's workers (CPU only; both
+    share the disk cache, under per-entry file locks). ``compile``
     runs the training forward through ``torch.compile``; a run whose compilation fails
     is retrained eagerly, with a warning, and so are the runner's later runs.
     """
@@ -145,13 +151,14 @@ class Runner:
     def __init__(self, device: str = "auto", cache_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, *, precision: str = "fp32", threads: int = 1,
                  workers: int = 1, deterministic: bool = True, progress: bool = True,
-                 group_training: bool | None = None, compile: bool = False):
+                 group_training: bool | None = None, compile: bool = False, cluster=None):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         if threads < 1 or workers < 1:
             raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
-        if workers > 1 and self.device.type != "cpu":
-            raise ValueError(f"workers={workers} needs device='cpu'; got {self.device}")
+        if (workers > 1 or cluster is not None) and self.device.type != "cpu":
+            raise ValueError(f"workers={workers}, cluster={cluster!r}: training elsewhere needs "
+                             f"device='cpu'; got {self.device}")
         self.threads, self.workers = threads, workers
         self.deterministic = deterministic
         self.compile = compile
@@ -159,6 +166,8 @@ class Runner:
         # UNets together measured 3.6-4.3x faster on an H200; on the idle 2-core CPU,
         # 0.65-0.80x (benchmarks/README.md)
         self.group_training = self.device.type == "cuda" if group_training is None else group_training
+        if self.group_training and (workers > 1 or cluster is not None):
+            raise ValueError("group_training and workers > 1 (or a cluster) exclude each other")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.data_dir = data_dir
         self.progress = progress
@@ -166,7 +175,9 @@ class Runner:
         self._classes: dict[tuple[str, str], int] = {}
         self._tensors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._runs: dict[str, TrainedRun] = {}  # this runner's runs, also without a disk cache
-        self._pool: ProcessPoolExecutor | None = None
+        self._executor, self._owns_executor = cluster, False
+        self._warned_read_only = False
+        self._unreadable: set[str] = set()
 
     @classmethod
     def for_profile(cls, profile, device: str = "auto", cache_dir: str | Path | None = None,
@@ -179,10 +190,11 @@ class Runner:
         return cls(resolved, cache_dir, data_dir, **{**settings, **kwargs})
 
     def settings(self) -> dict:
-        """What fixes this runner's rounding, for provenance."""
+        """What made this runner's numbers, for provenance: what fixes the rounding, and the
+        data (folder and SHA-256 of each file read)."""
         return {"device": str(self.device), "precision": self.precision, "threads": self.threads,
                 "workers": self.workers, "deterministic": self.deterministic,
-                "group_training": self.group_training}
+                "group_training": self.group_training, "data": rdata.data_provenance(self.data_dir)}
 
     # --------------------------------------------------------------- data
     def split(self, pair: str, domain: str, task: str, split: str, data_seed: int = 0,
@@ -258,14 +270,14 @@ class Runner:
         return self.train_many([spec])[0]
 
     def train_many(self, specs: list[RunSpec]) -> list[TrainedRun]:
-        """Train (or load) every spec; results in input order; progress to stderr, a line per run.
+        """Train (or load) every spec; results in input order; a progress bar over the runs on stderr.
 
         Cached runs load first. The missing ones train in waves (a spec whose
         ``init_from`` parent is also missing waits for a later wave): in worker processes
         when ``workers > 1``, in vmapped groups (:func:`reuse.group.group_key`) when
         ``group_training``, else one after another.
         """
-        position = {}  # key -> index of its first occurrence, for the progress lines
+        position = {}  # key -> index of its first occurrence
         runs: dict[str, TrainedRun] = {}
         for i, spec in enumerate(specs):
             if spec.key in position:
@@ -275,71 +287,104 @@ class Runner:
             if run is not None:
                 runs[spec.key] = run
         missing = [specs[i] for key, i in position.items() if key not in runs]
-        if missing and self.progress:
-            print(f"  training {len(missing)} of {len(position)} runs ({len(position) - len(missing)} "
-                  "cached)", file=sys.stderr, flush=True)
-        done, total = 0, len(missing)
-        while missing:
-            pending = {s.key for s in missing}
-            wave = [s for s in missing if s.init_from is None or s.init_from.key not in pending]
-            missing = [s for s in missing if s.key not in {w.key for w in wave}]
-            for run in self._train_wave(wave, runs):
-                self._store(run)
-                self.trained += 1
-                runs[run.spec.key] = run
-                done += 1
-                if self.progress:
-                    print(f"  run {done}/{total}: "
-                          f"{run.spec.describe()} trained in {run.seconds:.1f} s",
-                          file=sys.stderr, flush=True)
+        bar = tqdm(total=len(missing), desc=f"training ({len(position) - len(missing)} cached)",
+                   unit="run", file=sys.stderr, mininterval=2.0, disable=not (self.progress and missing))
+        with bar:
+            while missing:
+                pending = {s.key for s in missing}
+                wave = [s for s in missing if s.init_from is None or s.init_from.key not in pending]
+                missing = [s for s in missing if s.key not in {w.key for w in wave}]
+                for run in self._train_wave(wave, runs):
+                    self._runs[run.spec.key] = run
+                    self.trained += not run.cached  # another process may have trained it meanwhile
+                    runs[run.spec.key] = run
+                    bar.update()
         return [runs[s.key] for s in specs]
 
     def _train_wave(self, wave: list[RunSpec], runs: dict[str, TrainedRun]):
-        """Yield the trained runs of ``wave`` (specs whose parents are all done)."""
+        """Yield the runs of ``wave`` (specs whose parents are all done), each trained under
+        its cache lock and stored, or loaded if another process finished it meanwhile."""
         parents = {s.key: runs[s.init_from.key] if s.init_from.key in runs else self.train(s.init_from)
                    for s in wave if s.init_from is not None}
         states = {k: run.state for k, run in parents.items()}
-        if self.workers > 1 and len(wave) > 1:
-            trained = self._train_in_workers(wave, states)
-        else:
-            trained = self._train_groups(wave, states)
-        for run in trained:
-            # a run started from grouped weights is filed with the grouped runs too
-            parent = parents.get(run.spec.key)
-            run.extra["grouped"] = run.extra["group_size"] > 1 or bool(parent and parent.extra.get("grouped"))
-            yield run
-
-    def _train_groups(self, wave: list[RunSpec], parents: dict):
+        if self.executor is not None and len(wave) > 1:
+            yield from self._train_elsewhere(wave, states)
+            return
         groups: dict[tuple, list[RunSpec]] = {}
         for spec in wave:
             key = group.group_key(spec, self) if self.group_training else (spec.key,)
             groups.setdefault(key, []).append(spec)
         for members in groups.values():
-            start = time.perf_counter()
-            trained = self.fit(members, [parents.get(s.key) for s in members])
-            for run in trained:
-                run.seconds = (time.perf_counter() - start) / len(trained)
-            yield from trained
+            # a run started from grouped weights is filed with the grouped runs too
+            lineage = any(parents.get(s.key) is not None and parents[s.key].extra.get("grouped")
+                          for s in members)
+            yield from self.obtain(members, [states.get(s.key) for s in members], lineage)
 
-    def _train_in_workers(self, wave: list[RunSpec], parents: dict):
-        if self._pool is None:  # kept for the runner's life: starting a worker costs seconds
-            config = {"data_dir": self.data_dir, "precision": self.precision, "threads": self.threads,
-                      "deterministic": self.deterministic, "compile": self.compile}
-            # spawn, not fork: a forked child of a process that has run OpenMP can deadlock
-            self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
-                                             initializer=_worker_init, initargs=(config,))
-            atexit.register(self.close)  # workers exit quietly with their parent
-        futures = [self._pool.submit(_worker_fit, spec, _pack(parents.get(spec.key))) for spec in wave]
+    def obtain(self, members: list[RunSpec], parents: list, grouped_lineage: bool = False
+               ) -> list[TrainedRun]:
+        """Train ``members`` (one group) and store them, holding each one's cache lock: an
+        entry that another process stored while this one waited is loaded instead, so
+        concurrent runs on one cache train every model once."""
+        with self._locks(members):
+            ready = {s.key: self._load(s) for s in members}
+            todo = [(s, p) for s, p in zip(members, parents) if ready[s.key] is None]
+            if todo:
+                start = time.perf_counter()
+                trained = self.fit([s for s, _ in todo], [p for _, p in todo])
+                for run in trained:
+                    run.seconds = (time.perf_counter() - start) / len(trained)
+                    run.extra["grouped"] = run.extra["group_size"] > 1 or grouped_lineage
+                    self._store(run)
+                    ready[run.spec.key] = run
+        return [ready[s.key] for s in members]
+
+    @contextlib.contextmanager
+    def _locks(self, specs: list[RunSpec]):
+        """File locks on the specs' cache entries (in key order, so two processes never wait
+        on each other crosswise); none without a cache or where the cache is read-only."""
+        paths = sorted({str(p) for s in specs for p in [self._path(s)] if p is not None})
+        with contextlib.ExitStack() as stack:
+            for path in paths:
+                try:
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                    stack.enter_context(FileLock(path + ".lock"))
+                except OSError:
+                    self._read_only(Path(path).parent)
+                    break
+            yield
+
+    def _train_elsewhere(self, wave: list[RunSpec], parents: dict):
+        """Train ``wave`` through :attr:`executor` (worker processes or a Dask cluster), one
+        run per task; each task obtains its run under the shared cache's locks."""
+        # absolute folders: a worker's working directory is not this process's
+        config = {"data_dir": _absolute(self.data_dir), "precision": self.precision, "threads": self.threads,
+                  "deterministic": self.deterministic, "compile": self.compile,
+                  "cache_dir": _absolute(self.cache_dir)}
+        futures = [self.executor.submit(_obtain_remote, config, spec, _pack(parents.get(spec.key)))
+                   for spec in wave]
         for future in futures:
             run, state = future.result()
             run.state = _unpack(state)
             yield run
 
+    @property
+    def executor(self):
+        """Where runs train besides this process: a pool of ``workers`` processes (started on
+        first use, kept for the runner's life: starting a worker costs seconds), or the
+        executor passed as ``cluster`` (e.g. a Dask client's); None to train here."""
+        if self._executor is None and self.workers > 1:
+            # spawn, not fork: a forked child of a process that has run OpenMP can deadlock
+            self._executor = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"))
+            self._owns_executor = True
+            atexit.register(self.close)  # workers exit quietly with their parent
+        return self._executor
+
     def close(self) -> None:
-        """Stop the worker processes, if any (they also stop when the process exits)."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        """Stop the worker processes this runner started, if any (they also stop when the
+        process exits); a cluster passed in belongs to the caller."""
+        if self._executor is not None and self._owns_executor:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
 
     def fit(self, specs: list[RunSpec], parents: list | None = None) -> list[TrainedRun]:
         """Train ``specs`` (one group when several) within this runner's compute settings;
@@ -392,16 +437,24 @@ class Runner:
             return self._runs[spec.key]
         for grouped in (False, True) if self.group_training else (False,):
             path = self._path(spec, grouped)
-            if path is None or not path.exists():
+            if path is None or not path.exists() or spec.key in self._unreadable:
                 continue
             try:
                 blob = torch.load(path, map_location="cpu", weights_only=True)
                 self._check_entry(spec, blob)
+            except PermissionError as err:  # another user's entry: train, leave theirs alone
+                self._unreadable.add(spec.key)
+                warnings.warn(f"cannot read cache entry {path} ({err.strerror}); training this run "
+                              "without replacing the entry", stacklevel=2)
+                continue
             except Exception as err:  # any unreadable or wrong entry is retrained, never used
                 bad = path.with_suffix(".bad")
-                os.replace(path, bad)
-                warnings.warn(f"bad cache entry {path} ({err}); moved to {bad.name}, retraining",
-                              stacklevel=2)
+                try:
+                    os.replace(path, bad)
+                    moved = f"moved to {bad.name}"
+                except OSError:
+                    moved = "left in place (the cache is read-only)"
+                warnings.warn(f"bad cache entry {path} ({err}); {moved}, retraining", stacklevel=2)
                 continue
             run = TrainedRun(spec, blob["state"], blob["history"], cached=True,
                              seconds=blob.get("seconds", 0.0), extra=blob.get("extra", {}))
@@ -428,13 +481,17 @@ class Runner:
     def _store(self, run: TrainedRun) -> None:
         self._runs[run.spec.key] = run
         path = self._path(run.spec, run.extra.get("grouped", False))
-        if path is None:
+        if path is None or run.spec.key in self._unreadable:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
         blob = {"key": run.spec.key, "spec": json.dumps(dataclasses.asdict(run.spec), default=str),
                 "state": run.state, "history": run.history, "seconds": run.seconds,
                 "extra": run.extra}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError:
+            self._read_only(path.parent)
+            return
         os.close(fd)
         try:
             torch.save(blob, tmp)
@@ -443,6 +500,26 @@ class Runner:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        self._log(run, path)
+
+    def _log(self, run: TrainedRun, path: Path) -> None:
+        """One JSON line per stored training in ``<cache>/trained.log``: which process trained
+        what, so a shared cache shows that each run was trained once."""
+        line = json.dumps({"key": run.spec.key, "run": run.spec.describe(), "file": str(path.relative_to(
+            self.cache_dir)), "seconds": round(run.seconds, 3), "host": platform.node(), "pid": os.getpid(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        with open(self.cache_dir / "trained.log", "a") as log:  # one short append: atomic on POSIX
+            log.write(line + "\n")
+
+    def _read_only(self, folder: Path) -> None:
+        if not self._warned_read_only:
+            self._warned_read_only = True
+            warnings.warn(f"the run cache {self.cache_dir} cannot be written ({folder}): cached runs "
+                          "are still used, but runs trained now are kept in memory only", stacklevel=3)
+
+
+def _absolute(folder: str | Path | None) -> str | None:
+    return None if folder is None else str(Path(folder).resolve())
 
 
 def _umask() -> int:
@@ -452,21 +529,20 @@ def _umask() -> int:
 
 
 # ----------------------------------------------------------------------------- workers
-_WORKER: dict = {}
+_WORKERS: dict = {}  # per worker process: a runner per configuration
 
 
-def _worker_init(config: dict) -> None:
-    torch.set_num_threads(config["threads"])
-    _WORKER["runner"] = Runner("cpu", None, config["data_dir"], precision=config["precision"],
+def _obtain_remote(config: dict, spec: RunSpec, parent: bytes | None) -> tuple[TrainedRun, bytes]:
+    """Obtain one run in a worker process (a pool's or a Dask cluster's): load it from the
+    shared cache, or train and store it under the entry's lock."""
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _WORKERS:
+        torch.set_num_threads(config["threads"])
+        _WORKERS[key] = Runner("cpu", config["cache_dir"], config["data_dir"], precision=config["precision"],
                                threads=config["threads"], deterministic=config["deterministic"],
                                compile=config["compile"], progress=False, group_training=False)
-
-
-def _worker_fit(spec: RunSpec, parent: bytes | None) -> tuple[TrainedRun, bytes]:
-    start = time.perf_counter()
-    (run,) = _WORKER["runner"].fit([spec], [_unpack(parent)])
-    run.seconds = time.perf_counter() - start
-    state, run.state = run.state, {}
+    (run,) = _WORKERS[key].obtain([spec], [_unpack(parent)])
+    state, run = run.state, dataclasses.replace(run, state={})
     return run, _pack(state)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,26 @@ def runner_profile(fake_fashion_dir, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# one seed, architecture, task and pair of notebook 01: the smallest real run of the runner
+SMALL_RUN = ("--profile", "smoke", "--device", "cpu", "--seeds", "0", "--only", "01",
+             "--set", "architectures=[unet]", "--set", "tasks=[segmentation]",
+             "--set", "pairs=[fashion-split]")
+
+
+def reuse_run(*args: str, cache: Path, output: Path, popen: bool = False, timeout: float = 600):
+    """``python -m reuse run ARGS --output OUTPUT`` in a child process on cache ``cache``
+    (started in its own session, so a test can kill it with its kernel)."""
+    env = dict(os.environ, REUSE_CACHE_DIR=str(cache), JUPYTER_PREFER_ENV_PATH="1")
+    cmd = [sys.executable, "-m", "reuse", "run", *args, "--output", str(output)]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def trained_log(cache: Path) -> list[dict]:
+    """The lines of the cache's training log (reuse.train.Runner._log)."""
+    log = cache / "trained.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

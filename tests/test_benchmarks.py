@@ -21,7 +21,7 @@ def test_quick_benchmark_completes_and_agrees(tmp_path):
     result = json.loads(path.read_text())
     assert result["device"] == "cpu" and result["torch"] and "commit" in result["provenance"]
     sections = [row["section"] for row in result["rows"]]
-    assert sections.count("b") == 2 and {"a", "c", "d"} <= set(sections)
+    assert sections.count("b") == 2 and {"a", "c", "d", "g", "h"} <= set(sections)
     for row in result["rows"]:
         assert row["baseline_s"] > 0 and row["fast_s"] > 0
         if row["agree"] is not None:  # batched / grouped results equal the looped ones

@@ -37,7 +37,25 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv("REUSE_DATA_DIR", raising=False)
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "nowhere")
     with pytest.raises(data.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
-        data.find_fashion_mnist(tmp_path)
+        data.find_fashion_mnist()
+
+
+def test_an_explicit_folder_without_the_files_is_an_error_naming_it(fake_fashion, tmp_path):
+    # the system copy (here: $REUSE_DATA_DIR's fake files) is never a silent fallback
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DataNotFoundError, match=f"not found in {empty} \\(--data-dir; missing"):
+        data.find_fashion_mnist(empty)
+    assert data.find_fashion_mnist() == fake_fashion  # $REUSE_DATA_DIR is explicit too
+
+
+def test_data_provenance_hashes_every_file(fake_fashion):
+    import hashlib
+    record = data.data_provenance()
+    assert record["fashion_mnist"] == str(fake_fashion) and len(record["sha256"]) == 4
+    name = next(iter(record["sha256"]))
+    assert record["sha256"][name] == hashlib.sha256((fake_fashion / name).read_bytes()).hexdigest()
+    assert record["digits"].startswith("scikit-learn ")
 
 
 def test_check_cli(fake_fashion, tmp_path, monkeypatch, capsys):

@@ -47,3 +47,20 @@ def test_committed_notebooks_are_clean_and_have_results():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code[-1].outputs, f"{path.name}: committed without outputs (run it first)"
         assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+def test_machine_paths_and_repeated_figures_go():
+    nb = _noisy()
+    injected = nbformat.v4.new_code_cell('# Parameters\nprofile = "quick"\nfigures_dir = "/home/me/figs"\n'
+                                         "cache_dir = 'C:\\\\cache'\nseeds = [0]")
+    injected.metadata["tags"] = ["injected-parameters"]
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})
+    shown = nbformat.v4.new_code_cell("plot()")
+    shown.outputs = [figure, nbformat.v4.new_output("display_data", data=dict(figure.data)),
+                     nbformat.v4.new_output("display_data", data={"image/png": "OTHER"})]
+    nb.cells += [injected, shown]
+    nb.metadata["papermill"]["parameters"].update(figures_dir="/home/me/figs", device="cpu")
+    out = nbclean.clean(nb)
+    assert out.cells[2].source == '# Parameters\nprofile = "quick"\nseeds = [0]'
+    assert [o.data["image/png"] for o in out.cells[3].outputs] == ["iVBOR", "OTHER"]
+    assert out.metadata.papermill.parameters == {"profile": "quick", "device": "cpu"}

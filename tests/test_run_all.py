@@ -1,4 +1,5 @@
-"""run_all.sh against a folder of tiny fake notebooks (REUSE_NOTEBOOKS_DIR)."""
+"""run_all.sh (set-up, then python -m reuse run) against a folder of tiny fake notebooks
+(REUSE_NOTEBOOKS_DIR): every option checked before anything runs, bad ones exit 2."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RUN_ALL = REPO / "run_all.sh"
 OPTIONS = ["--profile", "--only", "--seeds", "--device", "--output", "--set", "--data-dir",
-           "--download", "--setup-only", "--dry-run", "--help"]
+           "--download", "--cluster", "--setup-only", "--dry-run", "--help"]
 PARAMETERS = """\
 profile = "quick"
 seeds = None
@@ -71,7 +72,7 @@ def test_help_lists_every_option_with_defaults(notebooks, tmp_path):
 
 @pytest.mark.parametrize("args, bad", [
     (["--bogus"], "--bogus"),
-    (["--dry-run=yes"], "--dry-run=yes"),
+    (["--dry-run=yes"], "--dry-run"),
     (["--profile=huge"], "huge"),
     (["--profile", "huge"], "huge"),
     (["--profile"], "--profile"),
@@ -79,16 +80,31 @@ def test_help_lists_every_option_with_defaults(notebooks, tmp_path):
     (["--seeds", "0,x"], "0,x"),
     (["--seeds", "1,,2"], "1,,2"),
     (["--seeds", "01"], "01"),
+    (["--seeds", ""], "--seeds ''"),
     (["--only", "zzz"], "zzz"),
     (["--set", "no_such_param=1"], "no_such_param"),
     (["--set", "reuse_threshold"], "reuse_threshold"),
+    (["--set", "reuse_threshold=abc"], "expects float, got str"),
+    (["--set", "reuse_threshold=[0.1"], "is not valid YAML"),
     (["--set", "profile=paper"], "profile"),
+    (["--cluster", "somewhere"], "somewhere"),
+    (["--output", "/proc/x"], "cannot write to /proc/x"),
 ])
 def test_bad_arguments_exit_2_naming_the_value(args, bad, notebooks, tmp_path):
     # --dry-run: even if validation let it through, nothing would run.
     result = run_all(*args, "--dry-run", notebooks=notebooks, tmp_path=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert bad in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_explicit_data_dir_without_the_data_exits_2_and_writes_nothing(notebooks, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_all("--only", "01", "--data-dir", str(empty), "--output", str(tmp_path / "out"),
+                     notebooks=notebooks, tmp_path=tmp_path)
+    assert result.returncode == 2 and f"not found in {empty}" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_set_names_the_notebook_and_allowed_names(notebooks, tmp_path):
@@ -97,20 +113,18 @@ def test_unknown_set_names_the_notebook_and_allowed_names(notebooks, tmp_path):
     assert "01_fake.ipynb" in result.stderr and "reuse_threshold" in result.stderr
 
 
-def test_dry_run_prints_one_command_with_every_value(notebooks, tmp_path):
+def test_dry_run_prints_one_line_per_notebook_with_every_value(notebooks, tmp_path):
     out = tmp_path / "X"
     result = run_all("--dry-run", "--profile", "smoke", "--only", "01", "--seeds", "0,1",
                      "--device", "cpu", "--output", "X", "--set", "reuse_threshold=0.5",
                      notebooks=notebooks, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    commands = [line for line in result.stdout.splitlines() if "papermill" in line]
-    assert len(commands) == 1, result.stdout
-    command = commands[0]
-    for value in ["01_fake.ipynb", "profile smoke", "device cpu", "'seeds: [0, 1]'",
-                  f"figures_dir {out}/figures", f"results_dir {out}/results",
-                  f"cache_dir {tmp_path}/cache", "'reuse_threshold: 0.5'", "-k python3"]:
-        assert value in command
-    assert "02_other" not in command
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("01_fake.ipynb:")]
+    for value in ["'profile': 'smoke'", "'device': 'cpu'", "'seeds': [0, 1]",
+                  f"'figures_dir': '{out}/figures'", f"'results_dir': '{out}/results'",
+                  f"'cache_dir': '{tmp_path}/cache'", "'reuse_threshold': 0.5", f"{out}/notebooks/01_fake"]:
+        assert value in line
+    assert "02_other" not in result.stdout
     assert not out.exists()  # nothing ran
 
 
@@ -118,7 +132,7 @@ def test_only_accepts_globs_and_repeats(notebooks, tmp_path):
     result = run_all("--dry-run", "--only", "0[12]_*", "--only", "boom",
                      notebooks=notebooks, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 3
+    assert len([line for line in result.stdout.splitlines() if ".ipynb:" in line]) == 3
 
 
 def test_run_executes_records_and_summarises(notebooks, tmp_path):
@@ -156,9 +170,9 @@ def test_default_outputs_are_per_profile_and_inject_no_machine_paths(notebooks, 
     result = run_all("--dry-run", "--profile", "smoke", "--only", "01", notebooks=notebooks,
                      tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    (command,) = [line for line in result.stdout.splitlines() if "papermill" in line]
-    assert "figures_dir" not in command and "results_dir" not in command  # notebook defaults
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("01_fake")]
+    assert "figures_dir" not in line and "results_dir" not in line  # the notebooks' defaults
     # only the committed profile's executed notebooks replace notebooks/
-    assert "results/smoke/notebooks/01_fake.ipynb" in command
+    assert line.endswith("results/smoke/notebooks/01_fake.ipynb")
     quick = run_all("--dry-run", "--only", "01", notebooks=notebooks, tmp_path=tmp_path).stdout
-    assert f"{notebooks}/01_fake.ipynb" in quick.split("&& mv -f")[1]
+    assert f"-> {notebooks}/01_fake.ipynb" in quick

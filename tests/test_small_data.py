@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.config import Grid, get_profile
+from reuse.config import Grid
 from reuse.experiments import small_data as e4
 from reuse.stats_tests import paired_test
 
@@ -36,9 +36,12 @@ def test_fit_rule_picks_the_better_criterion_and_handles_one_class():
     assert e4.fit_rule(points.assign(donor="twin"))["threshold"] == 0.0  # controls never fit
 
 
-def test_e4_needs_two_pairs():
-    with pytest.raises(ValueError, match="needs >= 2 pairs"):
-        e4.run(None, get_profile("smoke"), Grid(("unet",), ("segmentation",), ("fashion-split",)))
+def test_e4_findings_say_when_one_pair_leaves_the_rule_nothing_to_learn_from():
+    decisions = pd.DataFrame({"pair": ["fashion-split"] * 2, "strict_a": False, "n_rule": 0})
+    tests = pd.DataFrame({"comparison": ["rule - scratch"], "n_T": [24], "verdict": ["undecided"],
+                          "estimate": [0.0], "ci_low": [-0.1], "ci_high": [0.1]})
+    text = e4.findings(tests, tests.iloc[:0], decisions)
+    assert "Only one pair ran" in text and "did not run" in text
 
 
 def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):

@@ -91,3 +91,28 @@ def test_reestimate_bn_matches_the_data_statistics():
     torch.testing.assert_close(bn.running_mean, feat.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, feat.var((0, 2, 3)), rtol=1e-3, atol=1e-5)
     assert bn.momentum == model.down[0][0][1].momentum and not new.training
+
+
+def test_bad_inputs_are_refused_naming_the_value():
+    source, target = _pair("unet")
+    s, t = source.state_dict(), target.state_dict()
+    layers = conv_layer_names(target)
+    with pytest.raises(ValueError, match="types='conv_weight': a single string"):
+        surgery.select_keys(target, types="conv_weight")
+    with pytest.raises(ValueError, match="layers='head': a single string"):
+        surgery.select_keys(target, "head")
+    with pytest.raises(ValueError, match="k=1.5; allowed: an integer"):
+        surgery.prefix(layers, 1.5)
+    with pytest.raises(ValueError, match="k=True"):
+        surgery.suffix(layers, True)
+    key = f"{layers[0]}.weight"
+    broken = dict(s, **{key: torch.full_like(s[key], float("nan"))})
+    with pytest.raises(ValueError, match=f"NaN or inf values: \\['{key}'\\]"):
+        surgery.swap_state(t, broken, [key])
+    with pytest.raises(ValueError, match="keys='head.weight': a single string"):
+        surgery.swap_state(t, s, "head.weight")
+    with pytest.raises(ValueError, match="at least 2 input samples; got 0"):
+        surgery.reestimate_bn(target, torch.zeros(0, 1, 32, 32))
+    with pytest.warns(UserWarning, match="torch.float16 -> torch.float32"):
+        out = surgery.swap_state(t, {k: v.half() if v.is_floating_point() else v for k, v in s.items()}, [key])
+    assert out[key].dtype == torch.float32

@@ -47,6 +47,29 @@ def test_workers_give_the_weights_of_one_process(fake_fashion, tmp_path):
     assert all(_same(a, b) and a.history == b.history for a, b in zip(runs, alone))
 
 
+def test_an_executor_trains_into_the_cache_by_absolute_paths(fake_fashion, tmp_path, monkeypatch):
+    """A cluster's workers run elsewhere: they get absolute folders, and log each training."""
+    from concurrent.futures import Future
+
+    class InProcess:  # an executor like a Dask client's, recording what it is sent
+        configs = []
+
+        def submit(self, fn, config, *args):
+            self.configs.append(config)
+            future = Future()
+            future.set_result(fn(config, *args))
+            return future
+
+    monkeypatch.chdir(tmp_path)
+    specs = [RunSpec("unet", "segmentation", "fashion-split", init_seed=i, **TINY) for i in range(2)]
+    runner = Runner("cpu", cache_dir="cache", data_dir=os.path.relpath(fake_fashion), progress=False,
+                    cluster=InProcess())
+    runner.train_many(specs)
+    assert {os.path.isabs(c["cache_dir"]) and os.path.isabs(c["data_dir"]) for c in InProcess.configs} == {True}
+    log = (tmp_path / "cache" / "trained.log").read_text().splitlines()
+    assert len(log) == 2 and len(list((tmp_path / "cache").rglob("*.pt"))) == 2
+
+
 def test_cache_hit_loads_without_training(fake_fashion, tmp_path):
     spec = RunSpec("pspnet", "autoencoder", "fashion-to-digits", domain="target", **TINY)
     first = _runner(tmp_path)
@@ -99,7 +122,7 @@ def test_cache_is_filed_by_precision_and_threads(fake_fashion, tmp_path):
     assert bf16.precision == "bf16" and not bf16.train(spec).cached and bf16.trained == 1
     two = _runner(tmp_path, threads=2)
     assert not two.train(spec).cached
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["bf16-t1", "fp32-t1", "fp32-t2"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == ["bf16-t1", "fp32-t1", "fp32-t2"]
     assert _runner(tmp_path, precision="fp32").train(spec).cached
     assert two.settings()["threads"] == 2 and bf16.settings()["precision"] == "bf16"
 
@@ -156,3 +179,48 @@ def test_bad_specs_and_settings():
         Runner("cpu", threads=0)
     with pytest.raises(ValueError, match="precision='fp16'"):
         Runner("cpu", precision="fp16")
+
+
+def test_read_only_cache_serves_and_says_new_runs_are_not_saved(fake_fashion, tmp_path, monkeypatch):
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    _runner(tmp_path).train(spec)
+
+    def denied(*args, **kwargs):  # what a read-only folder answers (root ignores chmod)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("reuse.train.tempfile.mkstemp", denied)
+    monkeypatch.setattr("reuse.train.FileLock", denied)
+    runner = _runner(tmp_path)
+    assert runner.train(spec).cached
+    with pytest.warns(UserWarning, match="cannot be written .* kept in memory only"):
+        run = runner.train(spec.replace(init_seed=9))
+    assert not run.cached and runner.trained == 1
+    assert runner.train(spec.replace(init_seed=9)) is run  # kept for this runner's life
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 1
+
+
+def test_unreadable_entry_is_trained_without_replacing_it(fake_fashion, tmp_path, monkeypatch):
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    _runner(tmp_path).train(spec)
+    (path,) = (tmp_path / "cache").rglob("*.pt")
+    before = path.read_bytes()
+    real = torch.load
+
+    def denied(p, *args, **kwargs):
+        if str(p) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real(p, *args, **kwargs)
+    monkeypatch.setattr(torch, "load", denied)
+    runner = _runner(tmp_path)
+    with pytest.warns(UserWarning, match="cannot read cache entry .*Permission denied.*without replacing"):
+        assert not runner.train(spec).cached
+    assert path.read_bytes() == before and not path.with_suffix(".bad").exists()
+
+
+def test_a_run_finished_elsewhere_while_waiting_is_loaded_not_retrained(fake_fashion, tmp_path):
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    first, second = _runner(tmp_path), _runner(tmp_path)
+    second._load(spec)  # nothing yet: as if it looked before the other finished
+    first.train(spec)
+    (run,) = second.obtain([spec], [None])
+    assert run.cached and second.trained == 0
+    assert list((tmp_path / "cache").rglob("*.lock"))  # the entry was trained under its lock

@@ -4,11 +4,13 @@ A swap into a network that has not learnt its task measures noise. Per architect
 task x pair, the first seed's target run is repeated with ``profile.adequacy_factor``
 times the steps; every seed's target must reach :data:`~reuse.verdicts.ADEQUATE` (95%) of
 that longer run's gap above chance. Pairs that share another pair's target runs
-(fashion-random-labels) are judged with it. :func:`run` returns the learning curves and one row
+(fashion-random-labels) are judged as that pair. :func:`run` returns the learning curves and one row
 per cell; :func:`summary` one row per condition with the verdict.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pandas as pd
 
@@ -30,8 +32,9 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None
     long_steps, ratio (gap / the long run's gap), all on the target test split.
     """
     grid = profile.grid if grid is None else grid
-    # a pair whose target side is another pair's has the same target runs: judged once
-    conds = [c for c in conditions(grid, profile.seeds) if c.pair not in SAME_TARGET]
+    # a pair whose target side is another pair's has the same target runs: judged as that pair
+    conds = list(dict.fromkeys(dataclasses.replace(c, pair=SAME_TARGET.get(c.pair, c.pair))
+                               for c in conditions(grid, profile.seeds)))
     runs = trained(runner, profile, conds, roles=("target", "twin"))
     first = {}
     for c in conds:

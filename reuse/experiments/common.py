@@ -83,14 +83,20 @@ def grid_of(profile: Profile, architectures=None, tasks=None, pairs=None, base: 
 
 def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None, *,
             precision: str | None = None, threads: int | None = None, workers: int | None = None,
-            compile_model: bool = False, architectures=None, tasks=None, pairs=None
-            ) -> tuple[Profile, Runner]:
+            compile_model: bool = False, architectures=None, tasks=None, pairs=None,
+            cluster: str | None = None) -> tuple[Profile, Runner]:
     """What every notebook starts with: the profile (``None`` arguments keep its values;
-    ``architectures``, ``tasks``, ``pairs`` narrow its main grid) and a runner for it."""
+    ``architectures``, ``tasks``, ``pairs`` narrow its main grid) and a runner for it, which
+    trains on the Dask scheduler at ``cluster`` when one is given."""
     prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
     if architectures or tasks or pairs:
         prof = dataclasses.replace(prof, grid=grid_of(prof, architectures, tasks, pairs))
-    runner = Runner.for_profile(prof, device, cache_dir, data_dir, compile=compile_model)
+    executor = None
+    if cluster:
+        from distributed import Client  # only with a cluster: nothing imports Dask otherwise
+
+        executor = Client(cluster).get_executor()
+    runner = Runner.for_profile(prof, device, cache_dir, data_dir, compile=compile_model, cluster=executor)
     return prof, runner
 
 

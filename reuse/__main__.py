@@ -1,0 +1,28 @@
+"""``python -m reuse COMMAND`` (also the ``reuse`` console script).
+
+Commands: ``run`` executes the notebooks (:mod:`reuse.runner`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {"run": "reuse.runner"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: reuse COMMAND [options]\n\ncommands:\n  run    execute the notebooks with "
+              "papermill at one profile (reuse run --help)")
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"reuse: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    from importlib import import_module
+
+    return import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Every notebook runs at smoke with a single architecture, task, pair and seed: a sample of
+that matrix in which each dimension is narrowed to one value and each architecture, task
+and pair appears (nbval runs the full smoke grid)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import reuse_run
+
+SINGLES = {
+    "unet-segmentation-digits-seed0": ("0", "unet", "segmentation", "fashion-to-digits"),
+    "pspnet-autoencoder-split-seed1": ("1", "pspnet", "autoencoder", "fashion-split"),
+    "unet-segmentation-random-labels-seed1": ("1", "unet", "segmentation", "fashion-random-labels"),
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("matrix_cache")
+
+
+@pytest.mark.parametrize("name", SINGLES)
+def test_every_notebook_runs_with_one_value_per_dimension(name, cache, tmp_path):
+    seed, arch, task, pair = SINGLES[name]
+    result = reuse_run("--profile", "smoke", "--device", "cpu", "--seeds", seed,
+                       "--set", f"architectures=[{arch}]", "--set", f"tasks=[{task}]",
+                       "--set", f"pairs=[{pair}]", cache=cache, output=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    for notebook in ("01_network_reusability", "02_layer_selection", "03_rmse_threshold",
+                     "04_small_data_transfer"):
+        recorded = json.loads((tmp_path / "results" / f"{notebook}.json").read_text())
+        assert recorded["params"]["seeds"] == [int(seed)]
+        assert recorded["verdicts"], f"{notebook} recorded no verdicts"
