@@ -175,7 +175,7 @@ def _section(data: dict[str, Any], level: int) -> str:
     commit = prov["commit"] + (" (dirty)" if prov.get("dirty") else "")
     versions = ", ".join(f"{k} {v}" for k, v in prov["packages"].items())
     settings = prov.get("settings", {})
-    compute = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "device")
+    compute = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("device", "data"))
     lines = [f"{'#' * level} {data['name']}", "",
              _markdown_table(data["columns"], data["headline"]), ""]
     if data["notes"]:
@@ -183,8 +183,17 @@ def _section(data: dict[str, Any], level: int) -> str:
     lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
               f"device {prov['device']}" + (f" ({compute})" if compute else "")
               + f", intra-op threads while scoring {prov.get('intra_op_threads', 'n/a')}, "
-              f"commit `{commit}`, {prov['timestamp_utc']}; Python {prov['python']}, {versions}.", ""]
+              f"commit `{commit}`, {prov['timestamp_utc']}; Python {prov['python']}, {versions}."
+              + _data_line(settings.get("data")), ""]
     return "\n".join(lines)
+
+
+def _data_line(data: dict | None) -> str:
+    """The data a run read, short: its folder and each file's SHA-256 prefix (the JSON has them whole)."""
+    if not data:
+        return ""
+    hashes = ", ".join(f"{name} {sha[:12]}" for name, sha in data["sha256"].items())
+    return f" Data: Fashion-MNIST from `{data['fashion_mnist']}` (SHA-256 {hashes}); digits from {data['digits']}."
 
 
 def _threads() -> int | None:

@@ -90,20 +90,24 @@ def _verdicts(verdict="holds"):
                           "ci_low": 0.6, "ci_high": 0.8, "detectable": 0.05}])
 
 
+DATA = {"fashion_mnist": "/data/fm", "sha256": {"train-images": "0123456789abcdef"}, "digits": "sk 1"}
+
+
 def test_summary_tables_every_verdict_at_each_profile(tmp_path):
     record("01_network", _headline(), {"profile": "quick", "seeds": [0]}, tmp_path / "quick",
-           verdicts=_verdicts("holds"), settings={"precision": "fp32", "threads": 1})
+           verdicts=_verdicts("holds"), settings={"precision": "fp32", "threads": 1, "data": DATA})
     record("01_network", _headline(), {"profile": "smoke", "seeds": [0]}, tmp_path / "smoke",
            verdicts=_verdicts("undecided"))
     data = json.loads((tmp_path / "quick" / "01_network.json").read_text())
     assert data["verdicts"][0]["verdict"] == "holds"
-    assert data["provenance"]["settings"] == {"precision": "fp32", "threads": 1}
+    assert data["provenance"]["settings"] == {"precision": "fp32", "threads": 1, "data": DATA}
     assert isinstance(data["provenance"]["intra_op_threads"], int)
     text = summarize(tmp_path)
     assert "| judgment | smoke | quick |" in text
     assert "| 01 J1 unet/seg/p | undecided (0.7 [0.6, 0.8]; detectable 0.05) | holds (0.7" in text
     assert "`quick`: 1 hold, 0 refuted, 0 undecided (1 of 1 decided)." in text
     assert "## Profile `quick`" in text and "threads 1" in text
+    assert "Fashion-MNIST from `/data/fm` (SHA-256 train-images 0123456789ab); digits from sk 1." in text
 
 
 def test_record_rejects_bad_verdicts(tmp_path):
