@@ -112,7 +112,7 @@ PROFILES = {
                      e4_fractions=(0.25, 1.0), e4_random_draws=1),
     # a 2-core CPU in at most 30 minutes: 16 px images, trained to a plateau (the
     # adequacy check in notebook 01 shows it), 5 seeds, two training processes of one
-    # thread each (1.65x one process of two threads on 2 cores, benchmarks/README.md)
+    # thread each (1.26-1.39x one process of two threads on 2 cores, benchmarks/README.md, g)
     "quick": Profile("quick", image_size=16, n_source=4000, n_target=600, n_test=300, n_bn=256,
                      widths=widths(8), depth=2, batch_size=32, steps=800, lr=3e-3,
                      seeds=(0, 1, 2, 3, 4), workers=2, small=SmallData(steps=200, batch_size=32),
