@@ -197,6 +197,21 @@ def conv_share(runner: Runner, spec: RunSpec) -> float:
     return sum(t for k, t in times.items() if "conv" in k.lower()) / total if total else math.nan
 
 
+# ----------------------------------------------------------------------------- (g), (h)
+def _race(baseline: Runner, fast: Runner, specs: list[RunSpec], device: torch.device):
+    """(baseline runs, seconds, fast runs, seconds) of training ``specs`` both ways; ``fast``
+    first trains two short runs, so that starting its workers is not timed."""
+    fast.train_many([s.replace(steps=2) for s in specs[:2]])
+    base_runs, t_base = _timed(lambda: baseline.train_many(specs), device)
+    fast_runs, t_fast = _timed(lambda: fast.train_many(specs), device)
+    return base_runs, t_base, fast_runs, t_fast
+
+
+def _same_weights(a: list, b: list) -> bool:
+    """Whether paired runs have bit-identical weights."""
+    return all(torch.equal(x.state[k], y.state[k]) for x, y in zip(a, b) for k in x.state)
+
+
 # ----------------------------------------------------------------------------- main
 def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF16_TFLOPS,
         out_dir: str | Path | None = None, architecture: str = "unet", compile: bool = False,
@@ -378,13 +393,11 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         one = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=2, precision=prec)
         two = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, workers=2,
                      precision=prec)
-        two.train_many([s.replace(steps=2) for s in specs[:2]])  # start the workers outside the timing
-        _, t_one = _timed(lambda: one.train_many(specs), dev)
-        parallel, t_two = _timed(lambda: two.train_many(specs), dev)
+        _, t_one, parallel, t_two = _race(one, two, specs, dev)
         two.close()
         alone = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1,
                        precision=prec).train_many(specs[:2])
-        same = all(torch.equal(a.state[k], b.state[k]) for a, b in zip(alone, parallel) for k in a.state)
+        same = _same_weights(alone, parallel)
         record("g", f"{len(specs)} runs of {specs[0].steps} steps: one process of 2 threads vs 2 workers "
                "of 1 thread", t_one, t_two, len(specs) * specs[0].steps * spec.batch_size, "img/s", same,
                None)
@@ -401,10 +414,8 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
                 Client(cluster) as client:
             dask = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec,
                           cluster=client.get_executor())
-            dask.train_many([s.replace(steps=2) for s in specs[:2]])  # warm the workers up
-            alone, t_serial = _timed(lambda: serial.train_many(specs), dev)
-            spread, t_dask = _timed(lambda: dask.train_many(specs), dev)
-        same = all(torch.equal(a.state[k], b.state[k]) for a, b in zip(alone, spread) for k in a.state)
+            alone, t_serial, spread, t_dask = _race(serial, dask, specs, dev)
+        same = _same_weights(alone, spread)
         record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
                "LocalCluster of 2 one-thread workers", t_serial, t_dask,
                len(specs) * specs[0].steps * spec.batch_size, "img/s", same, None)
