@@ -1,20 +1,22 @@
 """``python -m reuse COMMAND`` (also the ``reuse`` console script).
 
-Commands: ``run`` executes the notebooks (:mod:`reuse.runner`).
+Commands: ``run`` executes the notebooks (:mod:`reuse.runner`); ``analyze`` compares two
+checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse.analyze`).
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"run": "reuse.runner"}
+COMMANDS = {"run": "reuse.runner", "analyze": "reuse.analyze"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: reuse COMMAND [options]\n\ncommands:\n  run    execute the notebooks with "
-              "papermill at one profile (reuse run --help)")
+        print("usage: reuse COMMAND [options]\n\ncommands:\n  run      execute the notebooks with "
+              "papermill at one profile (reuse run --help)\n  analyze  which conv layers of two "
+              "checkpoints of your CNN can be reused (reuse analyze --help)")
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         print(f"reuse: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)

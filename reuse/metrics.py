@@ -1,7 +1,8 @@
 """Task losses, metrics, chance levels and the reuse score (M1: docs/protocol.md, section 4).
 
-Segmentation is scored by mIoU (primary) and pixel accuracy; auto-encoding by PSNR
-(primary, dB, data range 1) and SSIM, all accumulated over the whole test split.
+Classification is scored by top-1 accuracy; segmentation by mIoU (primary) and pixel
+accuracy; auto-encoding by PSNR (primary, dB, data range 1) and SSIM, all accumulated over
+the whole test split.
 """
 
 from __future__ import annotations
@@ -11,23 +12,26 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from .gpu import autocast
 
-PRIMARY = {"segmentation": "miou", "autoencoder": "psnr"}
+PRIMARY = {"classification": "accuracy", "segmentation": "miou", "autoencoder": "psnr"}
+_LABELS = ("classification", "segmentation")  # tasks whose targets are class indices
 
 
 def loss(task: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over pixels (segmentation) or MSE of the sigmoid output (auto-encoding)."""
-    if task == "segmentation":
+    """Cross-entropy over classes (classification ``[N,C]`` vs ``[N]``, or per pixel for
+    segmentation ``[N,C,H,W]`` vs ``[N,H,W]``) or MSE of the sigmoid output (auto-encoding)."""
+    _check_task(task)
+    if task in _LABELS:
         return F.cross_entropy(output.float(), target)
     return F.mse_loss(torch.sigmoid(output.float()), target)
 
 
 def predict(task: str, output: torch.Tensor) -> torch.Tensor:
-    """Model output -> prediction: class map ``[N,H,W]`` or image ``[N,1,H,W]`` in [0, 1]."""
-    if task == "segmentation":
+    """Model output -> prediction: class ``[N]``, class map ``[N,H,W]`` or image
+    ``[N,1,H,W]`` in [0, 1]."""
+    if task in _LABELS:
         return output.max(1).indices  # same as argmax(1), measured 8x faster on the CPU
     return torch.sigmoid(output.float())
 
@@ -61,6 +65,10 @@ class _ImageMetrics:
     """PSNR over the whole split (one MSE) and, when asked, mean SSIM (torchmetrics)."""
 
     def __init__(self, names: tuple[str, ...], device: torch.device):
+        # imported here: torchmetrics adds ~1.3 s to importing this module, which
+        # classification and `reuse analyze` (goal: under 5 s) do not need
+        from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
         self.metrics = {"psnr": PeakSignalNoiseRatio(data_range=1.0),
                         "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}
         self.metrics = {k: m.to(device) for k, m in self.metrics.items() if k in names}
@@ -73,10 +81,34 @@ class _ImageMetrics:
         return {k: float(m.compute()) for k, m in self.metrics.items()}
 
 
-METRICS = {"segmentation": ("miou", "pixel_acc"), "autoencoder": ("psnr", "ssim")}
+class _Accuracy:
+    """Top-1 accuracy: correct predictions over all, counted on the device."""
+
+    def __init__(self, device: torch.device):
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.total = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.correct += (pred == target).sum()
+        self.total += target.numel()
+
+    def compute(self) -> dict[str, float]:
+        return {"accuracy": float(self.correct) / self.total if self.total else math.nan}
+
+
+METRICS = {"classification": ("accuracy",), "segmentation": ("miou", "pixel_acc"),
+           "autoencoder": ("psnr", "ssim")}
+
+
+def _check_task(task: str) -> None:
+    if task not in METRICS:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(METRICS)}")
 
 
 def _accumulator(task: str, n_outputs: int, device: torch.device, names: tuple[str, ...] | None):
+    _check_task(task)
+    if task == "classification":
+        return _Accuracy(device)
     if task == "segmentation":
         return _Confusion(n_outputs, device)
     return _ImageMetrics(METRICS[task] if names is None else names, device)
@@ -115,10 +147,12 @@ def chance_level(task: str, train_targets: torch.Tensor, test_targets: torch.Ten
                  n_outputs: int) -> dict[str, float]:
     """Metrics of the best input-blind predictor fitted on the training targets.
 
-    Segmentation: the most frequent training class at every pixel. Auto-encoding: the
-    mean training image. This is the 0 of the reuse score.
+    Classification: the most frequent training class for every sample; segmentation: the
+    same at every pixel. Auto-encoding: the mean training image. This is the 0 of the reuse
+    score.
     """
-    if task == "segmentation":
+    _check_task(task)
+    if task in _LABELS:
         majority = torch.bincount(train_targets.flatten(), minlength=n_outputs).argmax()
         preds = torch.full_like(test_targets, int(majority))
     else:

@@ -4,9 +4,11 @@ arXiv 2008.03411 (abstract): reuse works when (a) the network is reusable and (b
 RMSE between the source- and target-trained kernels of a layer is small enough. Entry
 points:
 
-- :func:`select_layers` applies the rule to two trained states: a per-layer table
-  (RMSE, relative RMSE, noise floor, verdict and the reason for it) and the layers to
-  reuse;
+- :func:`select_layers` applies the rule to two trained models (modules, state dicts or
+  checkpoint paths): a per-layer table (RMSE, relative RMSE, noise floor, verdict and the
+  reason for it) and the layers to reuse; given a ``score_fn`` it also scores the chosen
+  set swapped together and backs off greedily when that joint swap fails
+  (:func:`reuse.scan.check_joint`);
 - the experiments (``reuse.experiments.small_data``) apply it to a model trained on a few
   target samples.
 
@@ -18,36 +20,34 @@ models have the same architecture and started from the same initialisation theta
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import torch
+from torch import nn
 
-from .criteria import kernel_rmse
+from .checkpoints import ModelLike, load_state
+from .criteria import check_layers, conv_layers, kernel_rmse
 from .surgery import check_compatible
+
+__all__ = ["CRITERIA", "conv_layers", "kernel_keys", "select_layers"]
 
 CRITERIA = ("rmse", "rel_rmse")
 
 
-def conv_layers(state: dict[str, torch.Tensor]) -> list[str]:
-    """Conv layers of a state, in state order: modules whose ``weight`` is 4-D.
-
-    Read from the state alone (no model, no data); for this package's models state
-    order is forward order.
-    """
-    return [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 4]
-
-
-def kernel_keys(state: dict[str, torch.Tensor], layers: list[str]) -> list[str]:
-    """State keys of the kernels (weight and, where present, bias) of ``layers``."""
-    missing = [name for name in layers if f"{name}.weight" not in state]
-    if missing:
-        raise ValueError(f"layers not in the state: {missing[:5]}")
+def kernel_keys(model: ModelLike, layers: Iterable[str]) -> list[str]:
+    """State keys of the kernels (weight and, where present, bias) of conv ``layers``."""
+    state = load_state(model, what="model")
+    layers = check_layers(state, layers)
     return [k for name in layers for k in (f"{name}.weight", f"{name}.bias") if k in state]
 
 
-def select_layers(source_state: dict[str, torch.Tensor], target_state: dict[str, torch.Tensor],
-                  layers: list[str] | None = None, *, noise_floor: pd.DataFrame | None = None,
-                  threshold: float, use_relative: bool = False, network_reusable: bool = True
+def select_layers(source_state: ModelLike, target_state: ModelLike,
+                  layers: Iterable[str] | None = None, *, noise_floor: pd.DataFrame | None = None,
+                  threshold: float, use_relative: bool = False, network_reusable: bool = True,
+                  score_fn: Callable[[nn.Module], float] | None = None,
+                  model: nn.Module | None = None, bn_data: torch.Tensor | None = None,
+                  chance: float | None = None, margin: float = 0.5
                   ) -> tuple[pd.DataFrame, list[str]]:
     """Per-layer verdicts of the two-condition rule and the layers to reuse.
 
@@ -59,9 +59,19 @@ def select_layers(source_state: dict[str, torch.Tensor], target_state: dict[str,
     does not change the verdict). A layer is reused when ``network_reusable`` and its
     criterion (relative RMSE when ``use_relative``) is ``<= threshold``.
 
-    Returns (table with columns layer, index, rmse, rel_rmse, criterion, noise_floor,
-    reuse, reason; the layers to reuse, in forward order).
+    ``score_fn(model) -> float`` (higher is better), when given, checks the chosen layers
+    *as a whole*: the target with all of them swapped in is scored and, if it fails, layers
+    are dropped greedily (:func:`reuse.scan.check_joint`; ``model``, ``bn_data``, ``chance``
+    and ``margin`` are passed on). Dropped layers get ``reuse`` False and a reason that
+    says so; the check's log is in ``table.attrs["joint_check"]``.
+
+    Returns (table with columns layer, index, rmse, rel_rmse, cosine_distance, criterion,
+    noise_floor, reuse, reason; the layers to reuse, in forward order).
     """
+    if model is None and isinstance(target_state, nn.Module):
+        model = target_state  # the architecture for the joint check (copied there)
+    source_state = load_state(source_state, what="source")
+    target_state = load_state(target_state, what="target")
     try:
         check_compatible(target_state, source_state)
     except ValueError as err:
@@ -70,17 +80,30 @@ def select_layers(source_state: dict[str, torch.Tensor], target_state: dict[str,
     if not (isinstance(threshold, (int, float)) and threshold >= 0):  # NaN fails >= 0
         raise ValueError(f"threshold={threshold!r}; allowed: a number >= 0 (inf reuses every layer)")
     criterion = CRITERIA[bool(use_relative)]
-    layers = conv_layers(target_state) if layers is None else list(layers)
+    layers = check_layers(target_state, layers)
     if not layers:
         raise ValueError("layers is empty; pass conv layer names or None for all of them")
     table = kernel_rmse(source_state, target_state, layers)
+    layers = list(table.layer)
     table["criterion"] = criterion
     table["noise_floor"] = _floor(noise_floor, layers, criterion)
     values = table[criterion].to_numpy()
     table["reuse"] = bool(network_reusable) & (values <= threshold)
     table["reason"] = [_reason(criterion, v, threshold, f, network_reusable)
                        for v, f in zip(values, table.noise_floor)]
-    return table, [name for name, ok in zip(layers, table.reuse) if ok]
+    chosen = [name for name, ok in zip(layers, table.reuse) if ok]
+    if score_fn is None or not chosen:
+        return table, chosen
+    from .scan import check_joint  # scan builds on this module; imported here to avoid a cycle
+
+    kept, log = check_joint(source_state, target_state, chosen, score_fn, model=model,
+                            bn_data=bn_data, chance=chance, margin=margin)
+    dropped = table.reuse & ~table.layer.isin(kept)
+    table.loc[dropped, "reuse"] = False
+    table.loc[dropped, "reason"] = ("not reused: passed the rule, but dropped by the joint check ("
+                                    "the chosen layers swapped together failed); " + table.reason[dropped])
+    table.attrs["joint_check"] = log
+    return table, kept
 
 
 def _floor(noise_floor: pd.DataFrame | None, layers: list[str], criterion: str) -> list[float]:

@@ -1,8 +1,10 @@
+import copy
 import math
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from reuse.criteria import kernel_rmse, per_kernel_rmse
 from reuse.models import build_model, conv_layer_names
@@ -61,3 +63,77 @@ def test_mismatch_raises():
         kernel_rmse(a.state_dict(), wide.state_dict(), conv_layer_names(a))
     with pytest.raises(ValueError, match="nope"):
         kernel_rmse(a.state_dict(), a.state_dict(), ["nope"])
+
+
+# --- torchvision models given as modules, state dicts or paths (issue 10) --------------
+TORCHVISION = {"resnet18": torchvision.models.resnet18,
+               "mobilenet_v3_small": torchvision.models.mobilenet_v3_small}
+
+
+def _torchvision_pair(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two models from one init, the second nudged (as source/target trained from theta_0)."""
+    torch.manual_seed(0)
+    a = TORCHVISION[name](weights=None, num_classes=3)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return a, b
+
+
+def _numpy_criteria(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    rmse = np.sqrt(np.mean((a - b) ** 2))
+    cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    return rmse, rmse / np.sqrt(np.mean(b ** 2)), 1 - cosine
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_models_match_numpy(name, tmp_path):
+    a, b = _torchvision_pair(name)
+    torch.save({"state_dict": b.state_dict()}, tmp_path / "b.pt")
+    table = kernel_rmse(a, tmp_path / "b.pt")  # a module and a checkpoint path, layers=None
+    four_d = [k[:-7] for k, v in b.state_dict().items() if k.endswith(".weight") and v.ndim == 4]
+    assert list(table.layer) == four_d and len(four_d) > 15
+    assert list(table.columns) == ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance"]
+    assert (table.dtypes[["rmse", "rel_rmse", "cosine_distance"]] == np.float64).all()
+    for row in table.itertuples():
+        wa = a.get_submodule(row.layer).weight.detach().numpy()
+        wb = b.get_submodule(row.layer).weight.detach().numpy()
+        expected = _numpy_criteria(wa, wb)
+        assert (row.rmse, row.rel_rmse, row.cosine_distance) == pytest.approx(expected, rel=1e-9)
+        assert row.n_weights == wa.size
+    per = per_kernel_rmse(a.state_dict(), b, ["features.0.0" if name != "resnet18" else "conv1"])
+    wa, wb = (m.state_dict()[f"{per.layer[0]}.weight"].double().numpy() for m in (a, b))
+    assert per.rmse.to_numpy() == pytest.approx(np.sqrt(((wa - wb) ** 2).reshape(len(wa), -1).mean(1)))
+
+
+def test_same_state_with_default_layers():
+    a, _ = _torchvision_pair("resnet18")
+    sd = a.state_dict()
+    table = kernel_rmse(sd, sd, None)
+    assert len(table) == 20 and (table.rmse == 0).all()
+    assert table.cosine_distance.to_numpy() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name, layer, ndim", [("resnet18", "bn1", 1), ("resnet18", "fc", 2),
+                                               ("mobilenet_v3_small", "classifier.0", 2)])
+def test_non_conv_layers_are_refused(name, layer, ndim):
+    a, b = _torchvision_pair(name)
+    with pytest.raises(ValueError, match=rf"layer '{layer}' is not a conv layer \(weight ndim {ndim}\); "
+                                         r"allowed: conv layers such as \["):
+        kernel_rmse(a, b, [layer])
+
+
+def test_wrong_types_and_shapes_are_refused():
+    a, b = _torchvision_pair("resnet18")
+    with pytest.raises(TypeError, match="layers='conv1'"):
+        kernel_rmse(a, b, "conv1")
+    with pytest.raises(TypeError, match="layer 3 is a int"):
+        kernel_rmse(a, b, [3])
+    with pytest.raises(TypeError, match="source: got list"):
+        kernel_rmse([1], b)
+    wide = b.state_dict()
+    wide["conv1.weight"] = torch.zeros(8, 3, 7, 7)
+    with pytest.raises(ValueError, match=r"layer conv1: source weight \(64, 3, 7, 7\) vs target \(8, 3, 7, 7\)"):
+        kernel_rmse(a, wide)

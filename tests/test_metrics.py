@@ -1,7 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import accuracy_score
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
@@ -49,3 +51,29 @@ def test_losses():
     assert float(metrics.loss("segmentation", out, y)) == pytest.approx(math.log(3))
     img = torch.full((2, 1, 4, 4), 0.5)
     assert float(metrics.loss("autoencoder", torch.zeros_like(img), img)) == 0.0
+
+
+def test_classification_matches_sklearn_and_a_hand_count():
+    gen = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(50, 4, generator=gen), torch.randint(0, 4, (50,), generator=gen)
+    model = torch.nn.Identity()  # the inputs are the logits
+    ours = metrics.evaluate(model, logits, y, "classification", 4, batch_size=7)
+    assert ours == {"accuracy": pytest.approx(accuracy_score(y.numpy(), logits.argmax(1).numpy()))}
+    assert metrics.PRIMARY["classification"] == "accuracy"
+    assert metrics.score_predictions("classification", y, y, 4)["accuracy"] == 1.0
+    # cross-entropy against a numpy log-softmax
+    z = logits.double().numpy()
+    log_p = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    expected = -log_p[np.arange(50), y.numpy()].mean()
+    assert float(metrics.loss("classification", logits, y)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_classification_chance_is_the_majority_training_class():
+    train = torch.tensor([2, 2, 2, 0, 1])  # majority 2
+    test = torch.tensor([2, 0, 0, 1])  # 1 of 4 test samples is class 2
+    assert metrics.chance_level("classification", train, test, 3) == {"accuracy": 0.25}
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="task='detection'; allowed: classification, segmentation"):
+        metrics.chance_level("detection", torch.zeros(2), torch.zeros(2), 2)

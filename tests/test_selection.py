@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torchvision
 
 from reuse.models import build_model
-from reuse.selection import conv_layers, select_layers
+from reuse.selection import conv_layers, kernel_keys, select_layers
 
 
 def _state(arch: str = "unet", seed: int = 0, width: int = 4) -> dict[str, torch.Tensor]:
@@ -65,3 +66,41 @@ def test_bad_inputs_name_the_problem():
         select_layers(_state(), _state(), threshold=-1)
     with pytest.raises(ValueError, match="threshold=nan"):
         select_layers(_state(), _state(), threshold=math.nan)
+
+
+def _resnet_pair(tmp_path):
+    torch.manual_seed(0)
+    target = torchvision.models.resnet18(weights=None, num_classes=3)
+    source = _perturbed(target.state_dict(), 0.001)
+    torch.save({"model": {f"module.{k}": v for k, v in source.items()}}, tmp_path / "source.pt")
+    return tmp_path / "source.pt", target
+
+
+def test_modules_and_paths_are_accepted(tmp_path):
+    path, target = _resnet_pair(tmp_path)
+    table, layers = select_layers(path, target, threshold=1.0)
+    assert layers == conv_layers(target) == conv_layers(path) and len(layers) == 20
+    assert kernel_keys(target, ["conv1", "fc"][:1]) == ["conv1.weight"]
+    with pytest.raises(ValueError, match="layer 'bn1' is not a conv layer"):
+        kernel_keys(target, ["bn1"])
+    with pytest.raises(ValueError, match="layer 'fc' is not a conv layer"):
+        select_layers(path, target, ["fc"], threshold=1.0)
+
+
+def test_score_fn_checks_the_chosen_set_as_a_whole(tmp_path):
+    path, target = _resnet_pair(tmp_path)
+    source = torch.load(path)["model"]
+
+    def score_fn(model):  # fails when conv1 and layer1.0.conv1 both come from the source
+        s = model.state_dict()
+        swapped = [torch.equal(s[f"{n}.weight"], source[f"module.{n}.weight"])
+                   for n in ("conv1", "layer1.0.conv1")]
+        return 0.1 if all(swapped) else 1.0
+
+    table, layers = select_layers(path, target, threshold=1.0, score_fn=score_fn)
+    assert len(layers) == 19 and "conv1" not in layers  # the first of two equal drops
+    dropped = table.set_index("layer").loc["conv1"]
+    assert not dropped.reuse and "dropped by the joint check" in dropped.reason
+    log = table.attrs["joint_check"]
+    assert list(log.passes) == [False, True] and log.dropped[1] == "conv1"
+    assert target.training  # the user's module is left as it was

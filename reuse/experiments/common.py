@@ -205,10 +205,20 @@ class Evaluator:
 
     def swap_rows(self, donor: TrainedRun, key_sets: list[list[str]], reestimate: bool = False) -> list[dict]:
         """One row per key set: theta_T with those keys from ``donor``, scored (memoised)."""
-        parts = {**self._identity, "donor": donor.spec.key, "key_sets": key_sets, "reestimate": reestimate}
+        return self._rows(donor.spec.key, donor.state, key_sets, reestimate)
+
+    def reset_rows(self, key_sets: list[list[str]], reestimate: bool = False) -> list[dict]:
+        """One row per key set: theta_T with those keys reset to its initialisation theta_0
+        (Zhang, Bengio & Singer 2019's re-initialisation test), scored (memoised)."""
+        theta_0 = self.runner.build(self.target.spec).state_dict()
+        return self._rows(f"theta_0:{self.target.spec.key}", theta_0, key_sets, reestimate)
+
+    def _rows(self, donor_id: str, donor_state: dict[str, torch.Tensor], key_sets: list[list[str]],
+              reestimate: bool) -> list[dict]:
+        parts = {**self._identity, "donor": donor_id, "key_sets": key_sets, "reestimate": reestimate}
 
         def compute():
-            states = [swap_state(self.target.state, donor.state, keys) for keys in key_sets]
+            states = [swap_state(self.target.state, donor_state, keys) for keys in key_sets]
             return self.score_many(states, reestimate)
         return [self.row(v) for v in self.runner.memo(parts, compute)]
 

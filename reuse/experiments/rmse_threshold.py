@@ -130,12 +130,12 @@ def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Se
     return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
 
 
-def criterion_table(pts: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
-    """One row per criterion (see the module docstring): threshold, held-out balanced
-    accuracy with CI, verdict, detectable effect, pooled and within-condition Spearman
-    rho and ROC AUC with CIs, and the two controls."""
+def criterion_table(pts: pd.DataFrame, n_boot: int = 1000, criteria=CRITERIA) -> pd.DataFrame:
+    """One row per criterion (columns of ``pts``, smaller = more alike; see the module
+    docstring): threshold, held-out balanced accuracy with CI, verdict, detectable effect,
+    pooled and within-condition Spearman rho and ROC AUC with CIs, and the two controls."""
     rows = []
-    for crit in CRITERIA:
+    for crit in criteria:
         src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
         row: dict = {"criterion": crit, "n_points": len(src), "n_reusable": int(src.reusable.sum())}
         if src.pair.nunique() < 2 or src.empty:
@@ -174,11 +174,11 @@ def criterion_table(pts: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def lopo_table(pts: pd.DataFrame) -> pd.DataFrame:
+def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
     """Per criterion x held-out pair: the threshold fitted on the other pairs' source points
     and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""
     rows = []
-    for crit in CRITERIA:
+    for crit in criteria:
         src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
         for pair in src.pair.unique():
             train, test = src[src.pair != pair], src[src.pair == pair]

@@ -1,0 +1,129 @@
+"""`reuse analyze` run in-process on tiny torchvision checkpoints: outputs and error exits."""
+
+import copy
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from reuse.__main__ import main
+
+MODEL = ["--model", "torchvision.models:resnet18", "--model-args", '{"num_classes": 3}']
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """source (DataParallel keys under "state_dict"), target and twin of one resnet18 init."""
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    target = torchvision.models.resnet18(weights=None, num_classes=3)
+    models = {"target": target}
+    for name, scale in (("source", 0.5), ("twin", 0.05)):
+        models[name] = copy.deepcopy(target)
+        with torch.no_grad():
+            for p in models[name].parameters():
+                p.add_(scale * p.std() * torch.randn_like(p) if p.numel() > 1 else 0)
+    torch.save({"epoch": 9, "state_dict": torch.nn.DataParallel(models["source"]).state_dict()}, d / "source.pt")
+    torch.save(target.state_dict(), d / "target.pt")
+    torch.save(models["twin"].state_dict(), d / "twin.pt")
+    (d / "corrupt.pt").write_bytes(b"\x00garbage")
+    torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), d / "resnet34.pt")
+    return d, {k: m.eval() for k, m in models.items()}
+
+
+def _numpy_rmse(a: torch.nn.Module, b: torch.nn.Module, layer: str) -> float:
+    wa, wb = (m.get_submodule(layer).weight.detach().double().numpy() for m in (a, b))
+    return float(np.sqrt(np.mean((wa - wb) ** 2)))
+
+
+def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
+    d, models = ckpts
+    rc = main(["analyze", str(d / "source.pt"), str(d / "target.pt"), "--twin", str(d / "twin.pt"),
+               *MODEL, "--out", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert list(layers.columns) == ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance",
+                                    "floor_rmse", "rmse_over_floor"]
+    assert len(layers) == 20 and layers.layer[0] == "conv1"
+    for row in layers.itertuples():
+        rmse = _numpy_rmse(models["source"], models["target"], row.layer)
+        floor = _numpy_rmse(models["twin"], models["target"], row.layer)
+        assert (row.rmse, row.floor_rmse) == pytest.approx((rmse, floor), rel=1e-9)
+        assert row.rmse_over_floor == pytest.approx(rmse / floor, rel=1e-9)
+    assert not (tmp_path / "swaps.csv").exists()
+    html = (tmp_path / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table" in html and "src=\"layers.png" not in html
+    meta = json.loads((tmp_path / "analyze.json").read_text())
+    assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
+    assert (tmp_path / "report.md").read_text().startswith("# reuse analyze")
+
+
+def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
+    d, models = ckpts
+    source = models["source"].state_dict()
+    (tmp_path / "myscore.py").write_text(
+        "import torch\n"
+        "SOURCE = {}\n"
+        "def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source\n"
+        "    s = model.state_dict()\n"
+        "    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))\n"
+        "    return 0.1 if both else 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myscore
+    myscore.SOURCE.update(source)
+    out = tmp_path / "out"
+    rc = main(["analyze", str(d / "source.pt"), str(d / "target.pt"), *MODEL, "--score", "myscore:score",
+               "--sets", "single,all", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    swaps = pd.read_csv(out / "swaps.csv")
+    assert list(swaps.set) == ["single"] * 20 + ["all"] and swaps.score.tolist() == [1.0] * 20 + [0.1]
+    selection = pd.read_csv(out / "selection.csv")
+    assert selection.reusable.all() and (selection.basis == "point estimate (1 seed)").all()
+    joint = pd.read_csv(out / "joint.csv")
+    assert joint.passes.tolist() == [False, True] and joint.dropped[1] == "conv1"
+    printed = capsys.readouterr().out
+    assert "BACKED OFF: dropped conv1; 19 layers kept" in printed
+    report = (out / "report.md").read_text()
+    assert "BACKED OFF" in report and "point estimate" in report
+    assert json.loads((out / "analyze.json").read_text())["summary"]["backed_off"] is True
+
+
+def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
+    d, models = ckpts
+    gen = np.random.default_rng(0)
+    for label in ("a", "b", "c"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(gen.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "imgs" / label / f"{i}.png")
+    out = tmp_path / "out"
+    rc = main(["analyze", str(d / "source.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
+               "--n-images", "6", "--bn-images", "3", "--sets", "all", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    swaps = pd.read_csv(out / "swaps.csv")
+    assert len(swaps) == 1 and swaps.score[0] in {k / 6 for k in range(7)}  # accuracy on 6 images
+    assert "6 test images" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.pt", "target.pt"], "source: no such file: .*missing.pt"),
+    (["corrupt.pt", "target.pt"], "source: cannot read .*corrupt.pt"),
+    (["resnet34.pt", "target.pt"], "architectures differ"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:resnet34"], "does not match the checkpoints"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net"], "has no 'no_such_net'"),
+    (["source.pt", "target.pt", "--model", "no_such_module_xyz:f"], "cannot import module 'no_such_module_xyz'"),
+    (["source.pt", "target.pt", "--model", "resnet18"], "allowed: MODULE:NAME"),
+    (["source.pt", "target.pt", *MODEL[:2], "--model-args", "{num_classes: 3}"], "not valid JSON"),
+    (["source.pt", "target.pt", "--score", "json:dumps"], "need --model"),
+    (["source.pt", "target.pt", *MODEL, "--sets", "single,middle"], "unknown \\['middle'\\]"),
+    (["source.pt", "target.pt", "--task", "ranking"], "invalid choice: 'ranking'"),
+])
+def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message):
+    d, _ = ckpts
+    args = [str(d / a) if a.endswith(".pt") else a for a in args]
+    assert main(["analyze", *args, "--out", str(tmp_path)]) == 2
+    assert re.search(message, capsys.readouterr().err)

@@ -1,0 +1,96 @@
+"""E5's statistics on constructed points whose answer is known: a criterion that separates
+reusable from non-reusable layers must beat one that does not, and the verdicts follow."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reuse.experiments import criteria_comparison as e5
+
+
+def _points(good: str, seeds=range(6), layers=8, pairs=("a", "b", "c")) -> pd.DataFrame:
+    """Source points where ``good`` separates the classes perfectly and every other
+    criterion is noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair in pairs:
+        for seed in seeds:
+            for i in range(layers):
+                reusable = i < layers // 2
+                row = {"architecture": "unet", "task": "segmentation", "pair": pair, "seed": seed,
+                       "donor": "source", "layer": f"l{i}", "reusable": reusable,
+                       "reuse_score": 0.9 if reusable else 0.1}
+                row.update({c: rng.random() for c in e5.CRITERIA})
+                row[good] = rng.random() * 0.4 + (0.0 if reusable else 0.6)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_the_rmse_beats_rivals_that_are_noise():
+    duels = e5.head_to_head(_points("rmse"), n_boot=200)
+    assert set(duels.rival) == set(e5.RIVALS)
+    assert (duels.outcome == "beats").all(), duels
+    assert (duels.verdict == "holds").all()
+    assert e5.overall(duels) == "holds"
+    # AUC(rmse) = 1 against noise around 0.5
+    assert duels.auc_difference.between(0.3, 0.7).all()
+
+
+def test_a_better_rival_refutes_the_claim():
+    duels = e5.head_to_head(_points("cka"), n_boot=200)
+    row = duels.set_index("rival").loc["cka"]
+    assert row.outcome == "loses" and row.verdict == "refuted"
+    assert row.auc_difference == pytest.approx(
+        # AUC of noise minus 1: computed independently with a rank count
+        _auc(_points("cka"), "rmse") - 1.0)
+    assert e5.overall(duels) == "refuted"
+
+
+def _auc(points: pd.DataFrame, column: str) -> float:
+    src = points[points.donor == "source"]
+    pos, neg = src[src.reusable][column].to_numpy(), src[~src.reusable][column].to_numpy()
+    # P(a reusable point has the smaller distance), ties count one half
+    return float(((pos[:, None] < neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
+                 / (len(pos) * len(neg)))
+
+
+def test_two_noise_criteria_are_not_called_different():
+    duels = e5.head_to_head(_points("pwcca"), n_boot=200)
+    others = duels[duels.rival != "pwcca"]
+    assert not (others.outcome.isin(["beats", "loses"])).all()
+    assert e5.overall(duels) == "refuted"  # pwcca beats the noisy RMSE
+
+
+@pytest.mark.parametrize("low, high, outcome", [(0.01, 0.2, "beats"), (-0.2, -0.01, "loses"),
+                                                (-0.04, 0.04, "ties"), (-0.1, 0.2, "unclear")])
+def test_outcome_of_an_interval(low, high, outcome):
+    assert e5._outcome(low, high) == outcome
+
+
+def test_overall_is_undecided_without_a_loss_or_a_clean_sweep():
+    duels = pd.DataFrame({"outcome": ["beats", "ties"]})
+    assert e5.overall(duels) == "undecided"
+
+
+def test_cost_table_divides_time_by_evaluations():
+    costs = pd.DataFrame([{"family": "weights", "seconds": 0.5, "evaluations": 100},
+                          {"family": "weights", "seconds": 0.5, "evaluations": 100},
+                          {"family": "reset", "seconds": 2.0, "evaluations": 10}])
+    table = e5.cost_table(costs).set_index("criterion")
+    assert table.loc["rmse", "ms_per_layer"] == pytest.approx(5.0)
+    assert table.loc["reset_loss", "ms_per_layer"] == pytest.approx(200.0)
+    assert np.isnan(table.loc["cka", "ms_per_layer"])  # not measured
+    assert set(table.index) == set(e5.CRITERIA)
+
+
+def test_points_refuse_missing_criteria():
+    pts = _points("rmse")[["architecture", "task", "pair", "seed", "donor", "layer", "rmse"]]
+    values = pts.drop(columns="rmse").iloc[:-1].assign(cka=0.5)
+    with pytest.raises(ValueError, match="1 of E3's points have no E5 criteria"):
+        e5.points(pts, values)
+
+
+def test_network_table_without_segmentation_is_undecided():
+    out = e5.network_table(pd.DataFrame(columns=["seed", "donor", "logme", "reuse_score"]))
+    assert out.verdict.tolist() == ["undecided"]
