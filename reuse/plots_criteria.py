@@ -22,8 +22,7 @@ def ranking(table: pd.DataFrame, duels: pd.DataFrame, tie: float) -> plt.Figure:
                                       gridspec_kw={"width_ratios": [1, 1]})
     y = np.arange(len(t))
     colours = [FAMILY_COLOURS.get(f, "grey") for f in t.family]
-    left.errorbar(t.auc, y, xerr=[t.auc - t.auc_ci_low, t.auc_ci_high - t.auc], fmt="none",
-                  ecolor=colours, capsize=3)
+    left.hlines(y, t.auc_ci_low, t.auc_ci_high, colors=colours)
     left.scatter(t.auc, y, c=colours, zorder=3)
     left.set_yticks(y, t.criterion)
     left.axvline(0.5, color="grey", lw=0.8, ls=":")

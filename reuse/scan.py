@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from .checkpoints import ModelLike, load_state
 from .criteria import check_layers
@@ -215,10 +215,11 @@ def select(scans: pd.DataFrame | Sequence[pd.DataFrame], *, margin: float = 0.5,
     rows = []
     for layer, group in single.groupby("layer", sort=False):
         v = mean_verdict(group[value], margin)
-        reusable = v["ci_low"] > margin if n_seeds > 1 else v["estimate"] > margin
+        n = int(v["n"])  # seeds with a finite value: a NaN seed does not count
+        reusable = v["ci_low"] > margin if n > 1 else v["estimate"] > margin
         rows.append({"layer": layer, "estimate": v["estimate"], "ci_low": v["ci_low"],
-                     "ci_high": v["ci_high"], "n": v["n"], "reusable": bool(reusable),
-                     "basis": f"95% CI over {n_seeds} seeds" if n_seeds > 1 else "point estimate (1 seed)"})
+                     "ci_high": v["ci_high"], "n": n, "reusable": bool(reusable),
+                     "basis": f"95% CI over {n} seeds" if n > 1 else f"point estimate ({n} seed)"})
     return pd.DataFrame(rows)
 
 

@@ -94,3 +94,22 @@ def test_points_refuse_missing_criteria():
 def test_network_table_without_segmentation_is_undecided():
     out = e5.network_table(pd.DataFrame(columns=["seed", "donor", "logme", "reuse_score"]))
     assert out.verdict.tolist() == ["undecided"]
+
+
+def test_ranking_figure_draws_every_criterion():
+    from reuse import plots_criteria
+
+    pts = _points("rmse")
+    table = pd.DataFrame({"criterion": list(e5.CRITERIA), "family": [c.family for c in e5.CRITERIA.values()],
+                          "auc": np.linspace(0.5, 0.9, len(e5.CRITERIA))})
+    table["auc_ci_low"], table["auc_ci_high"] = table.auc - 0.05, table.auc + 0.05
+    fig = plots_criteria.ranking(table, e5.head_to_head(pts, n_boot=50), e5.TIE)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == list(e5.CRITERIA)  # sorted by AUC, worst first
+
+
+def test_unpermuted_text_names_the_fixed_layers():
+    values = pd.DataFrame({"architecture": ["unet", "unet", "pspnet"], "layer": ["a", "head", "b"],
+                           "permuted": [True, False, True]})
+    assert e5.unpermuted_text(values) == "weight matching left unpermuted: unet: head."
+    assert "every swapped layer" in e5.unpermuted_text(values.assign(permuted=True))

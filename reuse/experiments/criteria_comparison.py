@@ -151,6 +151,17 @@ def layer_criteria(runner: Runner, profile: Profile, grid: Grid | None = None
     return pd.DataFrame(rows), pd.DataFrame(costs)
 
 
+def unpermuted_text(values: pd.DataFrame) -> str:
+    """Which swapped layers weight matching could not permute (their output channels are
+    tied to the network output, a residual add it could not merge, or an op it does not
+    model), per architecture."""
+    fixed = values[~values.permuted.astype(bool)].groupby("architecture").layer.unique()
+    if fixed.empty:
+        return "weight matching permuted the output channels of every swapped layer."
+    return "weight matching left unpermuted: " + "; ".join(
+        f"{arch}: {', '.join(layers)}" for arch, layers in fixed.items()) + "."
+
+
 def cost_table(costs: pd.DataFrame) -> pd.DataFrame:
     """Per criterion: its family, what it needs and the measured milliseconds per layer
     evaluation (the family's total time over its evaluations; the weight criteria share one

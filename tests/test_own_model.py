@@ -1,0 +1,154 @@
+"""reuse.experiments.own_model: deterministic, cached ResNet-18 checkpoints on the right data."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from reuse.data import FASHION_FILES, read_idx
+from reuse.experiments import own_model as om
+
+TINY = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, threads=1)
+
+
+@pytest.fixture
+def tiny(fake_fashion):
+    return om.scale("smoke", [0], **TINY)
+
+
+def test_same_seed_gives_the_same_state_dict_and_another_init_does_not(tiny, fake_fashion):
+    settings = om.run_settings(tiny, 0, "target", "cpu")
+    a, b = om.train(settings, fake_fashion), om.train(settings, fake_fashion)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    theta_0 = om.build_model(0).state_dict()
+    assert not torch.equal(a["conv1.weight"], theta_0["conv1.weight"])  # it trained
+    other = om.train(om.run_settings(tiny, 0, "different_init", "cpu"), fake_fashion)
+    assert not torch.equal(a["conv1.weight"], other["conv1.weight"])
+
+
+def test_roles_share_theta_0_except_the_negative_control(tiny):
+    s = {r: om.run_settings(tiny, 3, r) for r in om.ROLES}
+    assert s["source"].init_seed == s["target"].init_seed == s["twin"].init_seed == 3
+    assert s["different_init"].init_seed != 3
+    assert (s["twin"].block, s["target"].block) == (1, 0)
+    assert s["twin"].order_seed != s["target"].order_seed == s["different_init"].order_seed
+    assert (s["source"].side, s["target"].side) == ("source", "target")
+    assert len({x.key for x in s.values()}) == 4
+    # build_model leaves the caller's random state alone
+    before = torch.get_rng_state()
+    om.build_model(0)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_second_call_loads_the_cache_and_does_not_train(tiny, fake_fashion, tmp_path, monkeypatch):
+    first = om.checkpoints(tiny, "cpu", tmp_path, fake_fashion, roles=("source", "target"))
+    assert not first.cached.any() and len(first) == 2
+    for path in first.path:  # a plain state-dict file, loadable as a user would
+        state = torch.load(path, weights_only=True)
+        assert state["fc.weight"].shape == (5, 512)
+        assert path.startswith(str(tmp_path / "own_model"))
+    calls = []
+    monkeypatch.setattr(om, "train", lambda *a, **k: calls.append(a) or {})
+    mtimes = [(p, os.stat(p).st_mtime_ns) for p in first.path]
+    second = om.checkpoints(tiny, "cpu", tmp_path, fake_fashion, roles=("source", "target"))
+    assert calls == [] and second.cached.all()
+    assert list(second.path) == list(first.path)
+    assert all(os.stat(p).st_mtime_ns == t for p, t in mtimes)
+    assert not list((tmp_path / "own_model").glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_target_is_classes_5_to_9_relabelled_0_to_4(fake_fashion):
+    raw_x = read_idx(fake_fashion / FASHION_FILES[("train", "images")])
+    raw_y = read_idx(fake_fashion / FASHION_FILES[("train", "labels")])
+    # the fake images are distinct, so each picked image names its original class
+    by_bytes = {img.tobytes(): int(c) for img, c in zip(raw_x, raw_y)}
+    assert len(by_bytes) == len(raw_x)
+    for side, offset in (("source", 0), ("target", 5)):
+        x, y = om.images(side, "train", 40, seed=1, image_size=32, data_dir=fake_fashion)
+        assert x.shape == (40, 3, 32, 32) and torch.equal(x[:, 0], x[:, 2])
+        assert set(y.tolist()) <= set(range(5))
+        # at 32 px the 28 px image is padded by 2, unchanged: undo that to find it
+        originals = np.rint(x[:, 0, 2:30, 2:30].numpy() * 255).astype(np.uint8)
+        classes = [by_bytes[img.tobytes()] for img in originals]
+        assert classes == [int(c) + offset for c in y]
+
+
+def test_twin_block_is_disjoint_from_the_target_block(fake_fashion):
+    a, _ = om.images("target", "train", 50, seed=0, image_size=16, data_dir=fake_fashion, block=0)
+    b, _ = om.images("target", "train", 50, seed=0, image_size=16, data_dir=fake_fashion, block=1)
+    flat_a = {tuple(r.tolist()) for r in a[:, 0].flatten(1)}
+    assert not any(tuple(r.tolist()) in flat_a for r in b[:, 0].flatten(1))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: om.scale("huge"), "profile='huge'"),
+    (lambda: om.scale("smoke", []), "seeds"),
+    (lambda: om.scale("smoke", [0, 0]), "seeds"),
+    (lambda: om.scale("smoke", [-1]), "seeds"),
+    (lambda: om.scale("smoke", bogus=3), "bogus"),
+    (lambda: om.scale("smoke", steps=0), "steps"),
+    (lambda: om.run_settings(om.scale("smoke"), 0, "teacher"), "role='teacher'"),
+    (lambda: om.run_settings(om.scale("smoke"), -2, "target"), "seed=-2"),
+    (lambda: om.run_settings(om.scale("smoke"), 0, "target", "tpu"), "device='tpu'"),
+    (lambda: om.images("target", "valid", 4), "split='valid'"),
+    (lambda: om.images("target", "train", 0), "n=0"),
+    (lambda: om.checkpoints(om.scale("smoke"), "cpu", roles=("teacher",)), "teacher"),
+])
+def test_bad_parameters_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def _frames(twin_level: float, other_level: float):
+    """Scans and distances of 3 seeds x 4 layers: the source's score falls as its RMSE grows;
+    the controls' single and all-layer swaps near the given levels."""
+    rng = np.random.default_rng(0)
+    scans, dist = [], []
+    for seed in range(3):
+        for i, layer in enumerate(["a", "b", "c", "d", "a..d"]):
+            set_name = "all" if i == 4 else "single"
+            if set_name == "single":
+                scans.append({"seed": seed, "donor": "source", "set": "single", "layer": layer,
+                              "reuse_score": 1 - 0.2 * i})
+                dist.append({"seed": seed, "comparison": "source", "layer": layer, "rel_rmse": 0.1 + 0.05 * i,
+                             "rmse": 0.02 * (i + 1)})
+                dist.append({"seed": seed, "comparison": "twin", "layer": layer, "rel_rmse": 0.1,
+                             "rmse": 0.01 * (i + 1)})
+            for donor, level in (("twin", twin_level), ("different_init", other_level)):
+                scans.append({"seed": seed, "donor": donor, "set": set_name, "layer": layer,
+                              "reuse_score": level + rng.normal(0, 0.02)})
+    return pd.DataFrame(scans), pd.DataFrame(dist)
+
+
+def test_verdicts_follow_the_controls():
+    scans, dist = _frames(0.95, 0.05)
+    joint = pd.DataFrame({"seed": [0, 1, 2], "n_selected": 3, "joint_reuse_score": [0.8, 0.7, 0.75],
+                          "n_kept": 3})
+    table = om.verdicts(scans, dist, joint).set_index("judgment")
+    assert list(table.index) == list(om.JUDGMENTS)
+    twin = scans[(scans.donor == "twin") & (scans.set == "single")].groupby("seed").reuse_score.mean().to_numpy()
+    assert table.loc["single swaps, positive control", "estimate"] == pytest.approx(twin.mean())
+    other_all = scans[(scans.donor == "different_init") & (scans.set == "all")].reuse_score.to_numpy()
+    assert table.loc["joint swap, negative control", "estimate"] == pytest.approx(other_all.mean())
+    assert table.loc[["single swaps, positive control", "joint swap, positive control"], "verdict"].tolist() \
+        == ["holds", "holds"]
+    assert table.loc[["single swaps, negative control", "joint swap, negative control"], "verdict"].tolist() \
+        == ["refuted", "refuted"]
+    half = stats.t.ppf(0.975, 2) * np.std([0.8, 0.7, 0.75], ddof=1) / np.sqrt(3)
+    assert table.loc["selected set as a whole", "ci_low"] == pytest.approx(0.75 - half)
+    assert table.loc["selected set as a whole", "verdict"] == "holds"
+    assert table.loc["RMSE ranks layers", "estimate"] == pytest.approx(-1.0)  # a perfect inverse ranking
+    text = om.findings(table.reset_index(), pd.DataFrame({"layer": list("abcd"), "reusable": [1, 1, 0, 0]}
+                                                          ).astype({"reusable": bool}), joint, dist)
+    assert "2.00x as far" in text  # source RMSE is twice the twin's in every layer
+    # controls that fail leave the claims about the source undecided
+    scans, dist = _frames(0.05, 0.05)
+    table = om.verdicts(scans, dist, joint).set_index("judgment")
+    assert table.loc["single swaps, positive control", "verdict"] == "refuted"
+    assert table.loc[["selected set as a whole", "RMSE ranks layers"], "verdict"].tolist() == ["undecided"] * 2
+    assert table.loc["selected set as a whole", "raw_verdict"] == "holds"
