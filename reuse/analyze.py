@@ -15,7 +15,10 @@ to mean anything, one initialisation.
 - Kernels only (no data, no score): ``layers.csv``, one row per conv layer: layer, index,
   n_weights, rmse, rel_rmse, cosine_distance and, with ``--twin`` (a second checkpoint of
   the target's task: its RMSE to the target is the retraining noise floor), floor_rmse and
-  rmse_over_floor.
+  rmse_over_floor; with ``--align`` (and ``--model``) permuted, aligned_rmse and
+  aligned_rel_rmse (weight matching, :mod:`reuse.alignment`); with ``--data`` or
+  ``--dataset`` cka and cka_debiased (the layer's outputs in source and target on the test
+  images, :mod:`reuse.similarity`).
 - With data or ``--score``: also ``swaps.csv`` (:func:`reuse.scan.swap_scan`),
   ``selection.csv`` (:func:`reuse.scan.select`, one seed: point estimates) and
   ``joint.csv`` (:func:`reuse.scan.check_joint`: the chosen layers swapped together,
@@ -66,7 +69,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import scan
+from . import alignment, scan, similarity
 from .checkpoints import load_state
 from .criteria import kernel_rmse
 from .metrics import PRIMARY
@@ -103,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32, help="--data: square side in px")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="--data: 3 RGB, 1 grayscale")
     p.add_argument("--sets", default="single,prefix,suffix,all", help="comma-separated swap sets")
+    p.add_argument("--align", action="store_true",
+                   help="also the RMSE after weight matching (needs --model; seconds per resnet18)")
     p.add_argument("--margin", type=float, default=0.5,
                    help="a swap keeps the layer when its reuse score (or relative score) exceeds this")
     p.add_argument("--batch-size", type=int, default=256)
@@ -126,6 +131,7 @@ class Inputs:
     score_fn: Callable[[nn.Module], float] | None = None
     bn_data: torch.Tensor | None = None
     chance: float | None = None
+    x: torch.Tensor | None = None  # the scored inputs (--data / --dataset): activation criteria
     notes: list[str] = field(default_factory=list)
 
 
@@ -219,6 +225,8 @@ def read_inputs(args) -> Inputs:
             check_compatible(inp.model.state_dict(), inp.target)
         except ValueError as err:
             raise ValueError(f"--model {args.model} does not match the checkpoints: {err}") from None
+    if args.align and inp.model is None:
+        raise InputError("--align needs --model MODULE:FACTORY (weight matching traces the architecture)")
     scored = args.data or args.dataset or args.score
     if not scored:
         return inp
@@ -228,6 +236,7 @@ def read_inputs(args) -> Inputs:
     if args.data or args.dataset:
         x, y, inp.bn_data = _folder(args) if args.data else _dataset(args)
         x, y = x.to(args.device), y.to(args.device)
+        inp.x = x
         if inp.bn_data is not None:
             inp.bn_data = inp.bn_data.to(args.device)
         if args.bn_images and (inp.bn_data is None or len(inp.bn_data) < 2):
@@ -256,6 +265,15 @@ def analyze(args, inp: Inputs) -> dict[str, Any]:
     if inp.twin is not None:
         floor = kernel_rmse(inp.twin, inp.target).rmse.to_numpy()
         out["layers"] = out["layers"].assign(floor_rmse=floor, rmse_over_floor=out["layers"].rmse / floor)
+    names = out["layers"].layer.tolist()
+    if args.align:
+        al = alignment.aligned_kernel_rmse(inp.model, inp.source, inp.target, names)
+        out["layers"] = out["layers"].merge(al[["layer", "permuted", "aligned_rmse", "aligned_rel_rmse"]],
+                                            on="layer", how="left")
+    if inp.x is not None:
+        model = inp.model.to(inp.x.device)
+        cka = similarity.layer_cka(model, inp.source, inp.target, inp.x, names)
+        out["layers"] = out["layers"].merge(cka, on="layer", how="left")
     if inp.score_fn is None:
         return out
     progress = not args.no_progress

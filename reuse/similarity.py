@@ -22,9 +22,11 @@ array for :func:`cka_layers`). Inputs may be torch tensors or numpy arrays.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -307,3 +309,19 @@ def logme(features: ArrayLike, labels: ArrayLike, max_iter: int = 100,
                 - 0.5 * np.log(alpha + beta * sigma).sum(0)
                 - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
     return float((evidence / n).mean())
+
+
+def layer_cka(model: nn.Module, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+              x: torch.Tensor, layers: Sequence[str]) -> pd.DataFrame:
+    """One row per layer: ``cka`` and ``cka_debiased`` between the outputs of ``layers`` in
+    ``model`` loaded with ``source`` and with ``target`` (state dicts of it), on inputs ``x``
+    (rows = inputs, flattened). ``model`` is not modified."""
+    acts = []
+    for state in (source, target):
+        m = copy.deepcopy(model)
+        m.load_state_dict(state)
+        got = activations(m, x, layers)
+        acts.append([features(got[name], "flatten") for name in layers])
+    return pd.DataFrame({"layer": list(layers), "cka": cka_layers(*acts),
+                         "cka_debiased": cka_layers(*acts, debiased=True)})
+

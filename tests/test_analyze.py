@@ -107,6 +107,30 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     swaps = pd.read_csv(out / "swaps.csv")
     assert len(swaps) == 1 and swaps.score[0] in {k / 6 for k in range(7)}  # accuracy on 6 images
     assert "6 test images" in (out / "report.md").read_text()
+    layers = pd.read_csv(out / "layers.csv")
+    assert layers[["cka", "cka_debiased"]].notna().all().all() and layers.cka.between(0, 1 + 1e-9).all()
+    # the target against itself: every layer's outputs are identical, CKA 1
+    same = tmp_path / "same"
+    rc = main(["analyze", str(d / "target.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
+               "--n-images", "6", "--sets", "all", "--out", str(same), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert pd.read_csv(same / "layers.csv").cka.to_numpy() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
+    from reuse import alignment
+
+    d, models = ckpts
+    spec = alignment.permutation_spec(models["target"])
+    gen = torch.Generator().manual_seed(0)
+    perms = {g: torch.randperm(n, generator=gen) for g, n in spec.sizes.items()}
+    torch.save(alignment.apply_permutation(spec, perms, models["target"].state_dict()), tmp_path / "perm.pt")
+    rc = main(["analyze", str(tmp_path / "perm.pt"), str(d / "target.pt"), *MODEL, "--align",
+               "--out", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+    layers = pd.read_csv(tmp_path / "out" / "layers.csv")
+    assert layers.permuted.all() and (layers.rmse > 0).any()
+    assert layers.aligned_rmse.max() < 1e-9
 
 
 @pytest.mark.parametrize("args, message", [
@@ -121,6 +145,7 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     (["source.pt", "target.pt", "--score", "json:dumps"], "need --model"),
     (["source.pt", "target.pt", *MODEL, "--sets", "single,middle"], "unknown \\['middle'\\]"),
     (["source.pt", "target.pt", "--task", "ranking"], "invalid choice: 'ranking'"),
+    (["source.pt", "target.pt", "--align"], "--align needs --model"),
 ])
 def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message):
     d, _ = ckpts
