@@ -56,6 +56,7 @@ from scipy import stats
 from torch import nn
 
 from ..config import PROFILES
+from ..checkpoints import load_state
 from ..criteria import conv_layers, kernel_rmse
 from ..data import load_domain
 from ..gpu import batch_indices, compute_scope, prepare_model, resolve_device
@@ -346,7 +347,8 @@ def joint_checks(ckpts: pd.DataFrame, sc: Scale, layers: list[str], device: str 
     """Per seed, the selected ``layers`` swapped *together* from theta_S into theta_T
     (:func:`reuse.scan.check_joint`, BN re-estimated). One row per seed: n_selected,
     joint_reuse_score (of the whole selected set), n_kept (after greedy back-off, if the
-    union failed) and kept (the layers kept, comma-separated)."""
+    union failed) and kept (the layers kept, comma-separated). A seed whose target model is
+    no better than chance is not judged (NaN, and ``kept`` says why)."""
     rows, dev = [], resolve_device(device)
     for seed in map(int, sorted(ckpts.seed.unique())):
         p = paths(ckpts, seed)
@@ -355,10 +357,15 @@ def joint_checks(ckpts: pd.DataFrame, sc: Scale, layers: list[str], device: str 
                          "kept": ""})
             continue
         score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
+        target = prepare_model(build_model(seed), dev)
+        target.load_state_dict(load_state(p["target"]))
         with compute_scope(threads=sc.threads):
-            kept, steps = check_joint(p["source"], p["target"], layers, score_fn,
-                                      model=prepare_model(build_model(seed), dev), bn_data=bn_x,
-                                      chance=chance_value, margin=margin)
+            if not score_fn(target) > chance_value:  # as in selection: nothing to lose, not judged
+                rows.append({"seed": seed, "n_selected": 0, "joint_reuse_score": float("nan"), "n_kept": 0,
+                             "kept": "(excluded: the target model is no better than chance)"})
+                continue
+            kept, steps = check_joint(p["source"], p["target"], layers, score_fn, model=target,
+                                      bn_data=bn_x, chance=chance_value, margin=margin)
         rows.append({"seed": seed, "n_selected": len(layers), "joint_reuse_score": float(steps.reuse_score.iloc[0]),
                      "n_kept": len(kept), "kept": ",".join(kept)})
     return pd.DataFrame(rows, columns=["seed", "n_selected", "joint_reuse_score", "n_kept", "kept"])
