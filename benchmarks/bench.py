@@ -5,10 +5,10 @@ steps, prints both figures and their ratio, and checks the two give the same num
 
 (a) training throughput: ``Runner.fit`` vs a plain ``DataLoader(TensorDataset)`` loop;
 (b) N models trained together (``Runner.fit`` on a group, vmapped) vs one after another;
-(c) scoring E1's swap variants: ``reuse.scoring.score_states`` (shared forward work,
-    channels_last, native bf16) vs a plain fp32 NCHW loop of ``reuse.metrics.evaluate``,
-    vs the same loop on the project's model, and ``reuse.group.evaluate_states`` (vmap);
-(d) ``reuse.criteria.kernel_rmse`` (stacked per-layer norms) vs a per-layer Python loop;
+(c) scoring E1's swap variants: ``reuse.toolkit.scoring.score_states`` (shared forward work,
+    channels_last, native bf16) vs a plain fp32 NCHW loop of ``reuse.toolkit.metrics.evaluate``,
+    vs the same loop on the project's model, and ``reuse.study.group.evaluate_states`` (vmap);
+(d) ``reuse.toolkit.criteria.kernel_rmse`` (stacked per-layer norms) vs a per-layer Python loop;
 (e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section;
 (f) why grouping pays or not on this device: the share of a training step spent in
     convolutions (``torch.profiler``) and one grouped convolution vs N dense ones;
@@ -45,17 +45,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reuse.criteria import kernel_rmse
-from reuse.data import write_synthetic_fashion
-from reuse.experiments.network_reusability import TYPE_SETS
-from reuse.gpu import autocast, prepare_model, synchronize
-from reuse.group import evaluate_states
-from reuse.metrics import PRIMARY, evaluate, loss
-from reuse.models import conv_layer_names
-from reuse.provenance import provenance
-from reuse.scoring import score_states
-from reuse.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
-from reuse.train import Runner, RunSpec
+from reuse.study.data import write_synthetic_fashion
+from reuse.study.experiments.network_reusability import TYPE_SETS
+from reuse.toolkit.scoring import evaluate_states
+from reuse.study.models import conv_layer_names
+from reuse.study.train import Runner, RunSpec
+from reuse.toolkit.criteria import kernel_rmse
+from reuse.toolkit.gpu import autocast, prepare_model, synchronize
+from reuse.toolkit.metrics import PRIMARY, evaluate, loss
+from reuse.toolkit.provenance import provenance
+from reuse.toolkit.scoring import score_states
+from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
 
 # sizes: images are image_size px square (Fashion-MNIST resized and padded), one channel
 SIZES = {

@@ -1,11 +1,11 @@
 """Side-by-side speed of the alignment and CKA criteria against a per-layer Python loop.
 
-(a) ``reuse.alignment.weight_matching`` on two resnet18-sized models (random init, seeds 0
+(a) ``reuse.toolkit.alignment.weight_matching`` on two resnet18-sized models (random init, seeds 0
     and 1) vs the plain way of Git Re-Basin's reference code: every cost matrix summed slot
     by slot, each slot's weight re-permuted from the original on every other axis at every
     step. Both visit the groups in the same seeded order, so they must return the same
     permutations (checked).
-(b) ``reuse.similarity.cka_layers`` on 20 layers of activations of 1000 samples vs a loop
+(b) ``reuse.toolkit.similarity.cka_layers`` on 20 layers of activations of 1000 samples vs a loop
     of ``linear_cka`` (biased and debiased; checked equal).
 
 Both variants run in this process on the same inputs, interleaved; each figure is the
@@ -26,8 +26,13 @@ import torch
 import torchvision
 from scipy.optimize import linear_sum_assignment
 
-from reuse.alignment import PermutationSpec, _rows, permutation_spec, weight_matching  # the baseline loops over the same row view
-from reuse.similarity import cka_layers, linear_cka
+from reuse.toolkit.alignment import (  # the baseline loops over the same row view
+    PermutationSpec,
+    _rows,
+    permutation_spec,
+    weight_matching,
+)
+from reuse.toolkit.similarity import cka_layers, linear_cka
 
 
 def _compare(fast: Callable[[], object], loop: Callable[[], object], repeat: int

@@ -1,14 +1,14 @@
 """``python -m reuse COMMAND`` (also the ``reuse`` console script).
 
-Commands: ``run`` executes the notebooks (:mod:`reuse.runner`); ``analyze`` compares two
-checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse.analyze`).
+Commands: ``run`` executes the notebooks (:mod:`reuse.study.batch`); ``analyze`` compares two
+checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse.toolkit.analyze`).
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"run": "reuse.runner", "analyze": "reuse.analyze"}
+COMMANDS = {"run": "reuse.study.batch", "analyze": "reuse.toolkit.analyze"}
 
 
 def main(argv: list[str] | None = None) -> int:

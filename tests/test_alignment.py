@@ -1,4 +1,4 @@
-"""reuse.alignment: permuting keeps the function; a permuted copy aligns back to distance 0;
+"""reuse.toolkit.alignment: permuting keeps the function; a permuted copy aligns back to distance 0;
 weight matching equals a brute-force search where that is feasible."""
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ import torch
 import torchvision
 from torch import nn
 
-from reuse.alignment import (COLUMNS, PermutationSpec, aligned_kernel_rmse, apply_permutation,
-                             permutation_spec, weight_matching)
-from reuse.models import build_model
+from reuse.study.models import build_model
+from reuse.toolkit.alignment import (
+    COLUMNS,
+    PermutationSpec,
+    aligned_kernel_rmse,
+    apply_permutation,
+    permutation_spec,
+    weight_matching,
+)
 
 # (builder, input shape); BN statistics are randomised so a wrong BN permutation shows.
 MODELS = {

@@ -118,7 +118,7 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
 
 
 def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
-    from reuse import alignment
+    from reuse.toolkit import alignment
 
     d, models = ckpts
     spec = alignment.permutation_spec(models["target"])

@@ -1,11 +1,11 @@
-"""reuse.checkpoints.load_state: modules, state dicts, files, checkpoint dicts, wrapper prefixes."""
+"""reuse.toolkit.checkpoints.load_state: modules, state dicts, files, checkpoint dicts, wrapper prefixes."""
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from reuse.checkpoints import STATE_KEYS, load_state
+from reuse.toolkit.checkpoints import STATE_KEYS, load_state
 
 
 @pytest.fixture(scope="module")

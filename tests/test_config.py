@@ -1,6 +1,6 @@
 import pytest
 
-from reuse.config import PROFILES, Grid, check_choices, get_profile
+from reuse.study.config import PROFILES, Grid, check_choices, get_profile
 
 
 def test_profiles_and_overrides():

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from reuse.criteria import kernel_rmse, per_kernel_rmse
-from reuse.models import build_model, conv_layer_names
+from reuse.study.models import build_model, conv_layer_names
+from reuse.toolkit.criteria import kernel_rmse, per_kernel_rmse
 
 
 def _states(seed_a=0, seed_b=1):

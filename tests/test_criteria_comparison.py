@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.experiments import criteria_comparison as e5
+from reuse.study.experiments import criteria_comparison as e5
 
 
 def _points(good: str, seeds=range(6), layers=8, pairs=("a", "b", "c")) -> pd.DataFrame:
@@ -97,13 +97,13 @@ def test_network_table_without_segmentation_is_undecided():
 
 
 def test_ranking_figure_draws_every_criterion():
-    from reuse import plots_criteria
+    from reuse.study import plots
 
     pts = _points("rmse")
     table = pd.DataFrame({"criterion": list(e5.CRITERIA), "family": [c.family for c in e5.CRITERIA.values()],
                           "auc": np.linspace(0.5, 0.9, len(e5.CRITERIA))})
     table["auc_ci_low"], table["auc_ci_high"] = table.auc - 0.05, table.auc + 0.05
-    fig = plots_criteria.ranking(table, e5.head_to_head(pts, n_boot=50), e5.TIE)
+    fig = plots.criteria_comparison.ranking(table, e5.head_to_head(pts, n_boot=50), e5.TIE)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == list(e5.CRITERIA)  # sorted by AUC, worst first
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reuse import data
+from reuse.study import data
 
 
 def test_read_idx_roundtrip_gz_and_raw(tmp_path):
@@ -153,3 +153,19 @@ def test_bad_pair_and_too_many_samples(fake_fashion):
         data.load_pair("nope", 1, 1, 1)
     with pytest.raises(ValueError, match="n=100000"):
         data.load_pair("fashion-split", 100000, 1, 1)
+
+
+@pytest.mark.parametrize("degrees", [10.0, 22.5, 45.0])
+def test_rotation_grid_matches_affine_grid_without_its_matrix_product(degrees):
+    """data.rotate builds affine_grid's grid elementwise (affine_grid's bmm reaches MKL)."""
+    import math
+
+    import torch.nn.functional as F
+
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = math.radians(degrees)
+    theta = torch.tensor([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0]])
+    ref = F.grid_sample(x, F.affine_grid(theta.expand(3, 2, 3), list(x.shape), align_corners=False),
+                        align_corners=False)
+    assert torch.allclose(data.rotate(x, degrees), ref, atol=1e-5)
+    assert torch.equal(data.rotate(x, 0.0), x)

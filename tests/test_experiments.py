@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.config import Grid, SmallData, get_profile
-from reuse.experiments import adequacy, common
-from reuse.experiments import network_reusability as e1
-from reuse.models import build_model, conv_layer_names, head_layer
-from reuse.train import RunSpec
+from reuse.study.config import Grid, SmallData, get_profile
+from reuse.study.experiments import adequacy, common
+from reuse.study.experiments import network_reusability as e1
+from reuse.study.models import build_model, conv_layer_names, head_layer
+from reuse.study.train import RunSpec
 
 GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-random-labels"))
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reuse import gpu
+from reuse.toolkit import gpu
 
 
 def test_resolve_device():

@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
-from reuse.group import evaluate_states, group_key
-from reuse.metrics import PRIMARY, evaluate
-from reuse.models import build_model
-from reuse.train import Runner, RunSpec
+from reuse.study.cache import compute_class
+from reuse.study.group import group_key
+from reuse.study.models import build_model
+from reuse.study.train import Runner, RunSpec
+from reuse.toolkit.metrics import PRIMARY, evaluate
+from reuse.toolkit.scoring import evaluate_states
 
 TINY = dict(width=2, depth=1, steps=6, batch_size=16, n_train=48, weight_decay=1e-3, image_size=16,
             lr=1e-2)
@@ -125,4 +127,5 @@ def test_train_many_grouped_is_filed_apart_from_single_runs(fake_fashion, tmp_pa
                           group_training=True)
     again = again_runner.train_many(specs)
     assert again_runner.trained == 0 and all(r.cached for r in again)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == ["fp32-t1", "fp32-t1-grouped"]
+    folder = compute_class(torch.device("cpu"), "fp32", 1)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [folder, folder + "-grouped"]

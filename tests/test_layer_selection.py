@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.config import Grid
-from reuse.experiments import layer_selection as e2
+from reuse.study.config import Grid
+from reuse.study.experiments import layer_selection as e2
 
 GRID = Grid(("unet",), ("autoencoder",), ("fashion-split", "fashion-to-digits"))
 
@@ -34,7 +34,7 @@ def test_e2_frames_are_tidy(runner_profile):
     n = int(swaps.n_layers.iloc[0])
     assert len(swaps) == 2 * 2 * 3 * 2 * n  # pairs x seeds x donors x BN variants x layers
     assert set(swaps.donor) == {"source", "twin", "different_init"} and len(cells) == 4
-    selected = e2.select(swaps, cells.assign(usable=True))
+    selected = e2.layer_verdicts(swaps, cells.assign(usable=True))
     assert len(selected) == 2 * n and set(selected.verdict) <= {"holds", "refuted", "undecided"}
     table = e2.selection_table(selected)
     assert list(table.n_layers) == [n, n] and (table.holds + table.refuted + table.undecided == n).all()

@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from reuse import metrics
+from reuse.toolkit import metrics
 
 
 def test_segmentation_scores_match_torchmetrics():

@@ -1,62 +1,74 @@
-"""reuse.experiments.own_model: deterministic, cached ResNet-18 checkpoints on the right data."""
+"""reuse.study.experiments.own_model: deterministic, cached ResNet-18 checkpoints on the right data."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from scipy import stats
 
-from reuse.data import FASHION_FILES, read_idx
-from reuse.experiments import own_model as om
+from reuse.study.config import get_profile
+from reuse.study.data import FASHION_FILES, read_idx
+from reuse.study.experiments import own_model as om
+from reuse.study.models import build_model
+from reuse.study.train import Runner
 
-TINY = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, threads=1)
+TINY_OWN = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, n_seeds=1)
 
 
 @pytest.fixture
 def tiny(fake_fashion):
-    return om.scale("smoke", [0], **TINY)
+    prof = get_profile("smoke", [0])
+    return dataclasses.replace(prof, own=dataclasses.replace(prof.own, **TINY_OWN))
 
 
-def test_same_seed_gives_the_same_state_dict_and_another_init_does_not(tiny, fake_fashion):
-    settings = om.run_settings(tiny, 0, "target", "cpu")
-    a, b = om.train(settings, fake_fashion), om.train(settings, fake_fashion)
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    theta_0 = om.build_model(0).state_dict()
-    assert not torch.equal(a["conv1.weight"], theta_0["conv1.weight"])  # it trained
-    other = om.train(om.run_settings(tiny, 0, "different_init", "cpu"), fake_fashion)
-    assert not torch.equal(a["conv1.weight"], other["conv1.weight"])
+def _runner(fake_fashion, cache=None):
+    return Runner("cpu", cache, fake_fashion, progress=False)
+
+
+def test_one_training_path_same_seed_same_state_dict_and_another_init_differs(tiny, fake_fashion):
+    spec = om.specs(tiny, 0)["target"]
+    a, b = _runner(fake_fashion).train(spec), _runner(fake_fashion).train(spec)
+    assert a.state.keys() == b.state.keys()
+    assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    theta_0 = _runner(fake_fashion).build(spec).state_dict()  # torchvision's resnet18, 5 classes
+    assert theta_0.keys() == torchvision.models.resnet18(num_classes=5).state_dict().keys()
+    assert not torch.equal(a.state["conv1.weight"], theta_0["conv1.weight"])  # it trained
+    assert a.history and "accuracy" in a.history[-1]  # the one fit records its learning curve
+    other = _runner(fake_fashion).train(om.specs(tiny, 0)["different_init"])
+    assert not torch.equal(a.state["conv1.weight"], other.state["conv1.weight"])
 
 
 def test_roles_share_theta_0_except_the_negative_control(tiny):
-    s = {r: om.run_settings(tiny, 3, r) for r in om.ROLES}
+    s = om.specs(tiny, 3)
+    assert set(s) == set(om.ROLES)
     assert s["source"].init_seed == s["target"].init_seed == s["twin"].init_seed == 3
     assert s["different_init"].init_seed != 3
     assert (s["twin"].block, s["target"].block) == (1, 0)
     assert s["twin"].order_seed != s["target"].order_seed == s["different_init"].order_seed
-    assert (s["source"].side, s["target"].side) == ("source", "target")
+    assert (s["source"].domain, s["target"].domain) == ("source", "target")
+    assert {x.architecture for x in s.values()} == {"resnet18"} and {x.channels for x in s.values()} == {3}
     assert len({x.key for x in s.values()}) == 4
-    # build_model leaves the caller's random state alone
-    before = torch.get_rng_state()
-    om.build_model(0)
+    before = torch.get_rng_state()  # architecture() leaves the caller's random state alone
+    om.architecture()
     assert torch.equal(before, torch.get_rng_state())
 
 
-def test_second_call_loads_the_cache_and_does_not_train(tiny, fake_fashion, tmp_path, monkeypatch):
-    first = om.checkpoints(tiny, "cpu", tmp_path, fake_fashion, roles=("source", "target"))
+def test_second_call_loads_the_cache_and_does_not_train(tiny, fake_fashion, tmp_path):
+    first = om.checkpoints(_runner(fake_fashion, tmp_path / "cache"), tiny, tmp_path, roles=("source", "target"))
     assert not first.cached.any() and len(first) == 2
     for path in first.path:  # a plain state-dict file, loadable as a user would
         state = torch.load(path, weights_only=True)
         assert state["fc.weight"].shape == (5, 512)
         assert path.startswith(str(tmp_path / "own_model"))
-    calls = []
-    monkeypatch.setattr(om, "train", lambda *a, **k: calls.append(a) or {})
     mtimes = [(p, os.stat(p).st_mtime_ns) for p in first.path]
-    second = om.checkpoints(tiny, "cpu", tmp_path, fake_fashion, roles=("source", "target"))
-    assert calls == [] and second.cached.all()
+    again = _runner(fake_fashion, tmp_path / "cache")
+    second = om.checkpoints(again, tiny, tmp_path, roles=("source", "target"))
+    assert again.trained == 0 and second.cached.all()
     assert list(second.path) == list(first.path)
     assert all(os.stat(p).st_mtime_ns == t for p, t in mtimes)
     assert not list((tmp_path / "own_model").glob(".*.tmp"))  # no temporary file left behind
@@ -86,18 +98,13 @@ def test_twin_block_is_disjoint_from_the_target_block(fake_fashion):
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: om.scale("huge"), "profile='huge'"),
-    (lambda: om.scale("smoke", []), "seeds"),
-    (lambda: om.scale("smoke", [0, 0]), "seeds"),
-    (lambda: om.scale("smoke", [-1]), "seeds"),
-    (lambda: om.scale("smoke", bogus=3), "bogus"),
-    (lambda: om.scale("smoke", steps=0), "steps"),
-    (lambda: om.run_settings(om.scale("smoke"), 0, "teacher"), "role='teacher'"),
-    (lambda: om.run_settings(om.scale("smoke"), -2, "target"), "seed=-2"),
-    (lambda: om.run_settings(om.scale("smoke"), 0, "target", "tpu"), "device='tpu'"),
+    (lambda: om.specs(get_profile("smoke"), -2), "seed=-2"),
+    (lambda: om.specs(get_profile("smoke"), 0)["target"].replace(steps=0), "steps=0"),
+    (lambda: build_model("resnet18", "segmentation", 3, 5), "task 'classification'"),
+    (lambda: build_model("unet", "classification", 1, 5), "task='classification'"),
     (lambda: om.images("target", "valid", 4), "split='valid'"),
     (lambda: om.images("target", "train", 0), "n=0"),
-    (lambda: om.checkpoints(om.scale("smoke"), "cpu", roles=("teacher",)), "teacher"),
+    (lambda: om.checkpoints(None, get_profile("smoke"), ".", roles=("teacher",)), "teacher"),
 ])
 def test_bad_parameters_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from reuse import plots, plots_selection  # noqa: E402
+from reuse.study import plots  # noqa: E402
 
 
 def _frame(measure: str, scores) -> pd.DataFrame:
@@ -21,13 +21,13 @@ def _frame(measure: str, scores) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("draw, measure", [
-    (lambda f: plots.layer_curves(f, 0.5), "prefix"),
-    (lambda f: plots.reuse_scores(f, 0.5), "all_conv"),
-    (lambda f: plots.parameter_types(f, {"reusable": 0.5}), "param_type"),
-    (lambda f: plots_selection.selected_layers(f, 0.5), "single"),
+    (lambda f: plots.network_reusability.layer_curves(f, 0.5), "prefix"),
+    (lambda f: plots.network_reusability.reuse_scores(f, 0.5), "all_conv"),
+    (lambda f: plots.network_reusability.parameter_types(f, {"reusable": 0.5}), "param_type"),
+    (lambda f: plots.layer_selection.selected_layers(f, 0.5), "single"),
 ])
 def test_an_all_nan_panel_is_left_out_and_all_nan_gives_a_note(draw, measure):
     one_panel_nan = _frame(measure, [0.2, 0.4, np.nan, np.nan])
     assert draw(one_panel_nan).axes  # drew the finite panel, did not raise
     nothing = draw(_frame(measure, [np.nan] * 4))
-    assert any(plots.NO_SCORES in t.get_text() for ax in nothing.axes for t in ax.texts)
+    assert any(plots.common.NO_SCORES in t.get_text() for ax in nothing.axes for t in ax.texts)

@@ -1,4 +1,4 @@
-"""reuse.provenance: every key present, offline, never failing."""
+"""reuse.toolkit.provenance: every key present, offline, never failing."""
 from __future__ import annotations
 
 import json
@@ -9,21 +9,23 @@ from datetime import datetime
 
 import pytest
 
-import reuse.provenance as prov_module
-from reuse.provenance import PACKAGES, provenance
+import reuse.toolkit.provenance as prov_module
+from reuse.toolkit.provenance import PACKAGES, provenance
 
 
 def test_keys_values_and_params():
     params = {"profile": "smoke", "seeds": [0, 1]}
     prov = provenance(params)
     assert set(prov) == {"commit", "dirty", "timestamp_utc", "python", "packages", "platform",
-                         "device", "params"}
+                         "device", "cpu", "params"}
     assert isinstance(prov["commit"], str) and prov["commit"]
     assert datetime.fromisoformat(prov["timestamp_utc"]).utcoffset().total_seconds() == 0
     assert prov["python"] == platform.python_version()
     assert set(prov["packages"]) == set(PACKAGES)
     assert prov["packages"]["torch"] != "not installed"
     assert prov["device"]
+    # the CPU class that fixes the last bits of CPU results, with the MKL branch reuse pins
+    assert set(prov["cpu"]) == {"model", "vendor", "mkl_cbwr"} and prov["cpu"]["mkl_cbwr"] == "COMPATIBLE"
     assert prov["params"] == params and prov["params"] is not params
     json.dumps(prov)  # JSON-ready
 

@@ -1,4 +1,4 @@
-"""reuse.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
+"""reuse.study.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.report import _markdown_table, main, record, summarize
+from reuse.study.report import _markdown_table, main, record, summarize
 
 
 def _headline() -> pd.DataFrame:

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse import stats_tests
-from reuse.config import Grid
-from reuse.experiments import layer_selection as e2
-from reuse.experiments import rmse_threshold as e3
-from reuse.experiments.common import Condition
+from reuse.study.config import Grid
+from reuse.study.experiments import layer_selection as e2
+from reuse.study.experiments import rmse_threshold as e3
+from reuse.study.experiments.common import Condition
+from reuse.toolkit import stats
 
 GRID = Grid(("unet",), ("segmentation",), ("fashion-split", "fashion-to-digits"))
 
@@ -17,17 +17,17 @@ def test_fit_threshold_recovers_a_known_separating_value():
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.uniform(0.0, 0.3, 40), rng.uniform(0.5, 1.0, 60)])
     labels = np.arange(100) < 40
-    threshold, acc = stats_tests.fit_threshold(x, labels)
+    threshold, acc = stats.fit_threshold(x, labels)
     assert x[labels].max() < threshold < x[~labels].min() and acc == 1.0
     assert threshold == pytest.approx((x[labels].max() + x[~labels].min()) / 2)
-    assert stats_tests.roc_auc(x, labels) == 1.0
+    assert stats.roc_auc(x, labels) == 1.0
     # overlapping classes: the cut still lands in the overlap and beats chance
     y = rng.uniform(0, 1, 400) < 0.5
     z = np.where(y, rng.normal(0.4, 0.1, 400), rng.normal(0.6, 0.1, 400))
-    t, acc = stats_tests.fit_threshold(z, y)
+    t, acc = stats.fit_threshold(z, y)
     assert 0.45 < t < 0.55 and acc > 0.75
     with pytest.raises(ValueError, match="needs reusable and non-reusable"):
-        stats_tests.fit_threshold([0.1, 0.2], [True, True])
+        stats.fit_threshold([0.1, 0.2], [True, True])
 
 
 def test_held_out_accuracy_never_fits_on_the_held_out_pair(monkeypatch):

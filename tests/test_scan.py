@@ -1,4 +1,4 @@
-"""reuse.scan: swap scans, selection and the joint check on torchvision models."""
+"""reuse.toolkit.scan: swap scans, selection and the joint check on torchvision models."""
 
 import copy
 import math
@@ -11,7 +11,7 @@ import torchvision
 from scipy import stats
 from torch.optim.swa_utils import update_bn
 
-from reuse import scan
+from reuse.toolkit import scan, selection
 
 N_CLASSES = 3
 
@@ -111,14 +111,14 @@ def _scan_frame(values: dict[str, float]) -> pd.DataFrame:
 def test_select_with_one_seed_warns_and_uses_the_point_estimate():
     one = _scan_frame({"a": 0.9, "b": 0.4})
     with pytest.warns(UserWarning, match="one seed.*point estimate.*without a confidence interval"):
-        out = scan.select(one, margin=0.5)
+        out = selection.swap_verdicts(one, margin=0.5)
     assert out.reusable.tolist() == [True, False] and out.ci_low.isna().all()
     assert (out.basis == "point estimate (1 seed)").all()
 
 
 def test_select_over_seeds_uses_the_student_t_ci():
     seeds = [_scan_frame({"a": a, "b": b}) for a, b in [(0.9, 0.6), (0.8, 0.2), (0.85, 0.7)]]
-    out = scan.select(seeds, margin=0.5).set_index("layer")
+    out = selection.swap_verdicts(seeds, margin=0.5).set_index("layer")
     for layer, values in {"a": [0.9, 0.8, 0.85], "b": [0.6, 0.2, 0.7]}.items():
         v = np.array(values)
         half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / math.sqrt(3)
@@ -126,9 +126,9 @@ def test_select_over_seeds_uses_the_student_t_ci():
         assert out.loc[layer, "n"] == 3
     assert out.reusable.tolist() == [True, False]  # b's mean 0.5 > margin is not enough
     with pytest.raises(ValueError, match="pass value='relative'"):
-        scan.select(_scan_frame({"a": math.nan}))
+        selection.swap_verdicts(_scan_frame({"a": math.nan}))
     with pytest.raises(TypeError, match="scans is a dict"):
-        scan.select({"a": 1})
+        selection.swap_verdicts({"a": 1})
 
 
 def test_check_joint_backs_off_when_the_union_fails():
@@ -141,15 +141,15 @@ def test_check_joint_backs_off_when_the_union_fails():
         swapped = {n for n in layers if torch.equal(s[f"{n}.weight"], source.state_dict()[f"{n}.weight"])}
         return 0.1 if bad <= swapped else 0.9 - 0.01 * len(swapped)
 
-    kept, log = scan.check_joint(source, target, layers, score_fn, chance=0.0)
+    kept, log = selection.check_joint(source, target, layers, score_fn, chance=0.0)
     assert kept == [layers[0], layers[2], layers[3]]  # dropping layers[1] scores highest (first tie)
     assert log.passes.tolist() == [False, True] and log.dropped[1] == layers[1] and pd.isna(log.dropped[0])
     assert log.reuse_score.tolist() == pytest.approx([0.1 / 0.9, 0.87 / 0.9])
-    kept, log = scan.check_joint(source, target, [layers[0], layers[1]], score_fn)
+    kept, log = selection.check_joint(source, target, [layers[0], layers[1]], score_fn)
     assert kept == [layers[0], layers[1]] and len(log) == 1 and log.passes[0]
 
 
 def test_check_joint_refuses_a_chance_the_target_does_not_beat():
     source, target = _pair("mobilenet_v3_small")
     with pytest.raises(ValueError, match="not above chance=0.5: no reuse score; pass chance=None"):
-        scan.check_joint(source, target, ["features.0.0"], lambda m: 0.4, chance=0.5)
+        selection.check_joint(source, target, ["features.0.0"], lambda m: 0.4, chance=0.5)

@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from reuse.gpu import prepare_model
-from reuse.metrics import PRIMARY, evaluate
-from reuse.models import build_model, conv_layer_names
-from reuse.scoring import score_states
-from reuse.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
+from reuse.study.models import build_model, conv_layer_names
+from reuse.toolkit.gpu import prepare_model
+from reuse.toolkit.metrics import PRIMARY, evaluate
+from reuse.toolkit.scoring import score_states
+from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
 
 
 def _trained_like(architecture, task, n_out, seed):

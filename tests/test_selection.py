@@ -2,12 +2,14 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
 
-from reuse.models import build_model
-from reuse.selection import conv_layers, kernel_keys, select_layers
+from reuse.study.models import build_model
+from reuse.toolkit.criteria import conv_layers, kernel_keys
+from reuse.toolkit.selection import select_layers
 
 
 def _state(arch: str = "unet", seed: int = 0, width: int = 4) -> dict[str, torch.Tensor]:
@@ -60,7 +62,7 @@ def test_noise_floor_is_shown_per_layer():
 
 
 def test_bad_inputs_name_the_problem():
-    with pytest.raises(ValueError, match="same architecture trained from a shared initialisation"):
+    with pytest.raises(ValueError, match="same architecture"):
         select_layers(_state("unet"), _state("pspnet"), threshold=1.0)
     with pytest.raises(ValueError, match="threshold=-1"):
         select_layers(_state(), _state(), threshold=-1)
@@ -104,3 +106,23 @@ def test_score_fn_checks_the_chosen_set_as_a_whole(tmp_path):
     log = table.attrs["joint_check"]
     assert list(log.passes) == [False, True] and log.dropped[1] == "conv1"
     assert target.training  # the user's module is left as it was
+
+
+def test_one_decision_from_swap_evidence_and_the_criterion():
+    """select_layers is the one decider: swap evidence (swap_verdicts) and the criterion
+    are conditions of the same rule, and the table says which failed."""
+    s = _state()
+    t = _perturbed(s, 0.05)
+    layers = conv_layers(s)[:3]
+    scores = {layers[0]: [0.9, 0.95], layers[1]: [0.2, 0.3], layers[2]: [0.8, 0.85]}
+    scans = pd.DataFrame([{"seed": seed, "set": "single", "layer": name, "reuse_score": v}
+                          for name, values in scores.items() for seed, v in enumerate(values)])
+    table, chosen = select_layers(s, t, layers, scans=scans, margin=0.5)
+    assert chosen == [layers[0], layers[2]]
+    assert table.set_index("layer").loc[layers[1], "reason"].startswith("not reused: single swap")
+    assert table.swap_n.tolist() == [2, 2, 2]
+    rel = table.rel_rmse.to_numpy()
+    cut = float(sorted(rel)[0])  # only the closest layer passes the criterion
+    both, chosen = select_layers(s, t, layers, scans=scans, margin=0.5, threshold=cut, use_relative=True)
+    assert chosen == [name for name, r in zip(layers, rel) if r <= cut and name != layers[1]]
+    assert select_layers(s, t, layers, scans=scans, network_reusable=False)[1] == []

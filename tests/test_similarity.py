@@ -1,4 +1,4 @@
-"""reuse.similarity against independent computations: a numpy CKA with an explicit centring
+"""reuse.toolkit.similarity against independent computations: a numpy CKA with an explicit centring
 matrix, the published torch-cka package, a direct LogME without the SVD trick."""
 
 from __future__ import annotations
@@ -10,8 +10,15 @@ from scipy.stats import ortho_group
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from reuse.similarity import (activations, cka_layers, features, linear_cka, logme, pwcca,
-                              svcca)
+from reuse.toolkit.similarity import (
+    activations,
+    cka_layers,
+    features,
+    linear_cka,
+    logme,
+    pwcca,
+    svcca,
+)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.config import Grid
-from reuse.experiments import small_data as e4
-from reuse.stats_tests import paired_test
+from reuse.study.config import Grid
+from reuse.study.experiments import small_data as e4
+from reuse.toolkit.stats import paired_test
 
 GRID = Grid(("unet",), ("segmentation",), ("fashion-split", "fashion-to-digits"))
 

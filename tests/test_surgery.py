@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from reuse import surgery
-from reuse.metrics import evaluate, reuse_score
-from reuse.models import ARCHITECTURES, build_model, conv_layer_names
+from reuse.study.models import ARCHITECTURES, build_model, conv_layer_names
+from reuse.toolkit import surgery
+from reuse.toolkit.metrics import evaluate, reuse_score
 
 
 def _pair(arch, seed_a=0, seed_b=1, width=4):

@@ -4,7 +4,9 @@ import warnings
 import pytest
 import torch
 
-from reuse.train import Runner, RunSpec
+from reuse.study.cache import compute_class
+from reuse.study.train import Runner, RunSpec
+from reuse.toolkit.provenance import cpu_class
 
 TINY = dict(width=2, depth=1, steps=8, batch_size=16, n_train=48, image_size=16)
 
@@ -122,7 +124,10 @@ def test_cache_is_filed_by_precision_and_threads(fake_fashion, tmp_path):
     assert bf16.precision == "bf16" and not bf16.train(spec).cached and bf16.trained == 1
     two = _runner(tmp_path, threads=2)
     assert not two.train(spec).cached
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == ["bf16-t1", "fp32-t1", "fp32-t2"]
+    cpu = torch.device("cpu")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == sorted(
+        compute_class(cpu, precision, threads) for precision, threads in [("bf16", 1), ("fp32", 1), ("fp32", 2)])
+    assert compute_class(cpu, "fp32", 1).endswith(f"-{cpu_class()['vendor']}-mkl{cpu_class()['mkl_cbwr']}")
     assert _runner(tmp_path, precision="fp32").train(spec).cached
     assert two.settings()["threads"] == 2 and bf16.settings()["precision"] == "bf16"
 
@@ -136,7 +141,7 @@ def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
             model(x)  # BN statistics move before the failure: the retrain must not see that
             raise RuntimeError("inductor exploded")
         return forward if enabled else model
-    monkeypatch.setattr("reuse.train.compiled", broken)
+    monkeypatch.setattr("reuse.study.fit.compiled", broken)
     runner = Runner("cpu", cache_dir=None, progress=False, compile=True)
     with pytest.warns(UserWarning, match="torch.compile failed .*inductor exploded"):
         run = runner.train(spec)
@@ -187,8 +192,8 @@ def test_read_only_cache_serves_and_says_new_runs_are_not_saved(fake_fashion, tm
 
     def denied(*args, **kwargs):  # what a read-only folder answers (root ignores chmod)
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("reuse.train.tempfile.mkstemp", denied)
-    monkeypatch.setattr("reuse.train.FileLock", denied)
+    monkeypatch.setattr("reuse.study.cache.tempfile.mkstemp", denied)
+    monkeypatch.setattr("reuse.study.cache.FileLock", denied)
     runner = _runner(tmp_path)
     assert runner.train(spec).cached
     with pytest.warns(UserWarning, match="cannot be written .* kept in memory only"):

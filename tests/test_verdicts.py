@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse import verdicts as v
-from reuse.experiments import adequacy
-from reuse.experiments import layer_selection as e2
-from reuse.experiments import network_reusability as e1
-from reuse.experiments import rmse_threshold as e3
-from reuse.experiments import small_data as e4
+from reuse.study.experiments import adequacy
+from reuse.study.experiments import layer_selection as e2
+from reuse.study.experiments import network_reusability as e1
+from reuse.study.experiments import rmse_threshold as e3
+from reuse.study.experiments import small_data as e4
+from reuse.toolkit import verdicts as v
 
 SEEDS = range(5)
 HOLDS = [0.90, 0.92, 0.88, 0.91, 0.89]  # clearly above every margin but 0.9
@@ -137,10 +137,10 @@ def _swaps(source_by_layer, twin=1.0, other=0.0, pairs=("fashion-split",), noise
 
 def test_j2_per_layer_all_three_ways_and_gated():
     swaps = _swaps([HOLDS, REFUTED, UNDECIDED])
-    selected = e2.select(swaps, _cells([("unet", "segmentation", "fashion-split")]))
+    selected = e2.layer_verdicts(swaps, _cells([("unet", "segmentation", "fashion-split")]))
     assert selected.verdict.tolist() == ["holds", "refuted", "undecided"]
     assert selected.selected.tolist() == [True, False, False]
-    gated = e2.select(_swaps([HOLDS], twin=UNDECIDED), _cells([("unet", "segmentation", "fashion-split")]))
+    gated = e2.layer_verdicts(_swaps([HOLDS], twin=UNDECIDED), _cells([("unet", "segmentation", "fashion-split")]))
     assert gated.verdict.tolist() == ["undecided"]
 
 
@@ -251,3 +251,18 @@ def test_adequacy_summary():
                           for p, t in (("a", 0.89), ("b", 0.6)) for s in SEEDS])
     table = adequacy.summary(cells).set_index("pair")
     assert table.adequate.to_dict() == {"a": True, "b": False}
+
+
+def test_one_home_for_intervals_one_seed_gives_no_interval_everywhere():
+    """stats.mean_ci is the interval of verdicts and of the figures' error bars alike."""
+    from reuse.study.plots.common import t_interval
+    from reuse.toolkit import stats
+
+    one = stats.mean_ci([0.7])
+    assert one["estimate"] == 0.7 and np.isnan(one["ci_low"]) and np.isnan(one["ci_high"])
+    assert all(np.isnan(t_interval([0.7])))
+    mv = v.mean_verdict([0.7], 0.5)
+    assert mv["verdict"] == "undecided" and np.isnan(mv["ci_low"])
+    three = [0.6, 0.7, 0.8]
+    assert t_interval(three) == (stats.mean_ci(three)["ci_low"], stats.mean_ci(three)["ci_high"])
+    assert v.mean_verdict(three, 0.5)["ci_low"] == stats.mean_ci(three)["ci_low"]

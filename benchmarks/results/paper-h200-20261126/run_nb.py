@@ -1,6 +1,10 @@
 """Execute a notebook's code cells in one namespace with overridden parameters (no Jupyter needed)."""
-import json, sys, time
+import json
+import sys
+import time
+
 import matplotlib
+
 matplotlib.use("Agg")
 nb_path = sys.argv[1]
 params = json.loads(sys.argv[2])

@@ -1,0 +1,206 @@
+"""Scales: the ``smoke``, ``quick`` and ``paper`` profiles (docs/protocol.md, section 7).
+
+A :class:`Profile` holds every number that changes with the scale: data sizes, model size,
+training length (in optimiser steps), seeds, the compute settings that fix rounding, and
+each experiment's grid. Notebooks take ``profile`` and resolve it here, in one place. What
+does *not* change with the scale (the rules and their margins) lives in
+:mod:`reuse.toolkit.verdicts`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The conditions an experiment covers: architectures x tasks x pairs."""
+
+    architectures: tuple[str, ...]
+    tasks: tuple[str, ...]
+    pairs: tuple[str, ...] = ("fashion-split", "fashion-to-digits")
+
+
+@dataclass(frozen=True)
+class SmallData:
+    """Training on a few target samples (E2's reuse-as-initialisation, E4)."""
+
+    steps: int  # optimiser steps of every small-data run, whatever its n_T
+    batch_size: int  # at most; smaller sets use about n_T / 4 (BatchNorm needs >= 2)
+
+
+@dataclass(frozen=True)
+class OwnModel:
+    """Notebook 06: torchvision's ResNet-18 on Fashion-MNIST classes 0-4 -> 5-9, trained
+    through the same runner, fit and cache as every other model (sizes measured in
+    :mod:`reuse.study.experiments.own_model`'s docstring)."""
+
+    image_size: int  # px (Fashion-MNIST's 28 px resized to image_size - 4, padded)
+    n_train: int  # training images per model (the target's at most half its domain: the twin)
+    n_test: int  # target test images every swap is scored on
+    n_bn: int  # target training images BN statistics are re-estimated on after a swap
+    steps: int  # optimiser steps
+    batch_size: int
+    lr: float  # Adam, cosine-annealed to 0
+    n_seeds: int  # the profile's first n seeds
+    source_sets: tuple[str, ...] = ("single", "prefix", "suffix", "all")  # the source's swap sets
+    n_layers: int | None = None  # scan only the first n conv layers (None: all 20)
+    score_threads: int | None = None  # intra-op threads while scoring; None: torch's default
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that changes with the scale."""
+
+    name: str
+    # data (samples; the target is capped at half its domain so that the twin can train
+    # on the other half: digits has 1,297 training images, so at most 648)
+    image_size: int  # px: Fashion-MNIST's 28 px resized to image_size - 4, padded by 2
+    n_source: int
+    n_target: int
+    n_test: int  # target test samples every swap is scored on
+    # models and training (Adam, cosine-annealed learning rate, no weight decay)
+    widths: dict  # architecture -> channels of the first stage (see WIDTHS)
+    depth: int  # down-sampling stages
+    batch_size: int
+    steps: int  # optimiser steps of every full run
+    lr: float
+    seeds: tuple[int, ...]
+    # compute: these fix the rounding, so cached runs are filed under them
+    precision: str = "fp32"  # 'fp32' | 'bf16' | 'auto' (bf16 where the hardware has it)
+    threads: int = 1  # intra-op threads per training process
+    workers: int = 1  # training processes (each with `threads` threads)
+    deterministic: bool = True  # bit-identical reruns; slower on a GPU
+    # experiments
+    grid: Grid = Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"),
+                      ("fashion-split", "fashion-to-digits", "fashion-random-labels"))
+    order_twins: int = 3  # seeds per condition with a batch-order twin (the noise floor)
+    adequacy_factor: int = 4  # training adequacy: a run this many times longer is the reference
+    n_bn: int = 512  # target training samples BN statistics are re-estimated on
+    small: SmallData = SmallData(steps=300, batch_size=32)
+    e2_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",))  # M2 (reuse as initialisation)
+    e2_fraction: float = 0.1  # n_T of M2, as a fraction of n_target
+    e2_points: int | None = 3  # layers M2 is measured at (None: every layer)
+    e3_dose: Grid = Grid(("unet",), ("segmentation",), ("fashion-shift",))
+    e3_shifts: tuple[float, ...] = (0.0, 0.5, 1.0)
+    e4_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",),
+                         ("fashion-split", "fashion-to-digits", "fashion-random-labels"))
+    e4_fractions: tuple[float, ...] = (0.02, 0.1, 1.0)
+    e4_random_draws: int = 3  # random layer sets of the rule's size per cell
+    # notebook 06; the quick and paper values: the whole notebook in about 4 minutes on 2
+    # CPU cores at 16 px and 150 steps (near the plateau), three seeds, the fewest with a
+    # usable Student-t CI; on one GPU 32 px, more data, longer training, five seeds
+    own: OwnModel = OwnModel(image_size=16, n_train=3000, n_test=500, n_bn=256, steps=150,
+                             batch_size=64, lr=1e-3, n_seeds=3)
+    extra: dict = field(default_factory=dict, compare=False)  # free-form notes, never used
+
+    def width(self, architecture: str) -> int:
+        """Channels of the first stage of ``architecture``."""
+        if architecture not in self.widths:
+            raise ValueError(f"architecture={architecture!r}; this profile has widths for "
+                             f"{', '.join(self.widths)}")
+        return self.widths[architecture]
+
+    def as_dict(self) -> dict:
+        """Every field, nested dataclasses as dicts (for provenance)."""
+        return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        if self.image_size % 2 ** self.depth or self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size}; must be >= 8 and divisible by "
+                             f"2**depth = {2 ** self.depth}")
+        if self.order_twins > len(self.seeds):
+            raise ValueError(f"order_twins={self.order_twins} > {len(self.seeds)} seeds")
+        if self.own.n_seeds < 1:
+            raise ValueError(f"own.n_seeds={self.own.n_seeds}; must be >= 1")
+
+
+def widths(base: int) -> dict[str, int]:
+    """First-stage channels per architecture: UNet and its skip-free control feed their
+    1x1 head with ``width`` channels, PSPNet with ``2 * width``; giving UNet twice PSPNet's
+    width feeds both heads alike. (A width-8 UNet, 8 channels for 6 classes, converged in
+    some seeds and stalled at half the mIoU in others; at width 12-16 every seed converged.)"""
+    return {"unet": 2 * base, "plain": 2 * base, "pspnet": base}
+
+
+_SMOKE_GRID = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"))
+PROFILES = {
+    # every code path in seconds: CI and nbval. Numbers mean nothing.
+    "smoke": Profile("smoke", image_size=16, n_source=128, n_target=96, n_test=64, widths=widths(2),
+                     depth=1, batch_size=16, steps=40, lr=1e-2, seeds=(0, 1), order_twins=1,
+                     adequacy_factor=2, n_bn=64, small=SmallData(steps=6, batch_size=8),
+                     grid=_SMOKE_GRID, e2_grid=Grid(("unet",), ("segmentation",)), e2_points=2,
+                     e3_dose=Grid(("unet",), ("segmentation",), ("fashion-shift",)),
+                     e3_shifts=(0.0, 1.0),
+                     e4_grid=Grid(("unet",), ("segmentation",),
+                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     e4_fractions=(0.25, 1.0), e4_random_draws=1,
+                     # each swap of a ResNet-18 costs about 0.3 s on a busy 2-core CPU, so smoke
+                     # scans 4 layers; one scoring thread: CI runs it beside other work
+                     own=OwnModel(image_size=16, n_train=64, n_test=64, n_bn=32, steps=20, batch_size=16,
+                                  lr=1e-3, n_seeds=2, source_sets=("single", "all"), n_layers=4,
+                                  score_threads=1)),
+    # a 2-core CPU in at most 30 minutes: 16 px images, trained to a plateau (the
+    # adequacy check in notebook 01 shows it), 5 seeds, two training processes of one
+    # thread each (1.26-1.39x one process of two threads on 2 cores, benchmarks/README.md, g)
+    "quick": Profile("quick", image_size=16, n_source=4000, n_target=600, n_test=300, n_bn=256,
+                     widths=widths(8), depth=2, batch_size=32, steps=800, lr=3e-3,
+                     seeds=(0, 1, 2, 3, 4), workers=2, small=SmallData(steps=200, batch_size=32),
+                     grid=Grid(("unet", "pspnet"), ("segmentation",),
+                               ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     # the small-data runs (M2, E4) on PSPNet only: on 2 cores each UNet run
+                     # costs twice as much, and the 30 minutes would not hold
+                     e2_grid=Grid(("pspnet",), ("segmentation",)), e2_points=2,
+                     e3_dose=Grid(("pspnet",), ("segmentation",), ("fashion-shift",)),
+                     e4_grid=Grid(("pspnet",), ("segmentation",),
+                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     e4_fractions=(0.02, 0.1), e4_random_draws=2),
+    # one GPU: 32 px, wider and deeper nets, the full grid, 10 seeds
+    "paper": Profile("paper", image_size=32, n_source=10000, n_target=640, n_test=2000,
+                     widths=widths(16), depth=3, batch_size=64, steps=2000, lr=3e-3, seeds=tuple(range(10)),
+                     deterministic=False, order_twins=5,
+                     e2_grid=Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder")),
+                     e2_points=None, e3_shifts=(0.0, 0.25, 0.5, 0.75, 1.0),
+                     e3_dose=Grid(("unet", "pspnet"), ("segmentation", "autoencoder"),
+                                  ("fashion-shift",)),
+                     e4_grid=Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"),
+                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     e4_fractions=(0.01, 0.05, 0.2, 1.0), e4_random_draws=5,
+                     own=OwnModel(image_size=32, n_train=12000, n_test=2000, n_bn=512, steps=2000,
+                                  batch_size=128, lr=1e-3, n_seeds=5)),
+}
+
+
+def get_profile(name: str, seeds: list[int] | tuple[int, ...] | None = None, **overrides) -> Profile:
+    """The named profile, with ``seeds`` (and any field in ``overrides``) replaced when given.
+
+    ``overrides`` whose value is None are ignored, so notebooks can pass their optional
+    parameters straight through.
+    """
+    if name not in PROFILES:
+        raise ValueError(f"profile={name!r}; allowed: {', '.join(PROFILES)}")
+    profile = PROFILES[name]
+    if seeds is not None:
+        seeds = tuple(seeds)
+        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds={list(seeds)!r}; expected a non-empty list of distinct "
+                             "integers >= 0")
+        overrides["seeds"] = seeds
+        overrides.setdefault("order_twins", min(profile.order_twins, len(seeds)))
+    fields = {f.name for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown profile fields {unknown}; allowed: {', '.join(sorted(fields))}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(profile, **overrides) if overrides else profile
+
+
+def check_choices(name: str, values, allowed) -> list:
+    """``values`` as a list, each checked to be in ``allowed`` (ValueError naming the bad one)."""
+    values = [values] if isinstance(values, str) else list(values)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"{name}={values!r}; allowed: {', '.join(map(str, allowed))}")
+    return values

@@ -1,0 +1,295 @@
+"""Pieces every experiment shares: conditions, the runs of a condition, scoring swaps.
+
+The runs of one condition and seed (docs/protocol.md, section 3), all but the different-
+initialisation control from the same theta_0:
+
+- ``source`` (theta_S): trained on the source domain;
+- ``target`` (theta_T): trained on block 0 of the target training data;
+- ``twin`` (the positive control): the same task and distribution as theta_T, trained on
+  the disjoint block 1 of the target data in another batch order;
+- ``order`` (the noise floor): theta_T's data in another batch order (first
+  ``profile.order_twins`` seeds);
+- ``different_init`` (the negative control): theta_T's data and order from another
+  initialisation.
+
+``source``, ``twin`` and ``different_init`` are *donors*: their kernels are swapped into
+theta_T and scored on the target test split (measurement M1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from reuse.toolkit.metrics import PRIMARY, chance_level, reuse_score
+from reuse.toolkit.scan import score_state, score_swaps
+from reuse.toolkit.verdicts import MIN_GAP, gated, mean_verdict
+
+from ..config import Grid, Profile, SmallData, check_choices, get_profile
+from ..data import LABELS_ALIGNED, LABELS_ONLY, PAIRS, SAME_TARGET, TASKS
+from ..models import ARCHITECTURES, conv_layer_names
+from ..spec import state_digest
+from ..train import Runner, RunSpec, TrainedRun
+
+DIFFERENT_INIT_OFFSET = 1000  # init seed of the different-initialisation control: seed + this
+TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: block 1)
+ORDER_OFFSET = 2000  # order seed of the batch-order twin: seed + this
+ROLES = ("source", "target", "twin", "order", "different_init")
+DONORS = ("source", "twin", "different_init")
+FACTORS = ["architecture", "task", "pair", "seed"]
+CONDITION = ["architecture", "task", "pair"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One architecture x task x pair x seed cell of an experiment."""
+
+    architecture: str
+    task: str
+    pair: str
+    seed: int
+    shift: float = 0.0
+
+    def factors(self) -> dict:
+        return {"architecture": self.architecture, "task": self.task, "pair": self.pair,
+                "seed": self.seed}
+
+
+def conditions(grid: Grid, seeds, shift: float = 0.5) -> list[Condition]:
+    """Every architecture x task x pair x seed cell of ``grid`` (``shift`` for fashion-shift).
+
+    Pairs that differ from another only in labels (fashion-random-labels) are skipped for
+    auto-encoding, which ignores labels: there they would repeat the other pair.
+    """
+    architectures = check_choices("architectures", grid.architectures, ARCHITECTURES)
+    tasks = check_choices("tasks", grid.tasks, TASKS)
+    pairs = check_choices("pairs", grid.pairs, PAIRS)
+    return [Condition(a, t, p, s, shift if p == "fashion-shift" else 0.0)
+            for a in architectures for t in tasks for p in pairs for s in seeds
+            if t == "segmentation" or p not in LABELS_ONLY]
+
+
+def grid_of(profile: Profile, architectures=None, tasks=None, pairs=None, base: Grid | None = None) -> Grid:
+    """``base`` (the profile's main grid by default) with any of its fields replaced."""
+    base = profile.grid if base is None else base
+    return Grid(tuple(architectures or base.architectures), tuple(tasks or base.tasks),
+                tuple(pairs or base.pairs))
+
+
+def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None, *,
+            precision: str | None = None, threads: int | None = None, workers: int | None = None,
+            compile_model: bool = False, architectures=None, tasks=None, pairs=None,
+            cluster: str | None = None) -> tuple[Profile, Runner]:
+    """What every notebook starts with: the profile (``None`` arguments keep its values;
+    ``architectures``, ``tasks``, ``pairs`` narrow its main grid) and a runner for it, which
+    trains on the Dask scheduler at ``cluster`` when one is given."""
+    prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
+    if architectures or tasks or pairs:
+        prof = dataclasses.replace(prof, grid=grid_of(prof, architectures, tasks, pairs))
+    executor = None
+    if cluster:
+        from distributed import (
+            Client,  # only with a cluster: nothing imports Dask otherwise
+        )
+
+        executor = Client(cluster).get_executor()
+    runner = Runner.for_profile(prof, device, cache_dir, data_dir, compile=compile_model, cluster=executor)
+    return prof, runner
+
+
+def output_dirs(profile: str, figures_dir=None, results_dir=None) -> tuple[Path, Path]:
+    """Where a notebook writes: ``../figures/<profile>`` and ``../results/<profile>`` unless
+    given, so profiles never overwrite each other's outputs."""
+    return (Path(figures_dir or f"../figures/{profile}"), Path(results_dir or f"../results/{profile}"))
+
+
+def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[str, RunSpec]:
+    """The specs of ``roles`` for a condition (``order`` only for the profile's first
+    ``order_twins`` seeds). The target trains on at most half its domain, so that the
+    twin's block is disjoint from it."""
+    base = RunSpec(c.architecture, c.task, c.pair, init_seed=c.seed, data_seed=c.seed,
+                   order_seed=c.seed, shift=c.shift, image_size=profile.image_size,
+                   width=profile.width(c.architecture), depth=profile.depth, steps=profile.steps,
+                   batch_size=profile.batch_size, lr=profile.lr)
+    n_src = min(profile.n_source, runner.available(c.pair, "source"))
+    n_tgt = min(profile.n_target, runner.available(c.pair, "target") // 2)
+    # a pair whose target side is another pair's shares that pair's target runs
+    target = base.replace(domain="target", n_train=n_tgt, pair=SAME_TARGET.get(c.pair, c.pair))
+    all_specs = {
+        "source": base.replace(domain="source", n_train=n_src),
+        "target": target,
+        "twin": target.replace(block=1, order_seed=c.seed + TWIN_OFFSET),
+        "order": target.replace(order_seed=c.seed + ORDER_OFFSET),
+        "different_init": target.replace(init_seed=c.seed + DIFFERENT_INIT_OFFSET),
+    }
+    unknown = set(roles) - set(all_specs)
+    if unknown:
+        raise ValueError(f"roles {sorted(unknown)}; allowed: {', '.join(ROLES)}")
+    with_order = c.seed in profile.seeds[:profile.order_twins]
+    return {r: all_specs[r] for r in roles if r != "order" or with_order}
+
+
+def trained(runner: Runner, profile: Profile, conds: list[Condition], roles=ROLES
+            ) -> list[dict[str, TrainedRun]]:
+    """The runs of ``roles`` for each condition (one ``train_many`` call)."""
+    sp = [specs(runner, profile, c, roles) for c in conds]
+    flat = [s for d in sp for s in d.values()]
+    runs = dict(zip([s.key for s in flat], runner.train_many(flat)))
+    return [{k: runs[s.key] for k, s in d.items()} for d in sp]
+
+
+class Evaluator:
+    """Scores states of one architecture on a condition's target test split.
+
+    ``layers``: every conv layer in forward order; ``swap_layers``: those a swap may take
+    (the segmentation head is left out where the pair's classes differ: there, output
+    channel k is another class on each side, and swapping it would measure a relabelling).
+    BN statistics are re-estimated on the first ``profile.n_bn`` target training samples.
+    """
+
+    def __init__(self, runner: Runner, profile: Profile, condition: Condition, target: TrainedRun):
+        c, spec = condition, target.spec
+        self.runner, self.condition, self.target = runner, condition, target
+        self.task, self.metric = c.task, PRIMARY[c.task]
+        self.precision = runner.precision
+        self.n_out = runner.n_outputs(spec)
+        n_test = min(profile.n_test, runner.available(c.pair, "target", "test"))
+        self.x, self.y = runner.split(c.pair, "target", c.task, "test", spec.data_seed, c.shift,
+                                      n_test, spec.image_size)
+        train_x, train_y = runner.train_split(spec)
+        self.bn_x = train_x[:profile.n_bn]
+        self.chance = chance_level(c.task, train_y, self.y, self.n_out)[self.metric]
+        self.model = runner.model(target)
+        self.layers = conv_layer_names(self.model)
+        self.swap_layers = swappable(c.task, c.pair, self.layers)
+        # what fixes a score besides the states: scores are memoised on disk under this
+        self._identity = {"target": spec.key, "pair": c.pair, "shift": c.shift, "seed": spec.data_seed,
+                          "n_test": len(self.x), "n_bn": len(self.bn_x), "precision": self.precision}
+        self.target_value = self.score_run(target)
+        self.gap = self.target_value - self.chance
+
+    @property
+    def usable(self) -> bool:
+        """Whether the target model is far enough above chance (:data:`MIN_GAP`) to judge swaps."""
+        return bool(self.gap >= MIN_GAP[self.metric])
+
+    def score(self, state: dict[str, torch.Tensor], reestimate: bool = False) -> float:
+        """The primary metric of ``state`` on the target test split (BN statistics
+        re-estimated on target training data first when ``reestimate``)."""
+        return score_state(self.model, state, self.x, self.y, self.task, self.n_out,
+                           bn_data=self.bn_x if reestimate else None, precision=self.precision)
+
+    def swap_rows(self, donor: TrainedRun, key_sets: list[list[str]], reestimate: bool = False) -> list[dict]:
+        """One row per key set: theta_T with those keys from ``donor``, scored (memoised)."""
+        return self._rows(donor.spec.key, donor.state, donor.digest(), key_sets, reestimate)
+
+    def reset_rows(self, key_sets: list[list[str]], reestimate: bool = False) -> list[dict]:
+        """One row per key set: theta_T with those keys reset to its initialisation theta_0
+        (Zhang, Bengio & Singer 2019's re-initialisation test), scored (memoised)."""
+        theta_0 = self.runner.build(self.target.spec).state_dict()
+        return self._rows(f"theta_0:{self.target.spec.key}", theta_0, state_digest(theta_0), key_sets,
+                          reestimate)
+
+    def _rows(self, donor_id: str, donor_state: dict[str, torch.Tensor], donor_digest: str,
+              key_sets: list[list[str]], reestimate: bool) -> list[dict]:
+        parts = {**self._identity, "donor": donor_id, "key_sets": key_sets, "reestimate": reestimate}
+
+        def compute():  # the toolkit's swap-and-score path (shared forward work on the CPU)
+            return score_swaps(self.model, self.target.state, donor_state, key_sets, self.x, self.y,
+                               self.task, self.n_out, bn_data=self.bn_x if reestimate else None,
+                               precision=self.precision)
+        weights = [self.target.digest(), donor_digest]
+        return [self.row(v) for v in self.runner.memo(parts, compute, weights)]
+
+    def score_run(self, run: TrainedRun) -> float:
+        """:meth:`score` of a trained run's own weights (memoised)."""
+        parts = {**self._identity, "run": run.spec.key}
+        return self.runner.memo(parts, lambda: [self.score(run.state)], [run.digest()])[0]
+
+    def row(self, value: float) -> dict:
+        """A measurement row: factors, the metric, the target's value, chance, the raw
+        difference to the target and the reuse score."""
+        return {**self.condition.factors(), "metric": self.metric, "value": value,
+                "target_value": self.target_value, "chance": self.chance,
+                "delta": value - self.target_value,
+                "reuse_score": reuse_score(value, self.target_value, self.chance)}
+
+
+def swappable(task: str, pair: str, layers: list[str]) -> list[str]:
+    """The conv layers (in forward order, head last) a swap may take: all but the
+    segmentation head where the pair's classes differ (see :class:`Evaluator`)."""
+    return layers if task != "segmentation" or pair in LABELS_ALIGNED else layers[:-1]
+
+
+def small_spec(target: RunSpec, n: int, small: SmallData) -> RunSpec:
+    """``target`` trained on its first ``n`` samples for ``small.steps`` steps, in batches of
+    at most ``small.batch_size`` (about ``n / 4`` for small sets, at least 2: BatchNorm).
+
+    At ``n == target.n_train`` the spec is ``target`` itself, so the full run is reused.
+    """
+    if target.n_train is None or not 2 <= n <= target.n_train:
+        raise ValueError(f"n={n}; allowed 2..{target.n_train} (the target run's n_train)")
+    if n == target.n_train:
+        return target
+    return target.replace(n_train=n, steps=small.steps,
+                          batch_size=min(small.batch_size, max(2, n // 4)))
+
+
+def cell_table(evaluators: list[Evaluator]) -> pd.DataFrame:
+    """One row per cell: target value, chance, gap and whether it is usable."""
+    return pd.DataFrame([{**ev.condition.factors(), "metric": ev.metric, "target_value": ev.target_value,
+                          "chance": ev.chance, "gap": ev.gap, "min_gap": MIN_GAP[ev.metric],
+                          "usable": ev.usable} for ev in evaluators])
+
+
+def excluded_text(cells: pd.DataFrame) -> list[str]:
+    """One Markdown line per excluded cell (target too close to chance), or a line saying
+    that none was excluded. No seed is ever dropped without such a line."""
+    bad = cells[~cells.usable]
+    if bad.empty:
+        return [f"- No cell excluded: every target model is at least the minimum gap above "
+                f"chance (mIoU {MIN_GAP['miou']}, PSNR {MIN_GAP['psnr']} dB)."]
+    return [f"- Excluded {r.architecture}/{r.task}/{r.pair} seed {r.seed}: target {r.target_value:.3g}, "
+            f"chance {r.chance:.3g}, gap {r.gap:.3g} < {r.min_gap} ({r.metric})."
+            for r in bad.itertuples()]
+
+
+def usable_only(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` whose cell (architecture, task, pair, seed) is usable."""
+    ok = cells[cells.usable][FACTORS]
+    return frame.merge(ok, on=FACTORS, how="inner")
+
+
+def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd.DataFrame:
+    """Per group of ``by``: each donor's mean reuse score over seeds with its CI and verdict
+    against ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), the
+    source's mean raw metric difference to theta_T (``source_delta``: the reuse score's
+    guard), its ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``:
+    the source's verdict where the twin holds and the different-initialisation control is
+    refuted, else 'undecided' (:func:`reuse.toolkit.verdicts.gated`)."""
+    stats = ("estimate", "ci_low", "ci_high", "verdict")
+    rows = []
+    for key, g in frame.groupby(by, sort=False):
+        row: dict = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        for donor in DONORS:
+            v = mean_verdict(per_seed(g[g.donor == donor], "reuse_score", []).reuse_score, margin)
+            row.update({f"{donor}_{k}": v[k] for k in stats})
+            if donor == "source":
+                raw = per_seed(g[g.donor == donor], "delta", [])["delta"]
+                row.update(n=v["n"], detectable=v["detectable"], source_delta=float(raw.mean()))
+        row["verdict"], row["controls"] = gated(row["source_verdict"], row["twin_verdict"],
+                                                row["different_init_verdict"])
+        rows.append(row)
+    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "source_delta", "n", "detectable",
+               "verdict", "controls"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def per_seed(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
+    """The mean of ``value`` per ``by`` + seed (dropping NaN): the per-seed replicates."""
+    return frame.groupby([*by, "seed"], sort=False)[value].mean().dropna().reset_index()
+

@@ -1,0 +1,214 @@
+"""E1, network reusability (the paper's first judgment; docs/protocol.md, sections 5-6).
+
+:func:`run` swaps donor parameters into theta_T and scores the result on the target test
+split (measurement M1): all conv kernels from each donor (source, same-domain twin,
+different-initialisation control), with the target's BN statistics kept and re-estimated
+on target data; the first k / last k conv layers from the source; and each parameter
+type over the whole network from the source and the twin.
+
+:func:`verdicts` judges J1 per condition (the rule in :data:`RULE`), gated by its two
+controls; :func:`companion_checks` judges C1-C4. Both are three-valued.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from reuse.toolkit.criteria import kernel_keys
+from reuse.toolkit.surgery import select_keys
+from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdict
+
+from ..config import Grid, Profile
+from ..train import Runner
+from .common import (
+    CONDITION,
+    DONORS,
+    Evaluator,
+    cell_table,
+    conditions,
+    controlled_verdicts,
+    per_seed,
+    trained,
+    usable_only,
+)
+
+# the parameter-type ablation: one type over the whole network, and BN's two pairs
+TYPE_SETS = {
+    "conv_weight": ("conv_weight",), "conv_bias": ("conv_bias",),
+    "bn_weight": ("bn_weight",), "bn_bias": ("bn_bias",),
+    "bn_running_mean": ("bn_running_mean",), "bn_running_var": ("bn_running_var",),
+    "bn_affine": ("bn_weight", "bn_bias"), "bn_stats": ("bn_running_mean", "bn_running_var"),
+}
+CURVE_POINTS = 6  # k values of the prefix and suffix curves (each swap re-estimates BN: costly)
+PRIMARY_BN = True  # J1 judges the swap after re-estimating BN statistics (see RULE)
+RULE = (f"all conv kernels of the donor swapped into theta_T, BN statistics re-estimated on "
+        f"target training data; reusable when the 95% CI over seeds of the mean reuse score "
+        f"lies above {REUSABLE} (refuted when it lies below). Verdicts count only where the "
+        f"twin holds and the different-initialisation control is refuted.")
+
+
+def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
+        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measurements, cells). Measurements: one row per swap with architecture, task, pair,
+    seed, donor, measure ('all_conv', 'prefix', 'suffix', 'param_type'), bn_reestimated, k
+    (layers swapped), n_layers, param_type, metric, value, target_value, chance, delta,
+    reuse_score; only the all-conv swaps (J1's evidence) unless ``full``. Cells:
+    :func:`reuse.study.experiments.common.cell_table`."""
+    grid = profile.grid if grid is None else grid
+    conds = conditions(grid, profile.seeds)
+    runs = trained(runner, profile, conds, roles=("source", "target", *DONORS[1:]))
+    rows, evaluators = [], []
+    for i, (c, r) in enumerate(zip(conds, runs)):
+        ev = Evaluator(runner, profile, c, r["target"])
+        evaluators.append(ev)
+        rows += _measure(ev, r, full)
+        if runner.progress:
+            print(f"  scored {i + 1}/{len(conds)} {c.architecture}/{c.task}/{c.pair} seed {c.seed}",
+                  file=sys.stderr, flush=True)
+    return pd.DataFrame(rows), cell_table(evaluators)
+
+
+def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
+    layers, n = ev.swap_layers, len(ev.swap_layers)
+    kernels = kernel_keys(ev.target.state, layers)
+    out = []
+
+    def add(scored, **tag):
+        out.extend({**row, "k": n, "param_type": "kernels", "bn_reestimated": False, **tag,
+                    "n_layers": n} for row in scored)
+    for donor in DONORS:
+        for reest in (False, True):
+            add(ev.swap_rows(runs[donor], [kernels], reest), measure="all_conv", donor=donor,
+                bn_reestimated=reest)
+    if not full:
+        return out
+    ks = sorted({int(round(k)) for k in np.linspace(1, n, min(n, CURVE_POINTS))})
+    for measure, pick in (("prefix", lambda k: layers[:k]), ("suffix", lambda k: layers[n - k:])):
+        sets = [kernel_keys(ev.target.state, pick(k)) for k in ks]
+        for k, row in zip(ks, ev.swap_rows(runs["source"], sets, PRIMARY_BN)):
+            add([row], measure=measure, donor="source", k=k, bn_reestimated=PRIMARY_BN)
+    bns = [name for name, m in ev.model.named_modules() if "BatchNorm" in type(m).__name__]
+    for donor in ("source", "twin"):
+        sets = {name: select_keys(ev.model, [*layers, *bns], types) for name, types in TYPE_SETS.items()}
+        sets = {name: keys for name, keys in sets.items() if keys}  # e.g. no learnt conv bias
+        for (name, _), row in zip(sets.items(), ev.swap_rows(runs[donor], list(sets.values()))):
+            add([row], measure="param_type", donor=donor, param_type=name)
+    return out
+
+
+def verdicts(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """J1 per condition: for each donor, the mean reuse score of the all-conv swap (BN
+    re-estimated) over usable seeds with its CI, verdict and detectable effect; the
+    source's verdict counts only where both controls behave (``controls``)."""
+    d = usable_only(frame, cells)
+    d = d[(d.measure == "all_conv") & (d.bn_reestimated == PRIMARY_BN)]
+    return controlled_verdicts(d, CONDITION, REUSABLE)
+
+
+def bn_variants(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean all-conv reuse score per condition x donor, BN statistics kept vs re-estimated."""
+    d = usable_only(frame, cells)
+    d = d[d.measure == "all_conv"]
+    return (d.pivot_table(index=[*CONDITION, "donor"], columns="bn_reestimated", values="reuse_score",
+                          aggfunc="mean", sort=False)
+            .rename(columns={False: "BN kept", True: "BN re-estimated"}).reset_index())
+
+
+def companion_checks(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """C1-C4 of the companion paper (arXiv 2008.03414), three-valued.
+
+    From the source's parameter-type swaps (BN statistics kept: C1 is about them), each
+    seed's value averaged over the usable conditions, CI over seeds:
+
+    - C1 BN running statistics matter more than BN weight and bias:
+      r(bn_affine) - r(bn_stats) above 0;
+    - C2 BN weight and bias can be reused: r(bn_affine) above LITTLE_LOSS;
+    - C3 the network is very sensitive to conv weights: r(conv_weight) below SENSITIVE;
+    - C4 conv biases are not sensitive: r(conv_bias) above LITTLE_LOSS, over the biases
+      that get gradients (convs feeding BatchNorm have none; heads are left out where
+      classes differ).
+    """
+    d = usable_only(frame, cells)
+    d = d[(d.measure == "param_type") & (d.donor == "source")]
+    wide = (d.pivot_table(index=["architecture", "task", "pair", "seed"], columns="param_type",
+                          values="reuse_score")
+            .reindex(columns=list(TYPE_SETS)).reset_index())
+    wide["affine_minus_stats"] = wide["bn_affine"] - wide["bn_stats"]
+    checks = [
+        ("C1", "BN running mean/var matter more than BN weight/bias",
+         "r(bn_affine) - r(bn_stats) above 0", "affine_minus_stats", 0.0, "above"),
+        ("C2", "BN weight and bias can be reused", f"r(bn_affine) above {LITTLE_LOSS}",
+         "bn_affine", LITTLE_LOSS, "above"),
+        ("C3", "the network is very sensitive to conv weights", f"r(conv_weight) below {SENSITIVE}",
+         "conv_weight", SENSITIVE, "below"),
+        ("C4", "conv biases are not sensitive and can be reused directly",
+         f"r(conv_bias) above {LITTLE_LOSS} (biases that get gradients)", "conv_bias", LITTLE_LOSS,
+         "above"),
+    ]
+    rows = []
+    for claim, statement, rule, column, margin, side in checks:
+        v = mean_verdict(per_seed(wide, column, [])[column], margin, side)
+        measured = wide[wide[column].notna()]
+        rows.append({"claim": claim, "statement": statement, "rule": rule, **v,
+                     "conditions": len(measured[CONDITION].drop_duplicates())})
+    return pd.DataFrame(rows)
+
+
+def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
+    """The notebook's computed findings, one Markdown line each."""
+    lines = []
+    for r in table.itertuples():
+        lines.append(f"- J1 {r.architecture}/{r.task}/{r.pair}: **{r.verdict}** (source "
+                     f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], raw "
+                     f"difference to theta_T {r.source_delta:+.3g}, n = "
+                     f"{r.n}, smallest detectable effect {r.detectable:.2f}; twin {r.twin_verdict}, "
+                     f"different init {r.different_init_verdict}: controls {r.controls}).")
+    for r in checks.itertuples():
+        lines.append(f"- {r.claim} ({r.statement}; {r.rule}): **{r.verdict}** ({r.estimate:.2f} "
+                     f"[{r.ci_low:.2f}, {r.ci_high:.2f}], n = {r.n} seeds over {r.conditions} "
+                     f"conditions, smallest detectable effect {r.detectable:.2f}).")
+    return "\n".join(lines)
+
+
+def findings(table: pd.DataFrame, variants: pd.DataFrame) -> str:
+    """What the verdicts mean, computed from them (so it cannot contradict them)."""
+    if table.empty:
+        return "- No condition has a usable target model: nothing is judged."
+    n = len(table)
+    twin = int((table.twin_verdict == "holds").sum())
+    neg = int((table.different_init_verdict == "refuted").sum())
+    ok = table[table.controls == "passed"]
+    lines = [f"- Controls: the same-domain twin holds in {twin} of {n} conditions and the "
+             f"different-initialisation control is refuted in {neg} of {n}; the rule can tell "
+             f"reusable from not reusable in the {len(ok)} conditions where both behave."]
+    if len(ok):
+        lines.append(f"- Where the controls behave, the source is reusable in "
+                     f"{int((ok.verdict == 'holds').sum())}, not reusable in "
+                     f"{int((ok.verdict == 'refuted').sum())} and undecided in "
+                     f"{int((ok.verdict == 'undecided').sum())} of {len(ok)} conditions.")
+    failed = table[table.controls != "passed"]
+    for r in failed.itertuples():
+        lines.append(f"- {r.architecture}/{r.task}/{r.pair} stays undecided because its controls "
+                     f"fail ({r.controls.removeprefix('failed: ')}): the swap score there does not "
+                     f"separate a same-domain model from a model of another initialisation.")
+    twin_rows = variants[variants.donor == "twin"]
+    if len(twin_rows) and {"BN kept", "BN re-estimated"} <= set(twin_rows.columns):
+        lines.append(f"- Re-estimating BN statistics moves the twin's all-conv score from "
+                     f"{twin_rows['BN kept'].mean():.2f} to {twin_rows['BN re-estimated'].mean():.2f} "
+                     f"(mean over conditions): without it even a same-domain swap breaks.")
+    return "\n".join(lines)
+
+
+def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+    """Every verdict of the notebook, one row each, for results/ and the summary."""
+    rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
+             "estimate": r.source_estimate, "ci_low": r.source_ci_low, "ci_high": r.source_ci_high,
+             "detectable": r.detectable, "n": r.n, "controls": r.controls} for r in table.itertuples()]
+    rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
+              "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a"}
+             for r in checks.itertuples()]
+    return pd.DataFrame(rows)
+

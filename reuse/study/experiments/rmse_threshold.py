@@ -1,0 +1,357 @@
+"""E3, the RMSE criterion (the paper's third judgment; docs/protocol.md, sections 5-6).
+
+- :func:`kernel_distances` (M3): per conv layer, RMSE and relative RMSE between theta_T
+  and each other run of the condition: the source, the same-domain twin, the
+  different-initialisation control, and the batch-order twins (the noise floor);
+- :func:`noise_floor`: per condition and layer, the order twins' RMSE with its CI over seeds;
+- :func:`points`: one point per (cell, layer, donor): raw RMSE, relative RMSE and RMSE
+  divided by the floor, beside E2's single-layer reuse score and whether it is reusable;
+- :func:`criterion_table`: for each criterion, on the source's points, Spearman's rho
+  pooled and within condition, ROC AUC, and a threshold fitted leave-one-pair-out with its
+  held-out balanced accuracy, all with CIs from resampling seeds; J3's verdict and the
+  controls (the twin's layers must fall below the threshold, the different-init ones above);
+- :func:`dose_response`: RMSE and reuse score against the shift strength of fashion-shift;
+- :func:`kernels` / :func:`per_kernel`: kernels and per-kernel RMSE for pictures.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from torch import nn
+
+from reuse.toolkit.criteria import (
+    conv_layers,
+    kernel_keys,
+    kernel_rmse,
+    per_kernel_rmse,
+)
+from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
+from reuse.toolkit.verdicts import (
+    REUSABLE,
+    USEFUL_ACCURACY,
+    bootstrap_verdict,
+    gated,
+    mean_verdict,
+)
+
+from ..config import Grid, Profile
+from ..train import Runner
+from .common import (
+    CONDITION,
+    DONORS,
+    FACTORS,
+    Condition,
+    Evaluator,
+    conditions,
+    specs,
+    swappable,
+    trained,
+    usable_only,
+)
+from .layer_selection import PRIMARY_BN
+
+CRITERIA = ("rmse", "rel_rmse", "floor_ratio")
+COMPARISONS = (*DONORS, "order")
+RULE = (f"a layer is labelled reusable when its single-layer reuse score (E2, BN re-estimated) is "
+        f"at least {REUSABLE}. For each criterion, a threshold (reusable when the criterion is at "
+        f"most the threshold) is fitted on the source's points of all pairs but one and scored on "
+        f"the held-out pair; J3 holds for the criterion when the 95% CI (resampling seeds) of the "
+        f"mean held-out balanced accuracy lies above {USEFUL_ACCURACY}, and is refuted when it "
+        f"lies below. Controls, with the threshold fitted on all source points: most of the "
+        f"twin's layers (CI of the share above 0.5) must fall at or below it, and most of the "
+        f"different-initialisation control's layers above it.")
+
+
+def kernel_distances(runner: Runner, profile: Profile, grid: Grid | None = None) -> pd.DataFrame:
+    """RMSE per conv layer between theta_T and each other run, one row per condition x
+    comparison x layer: architecture, task, pair, seed, comparison (source, twin,
+    different_init, order), layer, index, n_layers, depth, n_weights, rmse, rel_rmse."""
+    grid = profile.grid if grid is None else grid
+    conds = conditions(grid, profile.seeds)
+    frames = []
+    for c, runs in zip(conds, trained(runner, profile, conds)):
+        target = runs["target"].state
+        layers = swappable(c.task, c.pair, conv_layers(target))
+        for comparison in COMPARISONS:
+            if comparison in runs:
+                f = kernel_rmse(runs[comparison].state, target, layers)
+                f["depth"] = f["index"] / max(len(layers) - 1, 1)
+                frames.append(f.assign(**c.factors(), comparison=comparison, n_layers=len(layers)))
+    cols = [*FACTORS, "comparison", "layer", "index", "n_layers", "depth", "n_weights", "rmse", "rel_rmse"]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
+def noise_floor(distances: pd.DataFrame) -> pd.DataFrame:
+    """Per condition x layer: the batch-order twins' RMSE and relative RMSE, mean over seeds
+    with the Student-t CI (columns floor_rmse, floor_ci_low, floor_ci_high, floor_rel_rmse,
+    n_twins)."""
+    d = distances[distances.comparison == "order"]
+    rows = []
+    for key, g in d.groupby([*CONDITION, "layer"], sort=False):
+        v = mean_verdict(g.rmse, 0.0)
+        rows.append({**dict(zip([*CONDITION, "layer"], key)), "floor_rmse": v["estimate"],
+                     "floor_ci_low": v["ci_low"], "floor_ci_high": v["ci_high"],
+                     "floor_rel_rmse": float(g.rel_rmse.mean()), "n_twins": v["n"]})
+    return pd.DataFrame(rows, columns=[*CONDITION, "layer", "floor_rmse", "floor_ci_low",
+                                       "floor_ci_high", "floor_rel_rmse", "n_twins"])
+
+
+def points(distances: pd.DataFrame, swaps: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """One point per usable (cell, layer, donor): rmse, rel_rmse, floor_ratio (rmse / the
+    condition-layer's noise floor), E2's single-layer reuse score (BN re-estimated) and
+    ``reusable`` (score >= REUSABLE). Layers without a floor get floor_ratio NaN."""
+    d = distances[distances.comparison.isin(DONORS)].rename(columns={"comparison": "donor"})
+    s = swaps[swaps.bn_reestimated == PRIMARY_BN][[*FACTORS, "donor", "layer", "reuse_score"]]
+    p = d.merge(s, on=[*FACTORS, "donor", "layer"], how="inner", validate="one_to_one")
+    if len(p) != len(d):
+        raise ValueError(f"{len(d) - len(p)} RMSE rows have no swap score: run E2's swap_scores on "
+                         "the same grid and seeds")
+    p = p.merge(noise_floor(distances)[[*CONDITION, "layer", "floor_rmse"]],
+                on=[*CONDITION, "layer"], how="left")
+    p["floor_ratio"] = p.rmse / p.floor_rmse
+    p = usable_only(p, cells)
+    p = p[np.isfinite(p.reuse_score)].copy()
+    p["reusable"] = p.reuse_score >= REUSABLE
+    return p.reset_index(drop=True)
+
+
+def _fit_or_nan(x, labels) -> float:
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    return fit_threshold(x, labels)[0]
+
+
+def _held_out_accuracy(frame: pd.DataFrame, criterion: str) -> float:
+    """Mean over pairs of the balanced accuracy, on the pair, of the threshold fitted on
+    the other pairs (NaN when no pair can be scored)."""
+    accs = []
+    for pair in frame.pair.unique():
+        train, test = frame[frame.pair != pair], frame[frame.pair == pair]
+        t = _fit_or_nan(train[criterion], train.reusable)
+        if np.isfinite(t):
+            accs.append(threshold_accuracy(test[criterion], test.reusable, t))
+    accs = [a for a in accs if np.isfinite(a)]
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+def _within_spearman(frame: pd.DataFrame, criterion: str) -> float:
+    rhos = [stats.spearmanr(g[criterion], g.reuse_score).statistic
+            for _, g in frame.groupby(CONDITION, sort=False)
+            if g[criterion].nunique() > 1 and g.reuse_score.nunique() > 1]
+    return float(np.nanmean(rhos)) if rhos else float("nan")
+
+
+def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Series:
+    """Per seed, the share of points at or below ``threshold``."""
+    return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
+
+
+def criterion_table(pts: pd.DataFrame, n_boot: int = 1000, criteria=CRITERIA) -> pd.DataFrame:
+    """One row per criterion (columns of ``pts``, smaller = more alike; see the module
+    docstring): threshold, held-out balanced accuracy with CI, verdict, detectable effect,
+    pooled and within-condition Spearman rho and ROC AUC with CIs, and the two controls."""
+    rows = []
+    for crit in criteria:
+        src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
+        row: dict = {"criterion": crit, "n_points": len(src), "n_reusable": int(src.reusable.sum())}
+        if src.pair.nunique() < 2 or src.empty:
+            rows.append({**row, "verdict": "undecided", "controls": "not run: fewer than two pairs"})
+            continue
+        held = bootstrap_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY,
+                                 "above", n_boot=n_boot)
+        pooled = bootstrap_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
+                                   0.0, "below", n_boot=n_boot)
+        within = bootstrap_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below",
+                                   n_boot=n_boot)
+        auc = bootstrap_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above",
+                                n_boot=n_boot)
+        threshold = _fit_or_nan(src[crit], src.reusable)
+        controls = {}
+        for donor in ("twin", "different_init"):  # "most of its layers fall below": twin holds, other refuted
+            d = pts[(pts.donor == donor) & np.isfinite(pts[crit])]
+            controls[donor] = mean_verdict(_share_below(d, crit, threshold), 0.5, "above")
+        row.update({"threshold": threshold,
+                    "held_out_accuracy": held["estimate"], "acc_ci_low": held["ci_low"],
+                    "acc_ci_high": held["ci_high"], "acc_verdict": held["verdict"],
+                    "detectable": held["detectable"],
+                    "rho_pooled": pooled["estimate"], "rho_pooled_ci_low": pooled["ci_low"],
+                    "rho_pooled_ci_high": pooled["ci_high"],
+                    "rho_within": within["estimate"], "rho_within_ci_low": within["ci_low"],
+                    "rho_within_ci_high": within["ci_high"],
+                    "auc": auc["estimate"], "auc_ci_low": auc["ci_low"], "auc_ci_high": auc["ci_high"],
+                    "twin_share_below": controls["twin"]["estimate"],
+                    "twin_verdict": controls["twin"]["verdict"],
+                    "different_init_share_below": controls["different_init"]["estimate"],
+                    "different_init_verdict": controls["different_init"]["verdict"],
+                    "n_seeds": held["n_seeds"]})
+        row["verdict"], row["controls"] = gated(held["verdict"], controls["twin"]["verdict"],
+                                                controls["different_init"]["verdict"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+    """Per criterion x held-out pair: the threshold fitted on the other pairs' source points
+    and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""
+    rows = []
+    for crit in criteria:
+        src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
+        for pair in src.pair.unique():
+            train, test = src[src.pair != pair], src[src.pair == pair]
+            t = _fit_or_nan(train[crit], train.reusable)
+            rows.append({"criterion": crit, "pair": pair, "threshold": t, "n_points": len(test),
+                         "balanced_accuracy": threshold_accuracy(test[crit], test.reusable, t)
+                         if np.isfinite(t) else np.nan})
+    return pd.DataFrame(rows, columns=["criterion", "pair", "threshold", "n_points", "balanced_accuracy"])
+
+
+def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None,
+                  shifts=None) -> pd.DataFrame:
+    """RMSE and reuse scores on fashion-shift as the shift strength s grows.
+
+    One row per architecture x task x seed x shift x layer (single-layer swap score, BN
+    re-estimated; RMSE; relative RMSE) plus one row per shift with ``layer='(all conv)'``
+    (all kernels swapped, BN re-estimated; RMSE NaN). The source ignores s (its data do
+    not depend on it), so one source model per seed serves every s; at s = 0 the target is
+    a same-domain model, so that column is a positive control.
+    """
+    grid = profile.e3_dose if grid is None else grid
+    shifts = profile.e3_shifts if shifts is None else tuple(shifts)
+    if not shifts or not all(0 <= s <= 1 for s in shifts):
+        raise ValueError(f"shifts={shifts!r}; allowed: a non-empty list of values in [0, 1]")
+    grid = Grid(grid.architectures, grid.tasks, ("fashion-shift",))
+    conds = [Condition(c.architecture, c.task, c.pair, c.seed, float(s))
+             for c in conditions(grid, profile.seeds) for s in shifts]
+    pairs_of_specs = []
+    for c in conds:
+        sp = specs(runner, profile, c, ("source", "target"))
+        pairs_of_specs.append((sp["source"].replace(shift=0.0), sp["target"]))
+    flat = {s.key: s for pair in pairs_of_specs for s in pair}
+    runs = dict(zip(flat, runner.train_many(list(flat.values()))))
+    rows = []
+    for i, (c, (src, tgt)) in enumerate(zip(conds, pairs_of_specs)):
+        source, target = runs[src.key], runs[tgt.key]
+        ev = Evaluator(runner, profile, c, target)
+        dist = kernel_rmse(source.state, target.state, ev.swap_layers).set_index("layer")
+        key_sets = [kernel_keys(target.state, [layer]) for layer in ev.swap_layers]
+        scored = ev.swap_rows(source, [*key_sets, kernel_keys(target.state, ev.swap_layers)],
+                              PRIMARY_BN)
+        for index, (layer, row) in enumerate(zip(ev.swap_layers, scored)):
+            rows.append({**row, "shift": c.shift, "layer": layer, "index": index,
+                         "rmse": dist.loc[layer, "rmse"], "rel_rmse": dist.loc[layer, "rel_rmse"]})
+        rows.append({**scored[-1], "shift": c.shift, "layer": "(all conv)", "index": -1,
+                     "rmse": np.nan, "rel_rmse": np.nan})
+        if runner.progress:
+            print(f"  dose {i + 1}/{len(conds)}", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)
+
+
+def dose_table(dose: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Spearman rho of the shift strength with the relative RMSE (single layers) and with
+    the all-conv reuse score, CIs from resampling seeds: a larger shift should raise the
+    RMSE (rho above 0) and lower the score (rho below 0)."""
+    layers, whole = dose[dose.layer != "(all conv)"], dose[dose.layer == "(all conv)"]
+    rows = []
+    for what, frame, column, side in (("relative RMSE", layers, "rel_rmse", "above"),
+                                      ("all-conv reuse score", whole, "reuse_score", "below")):
+        v = bootstrap_verdict(frame, lambda f, c=column: stats.spearmanr(f["shift"], f[c]).statistic,
+                              0.0, side, n_boot=n_boot)
+        rows.append({"measure": what, "expected": f"rho {side} 0", **v})
+    return pd.DataFrame(rows)
+
+
+def kernels(runner: Runner, profile: Profile, condition: Condition, layers: list[str] | None = None
+            ) -> dict[str, dict[str, np.ndarray]]:
+    """Source, target and difference kernels of ``layers`` (default: the first conv layer
+    and the deepest 3x3 encoder layer) for one condition: layer -> {source, target,
+    difference} arrays ``[out, in, kh, kw]`` (ConvTranspose2d weights moved to that order)."""
+    runs = trained(runner, profile, [condition], ("source", "target"))[0]
+    model = runner.model(runs["target"])
+    transposed = {n for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)}
+    all_layers = conv_layers(runs["target"].state)
+    if layers is None:
+        square = [n for n in all_layers if runs["target"].state[f"{n}.weight"].shape[-1] == 3
+                  and n not in transposed]
+        layers = [all_layers[0], square[len(square) // 2]]  # the middle 3x3: deep, pre-decoder
+    out = {}
+    for name in layers:
+        s, t = (runs[k].state[f"{name}.weight"].double() for k in ("source", "target"))
+        if name in transposed:
+            s, t = s.transpose(0, 1), t.transpose(0, 1)
+        out[name] = {"source": s.numpy(), "target": t.numpy(), "difference": (s - t).numpy()}
+    return out
+
+
+def per_kernel(runner: Runner, profile: Profile, conds: list[Condition]) -> pd.DataFrame:
+    """Per-kernel (output channel) RMSE between theta_S and theta_T, one row per condition x
+    layer x kernel; columns: architecture, task, pair, seed, layer, index, kernel, rmse."""
+    frames = []
+    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target"))):
+        model = runner.model(runs["target"])
+        transposed = [n for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
+        layers = swappable(c.task, c.pair, conv_layers(runs["target"].state))
+        f = per_kernel_rmse(runs["source"].state, runs["target"].state, layers, transposed)
+        f["index"] = f.layer.map({n: i for i, n in enumerate(layers)})
+        frames.append(f.assign(**c.factors()))
+    return pd.concat(frames, ignore_index=True)
+
+
+def verdict_text(table: pd.DataFrame, dose: pd.DataFrame | None) -> str:
+    """The notebook's computed findings, one Markdown line each."""
+    lines = []
+    for r in table.itertuples():
+        if not hasattr(r, "held_out_accuracy"):
+            lines.append(f"- J3 {r.criterion}: {r.verdict} ({r.controls}).")
+            continue
+        lines.append(
+            f"- J3 {r.criterion}: **{r.verdict}** (held-out balanced accuracy {r.held_out_accuracy:.2f} "
+            f"[{r.acc_ci_low:.2f}, {r.acc_ci_high:.2f}] vs {USEFUL_ACCURACY}, smallest detectable effect "
+            f"{r.detectable:.2f}; threshold {r.threshold:.4g}; Spearman rho pooled {r.rho_pooled:.2f} "
+            f"[{r.rho_pooled_ci_low:.2f}, {r.rho_pooled_ci_high:.2f}], within condition {r.rho_within:.2f} "
+            f"[{r.rho_within_ci_low:.2f}, {r.rho_within_ci_high:.2f}]; AUC {r.auc:.2f} "
+            f"[{r.auc_ci_low:.2f}, {r.auc_ci_high:.2f}]; twin layers below the threshold "
+            f"{r.twin_share_below:.0%} ({r.twin_verdict}), different-init {r.different_init_share_below:.0%} "
+            f"({r.different_init_verdict}): controls {r.controls}).")
+    if dose is not None and len(dose):
+        for r in dose.itertuples():
+            lines.append(f"- dose-response: Spearman rho(shift, {r.measure}) = {r.estimate:.2f} "
+                         f"[{r.ci_low:.2f}, {r.ci_high:.2f}], expected {r.expected}: {r.verdict}.")
+    return "\n".join(lines)
+
+
+def findings(table: pd.DataFrame) -> str:
+    """What the criterion verdicts mean, computed from them."""
+    judged = table[table.columns.intersection(["held_out_accuracy"])].dropna()
+    if judged.empty:
+        return "- The criteria could not be fitted (fewer than two pairs, or one class only)."
+    best = table.loc[table.held_out_accuracy.idxmax()]
+    lines = [f"- The best criterion on held-out pairs is {best.criterion} (balanced accuracy "
+             f"{best.held_out_accuracy:.2f}); J3 holds for "
+             f"{', '.join(table[table.verdict == 'holds'].criterion) or 'none'}, is refuted for "
+             f"{', '.join(table[table.verdict == 'refuted'].criterion) or 'none'} and undecided for "
+             f"{', '.join(table[table.verdict == 'undecided'].criterion) or 'none'}."]
+    for r in table.itertuples():
+        if np.isfinite(getattr(r, "rho_within", np.nan)) and np.isfinite(r.rho_pooled):
+            lines.append(f"- {r.criterion}: within a condition rho = {r.rho_within:.2f}, pooled "
+                         f"{r.rho_pooled:.2f}" + (" (pooling changes the sign)"
+                                                  if np.sign(r.rho_within) != np.sign(r.rho_pooled) else "")
+                         + ".")
+    return "\n".join(lines)
+
+
+def records(table: pd.DataFrame, dose: pd.DataFrame | None) -> pd.DataFrame:
+    """Every verdict of the notebook (J3 per criterion, the dose response), one row each."""
+    rows = [{"judgment": f"J3 {r.criterion}", "verdict": r.verdict,
+             "estimate": getattr(r, "held_out_accuracy", np.nan), "ci_low": getattr(r, "acc_ci_low", np.nan),
+             "ci_high": getattr(r, "acc_ci_high", np.nan), "detectable": getattr(r, "detectable", np.nan),
+             "n": getattr(r, "n_seeds", np.nan), "controls": r.controls} for r in table.itertuples()]
+    if dose is not None:
+        rows += [{"judgment": f"dose: rho(shift, {r.measure})", "verdict": r.verdict, "estimate": r.estimate,
+                  "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,
+                  "n": r.n_seeds, "controls": "n/a"} for r in dose.itertuples()]
+    return pd.DataFrame(rows)

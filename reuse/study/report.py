@@ -1,0 +1,252 @@
+"""Headline results of each notebook, stored with their provenance, and one summary.
+
+Entry points:
+
+- ``record(name, headline, params, results_dir, notes, verdicts)`` at the end of a notebook
+  writes ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
+- ``summarize(results_dir)`` joins every recorded notebook into one Markdown text; when
+  ``results_dir`` holds one folder per profile (``results/quick``, ``results/paper``),
+  it opens with every verdict tabled side by side per profile;
+- ``python -m reuse.study.report --results DIR --out FILE`` writes that summary
+  (run_all.sh calls it after the notebooks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reuse.toolkit.provenance import provenance
+
+# Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
+FORMAT = "reuse.study.report/1"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+VERDICT_COLUMNS = ("judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable")
+PROFILE_ORDER = ("smoke", "quick", "paper")
+
+
+def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
+           results_dir: str | Path, notes: list[str] | None = None,
+           verdicts: pd.DataFrame | None = None, settings: dict | None = None) -> Path:
+    """Store a notebook's headline table with its parameters and provenance.
+
+    ``name`` is a file stem (letters, digits, ``_.-``), e.g. the notebook's name;
+    ``headline`` one row per headline number, every factor a column (named index
+    levels, as a groupby leaves them, become columns; an unnamed index is dropped);
+    ``notes`` Markdown lines (a verdict text's bullets), written as they are;
+    ``verdicts`` one row per judgment with at least :data:`VERDICT_COLUMNS` (the summary
+    tables them across profiles); ``settings`` what fixed the rounding (a runner's
+    ``settings()``: device, precision, threads), stored with the provenance beside the
+    intra-op thread count in use. Writes ``<name>.json`` and ``<name>.md`` in
+    ``results_dir`` (created if missing), each atomically, and returns the JSON path.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a file stem of letters, digits and _.- ; got {name!r}")
+    if not isinstance(headline, pd.DataFrame):
+        raise TypeError(f"headline must be a pandas DataFrame, got {type(headline).__name__}")
+    if any(level is not None for level in headline.index.names):
+        headline = headline.reset_index()
+    verdicts = pd.DataFrame(columns=VERDICT_COLUMNS) if verdicts is None else verdicts
+    missing = [c for c in VERDICT_COLUMNS if c not in verdicts.columns]
+    if missing:
+        raise ValueError(f"verdicts lacks columns {missing}; needs {', '.join(VERDICT_COLUMNS)}")
+    bad = sorted(set(verdicts.verdict) - {"holds", "refuted", "undecided"})
+    if bad:
+        raise ValueError(f"verdicts {bad}; allowed: holds, refuted, undecided")
+    data = {
+        "format": FORMAT,
+        "name": name,
+        "columns": [str(c) for c in headline.columns],
+        # to_json turns numpy scalars, NaN and timestamps into plain JSON values
+        "headline": json.loads(headline.to_json(orient="records", date_format="iso")),
+        "params": dict(params),
+        "notes": list(notes or []),
+        "verdicts": json.loads(verdicts.to_json(orient="records")),
+        "provenance": {**provenance(), "settings": dict(settings or {}),
+                       "intra_op_threads": _threads()},
+    }
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{name}.json"
+    _write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    _write_atomic(results_dir / f"{name}.md", _section(data, level=1))
+    return path
+
+
+def summarize(results_dir: str | Path) -> str:
+    """One Markdown document with every recorded notebook in ``results_dir``, by name.
+
+    When ``results_dir`` holds one folder per profile, the document opens with a table of
+    every verdict at each profile that has run, and how many verdicts are decided. Raises
+    ``FileNotFoundError`` when nothing was recorded there and ``ValueError`` naming the
+    file when a record cannot be read.
+    """
+    results_dir = Path(results_dir)
+    groups = {p: _records(results_dir / p) for p in PROFILE_ORDER if (results_dir / p).is_dir()}
+    groups = {p: r for p, r in groups.items() if r}
+    if not groups:
+        groups = {None: _records(results_dir)}
+    if not any(groups.values()):
+        raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
+                                "reuse.study.report.record): run the notebooks first, e.g. ./run_all.sh")
+    parts = ["# Results summary\n"]
+    if None not in groups:
+        parts += _verdict_overview(groups)
+    for profile, records in groups.items():
+        where = results_dir / profile if profile else results_dir
+        if profile:
+            parts.append(f"## Profile `{profile}`\n")
+        parts.append(f"{len(records)} notebook(s) recorded in `{where.name}`.\n")
+        parts += [_section(data, level=3 if profile else 2) for data in records]
+    return "\n".join(parts)
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    return [data for data in map(_load, sorted(folder.glob("*.json"))) if data]
+
+
+def _verdict_overview(groups: dict[str, list[dict]]) -> list[str]:
+    """Every verdict by profile: one row per judgment, a column per profile."""
+    table: dict[str, dict[str, str]] = {}
+    counts = {}
+    for profile, records in groups.items():
+        c = {"holds": 0, "refuted": 0, "undecided": 0}
+        for data in records:
+            for v in data.get("verdicts", []):
+                key = f"{data['name'][:2]} {v['judgment']}"
+                controls = v.get("controls") or "n/a"
+                table.setdefault(key, {})[profile] = (
+                    f"{v['verdict']} ({_cell(v.get('estimate'))} [{_cell(v.get('ci_low'))}, "
+                    f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))}"
+                    + ("" if controls in ("n/a", "passed") else f"; controls {controls}") + ")")
+                c[v["verdict"]] += 1
+        counts[profile] = c
+    profiles = list(groups)
+    rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
+    lines = ["## Verdicts at each profile\n",
+             "Estimate [95% CI] and the smallest effect the design can detect; the notebooks "
+             "state each rule, margin and control.\n",
+             _markdown_table(["judgment", *profiles], rows), ""]
+    lines += [f"- `{p}`: {c['holds']} hold, {c['refuted']} refuted, {c['undecided']} undecided "
+              f"({c['holds'] + c['refuted']} of {sum(c.values())} decided)." for p, c in counts.items()]
+    return lines + [""]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.report",
+                                     description="Summarise recorded notebook results.")
+    parser.add_argument("--results", required=True, type=Path,
+                        help="folder with the <name>.json files written by record()")
+    parser.add_argument("--out", type=Path,
+                        help="Markdown file to write (default: RESULTS/SUMMARY.md)")
+    args = parser.parse_args(argv)
+    try:
+        text = summarize(args.results)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"reuse.study.report: {err}", file=sys.stderr)
+        return 1
+    out = args.out or args.results / "SUMMARY.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out, text)
+    return 0
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read result file {path}: {err}") from err
+    return data if isinstance(data, dict) and data.get("format") == FORMAT else None
+
+
+def _section(data: dict[str, Any], level: int) -> str:
+    params, prov = data["params"], data["provenance"]
+    commit = prov["commit"] + (" (dirty)" if prov.get("dirty") else "")
+    versions = ", ".join(f"{k} {v}" for k, v in prov["packages"].items())
+    settings = prov.get("settings", {})
+    compute = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("device", "data"))
+    lines = [f"{'#' * level} {data['name']}", "",
+             _markdown_table(data["columns"], data["headline"]), ""]
+    if data["notes"]:
+        lines += data["notes"] + [""]
+    lines += [f"Profile `{params.get('profile', 'n/a')}`, seeds `{params.get('seeds', 'n/a')}`, "
+              f"device {prov['device']}" + (f" ({compute})" if compute else "")
+              + f", intra-op threads while scoring {prov.get('intra_op_threads', 'n/a')}, "
+              f"commit `{commit}`, {prov['timestamp_utc']}; Python {prov['python']}, {versions}."
+              + _data_line(settings.get("data")), ""]
+    return "\n".join(lines)
+
+
+def _data_line(data: dict | None) -> str:
+    """The data a run read, short: its folder and each file's SHA-256 prefix (the JSON has them whole)."""
+    if not data:
+        return ""
+    hashes = ", ".join(f"{name} {sha[:12]}" for name, sha in data["sha256"].items())
+    return f" Data: Fashion-MNIST from `{data['fashion_mnist']}` (SHA-256 {hashes}); digits from {data['digits']}."
+
+
+def _threads() -> int | None:
+    try:
+        import torch
+        return torch.get_num_threads()
+    except ImportError:
+        return None
+
+
+# Our own table writer instead of DataFrame.to_markdown: that needs `tabulate`, one
+# more dependency for a dozen lines.
+def _markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
+             "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return format(value, ".4g")
+    return _escape(str(value))
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", r"\|").replace("\n", " ")
+
+
+def _jsonable(value: Any) -> Any:
+    """Fallback for json.dumps: numpy values, paths and other objects in params."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so readers never see half a file."""
+    # Not tempfile.mkstemp: its files are private (0600); open() honours the umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

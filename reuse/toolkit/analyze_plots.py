@@ -1,0 +1,67 @@
+"""Figures of ``reuse analyze``: per-layer kernel distances and swap scores.
+
+Each function takes the tidy frames :mod:`reuse.toolkit.scan` / :mod:`reuse.toolkit.criteria` return and
+returns a matplotlib ``Figure``; nothing here computes a criterion or a score. Figures are
+made without pyplot (no backend or global state touched), so the CLI runs without a display
+and a notebook shows them as usual.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def layer_axis(ax, names, positions=None, fontsize: float = 7) -> None:
+    """Label the x axis with layer names (forward order) at ``positions`` (default 0..n-1)."""
+    names = list(names)
+    ax.set_xticks(range(len(names)) if positions is None else list(positions), names, rotation=90,
+                  fontsize=fontsize)
+
+
+def plot_layers(layers: pd.DataFrame) -> Figure:
+    """Relative RMSE and cosine distance per conv layer (forward order), and RMSE over the
+    twin's noise floor when the frame has ``rmse_over_floor``."""
+    with_floor = "rmse_over_floor" in layers.columns
+    fig = Figure(figsize=(max(6, 0.3 * len(layers)), 3.2 * (1 + with_floor)), layout="tight")
+    axes = fig.subplots(1 + with_floor, 1, squeeze=False, sharex=True)
+    ax = axes[0, 0]
+    ax.plot(range(len(layers)), layers.rel_rmse, "o-", label="relative RMSE")
+    ax.plot(range(len(layers)), layers.cosine_distance, "s--", label="cosine distance")
+    ax.set_ylabel("source vs target")
+    ax.legend(fontsize=8)
+    if with_floor:
+        ax = axes[1, 0]
+        ax.bar(range(len(layers)), layers.rmse_over_floor)
+        ax.axhline(1.0, color="k", lw=0.8, ls=":")
+        ax.set_ylabel("RMSE / twin floor")
+    layer_axis(axes[-1, 0], layers.layer)
+    return fig
+
+
+def plot_swaps(swaps: pd.DataFrame, layers: pd.DataFrame, value: str, margin: float) -> Figure:
+    """Swap scores: each layer alone (with ``margin``), prefix/suffix of k layers, and the
+    single-layer score against the layer's relative RMSE (does the RMSE predict it?)."""
+    fig = Figure(figsize=(15, 3.6), layout="tight")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 1, 1]})
+    single = swaps[swaps.set == "single"]
+    if not single.empty:
+        axes[0].bar(range(len(single)), single[value])
+        layer_axis(axes[0], single.layer)
+        axes[0].axhline(margin, color="r", lw=0.8, ls="--", label=f"margin {margin}")
+        axes[0].legend(fontsize=8)
+    axes[0].set_ylabel(f"{value}, one layer swapped")
+    for name, style in (("prefix", "o-"), ("suffix", "s-")):
+        part = swaps[swaps.set == name]
+        if not part.empty:
+            axes[1].plot(part.k, part[value], style, label="first k layers" if name == "prefix" else "last k layers")
+    axes[1].axhline(margin, color="r", lw=0.8, ls="--")
+    axes[1].set_xlabel("k layers swapped")
+    axes[1].set_ylabel(value)
+    if axes[1].lines[:-1]:
+        axes[1].legend(fontsize=8)
+    merged = single.merge(layers[["layer", "rel_rmse"]], on="layer")
+    axes[2].scatter(merged.rel_rmse, merged[value])
+    axes[2].set_xlabel("relative RMSE")
+    axes[2].set_ylabel(f"{value}, one layer swapped")
+    return fig

@@ -1,0 +1,94 @@
+"""Reading a model's parameters from whatever a user has: a module, a state dict or a file.
+
+Entry point: :func:`load_state`. Every toolkit function (:mod:`reuse.toolkit.criteria`,
+:mod:`reuse.toolkit.selection`, :mod:`reuse.toolkit.scan`) passes its model arguments through it, so each
+accepts
+
+- an ``nn.Module`` (its ``state_dict()``),
+- a state dict (``{name: Tensor}``),
+- a path to a file written by ``torch.save`` holding either, or a training checkpoint
+  dict holding the state under a common key (:data:`STATE_KEYS`: ``state_dict``,
+  ``model_state_dict``, ``model``, ``net``, ``weights``).
+
+Files are read with ``weights_only=True`` (no code from the file runs) onto the CPU. Key
+prefixes added by wrappers are stripped (:data:`WRAPPER_PREFIXES`: ``module.`` from
+``DataParallel`` / ``DistributedDataParallel``, ``_orig_mod.`` from ``torch.compile``), so a
+wrapped model's checkpoint matches its bare architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+ModelLike = nn.Module | Mapping | str | os.PathLike
+_ALLOWED = "an nn.Module, a state dict {name: Tensor}, or a path to a torch.save file holding one"
+
+
+def load_state(obj: ModelLike, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict ``{key: Tensor}`` of ``obj`` (see the module docstring), with wrapper
+    prefixes stripped. ``what`` names the argument in error messages ("source", ...).
+
+    Tensors are those of ``obj`` (not copies): callers must not modify them in place.
+    Raises FileNotFoundError for a missing file, ValueError for an unreadable file or a dict
+    without tensors, TypeError for any other type.
+    """
+    if isinstance(obj, nn.Module):
+        state: Mapping = obj.state_dict()
+    elif isinstance(obj, (str, os.PathLike)):
+        state = _read(Path(obj), what)
+    elif isinstance(obj, Mapping):
+        state = obj
+    else:
+        raise TypeError(f"{what}: got {type(obj).__name__}; allowed: {_ALLOWED}")
+    return _strip(_unwrap(state, what))
+
+
+def _read(path: Path, what: str) -> Mapping:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no such file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip, EOF and Runtime errors here
+        raise ValueError(f"{what}: cannot read {path} as a torch.save file of tensors "
+                         f"(corrupt, or a whole pickled model: save model.state_dict() "
+                         f"instead): {type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{what}: {path} holds a {type(obj).__name__}; allowed: {_ALLOWED}")
+    return obj
+
+
+def _unwrap(state: Mapping, what: str) -> Mapping:
+    """The state itself, or the one a checkpoint dict holds under a :data:`STATE_KEYS` key."""
+    for key in STATE_KEYS:
+        inner = state.get(key)
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    if not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{what}: a dict without tensors (keys {list(state)[:8]}); allowed: a "
+                         f"state dict, or a dict holding one under one of {list(STATE_KEYS)}")
+    other = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if other:
+        raise ValueError(f"{what}: entries {other[:5]} are not tensors and no state is found "
+                         f"under {list(STATE_KEYS)}; pass the model's state dict")
+    return state
+
+
+def _strip(state: Mapping) -> dict[str, torch.Tensor]:
+    out = OrderedDict(state)
+    stripped = True
+    while stripped:  # both, in either order: torch.compile of a DataParallel model
+        stripped = False
+        for p in WRAPPER_PREFIXES:
+            if out and all(k.startswith(p) for k in out):
+                consume_prefix_in_state_dict_if_present(out, p)
+                stripped = True
+    return dict(out)

@@ -1,0 +1,134 @@
+"""Per-layer criteria between two models' convolution kernels (docs/protocol.md, section 4: M3).
+
+``RMSE_l = sqrt(mean((W_S,l - W_T,l)^2))`` over every weight of conv layer l, the
+scale-free ``relRMSE_l = RMSE_l / sqrt(mean(W_T,l^2))`` (the RMSE of the paper's
+abstract, arXiv 2008.03411, and its normalised form) and the cosine distance
+``1 - <W_S,l, W_T,l> / (||W_S,l|| ||W_T,l||)`` of the flattened kernels. All in float64.
+
+Models may be given as modules, state dicts or checkpoint paths
+(:func:`reuse.toolkit.checkpoints.load_state`); a conv layer is a module whose ``weight`` is 4-D
+(``Conv2d`` ``[out, in, kh, kw]``, ``ConvTranspose2d`` ``[in, out, kh, kw]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pandas as pd
+import torch
+
+from .checkpoints import ModelLike, load_state
+
+COLUMNS = ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance"]
+
+
+def conv_layers(model: ModelLike) -> list[str]:
+    """Conv layers of a model, in state order: modules whose ``weight`` is 4-D.
+
+    Read from the state alone (no forward pass); state order is the order in which
+    modules were registered, which is forward order for sequential models (ResNet,
+    VGG, MobileNet, this package's models).
+    """
+    state = load_state(model, what="model")
+    return [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 4]
+
+
+def check_layers(state: dict[str, torch.Tensor], layers: Iterable[str] | None) -> list[str]:
+    """``layers`` as a list of conv layer names of ``state`` (all of them when None).
+
+    Raises TypeError for a plain string or non-string names, ValueError for names that
+    are not conv layers of ``state`` (a BN or Linear layer, a typo).
+    """
+    allowed = conv_layers(state)
+    if layers is None:
+        return allowed
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise TypeError(f"layers={layers!r}; allowed: None (every conv layer) or a list of "
+                        f"names such as {allowed[:3]}")
+    layers = list(layers)
+    for name in layers:
+        if not isinstance(name, str):
+            raise TypeError(f"layer {name!r} is a {type(name).__name__}; allowed: layer names "
+                            f"(str) such as {allowed[:3]}")
+        weight = state.get(f"{name}.weight")
+        if weight is None:
+            raise ValueError(f"layer {name!r} has no '{name}.weight' in the model; allowed: "
+                             f"conv layers such as {allowed[:5]}")
+        if weight.ndim != 4:
+            raise ValueError(f"layer {name!r} is not a conv layer (weight ndim {weight.ndim}); "
+                             f"allowed: conv layers such as {allowed[:5]}")
+    return layers
+
+
+def _pair(source: ModelLike, target: ModelLike, layers: Iterable[str] | None
+          ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """Layer names and the two lists of weights, checked for equal shapes."""
+    s, t = load_state(source, what="source"), load_state(target, what="target")
+    layers = check_layers(t, layers)
+    missing = [name for name in layers if f"{name}.weight" not in s]
+    if missing:
+        raise ValueError(f"layers {missing[:5]} of the target are missing in the source: the "
+                         "architectures differ")
+    ws, wt = [s[f"{n}.weight"] for n in layers], [t[f"{n}.weight"] for n in layers]
+    for name, a, b in zip(layers, ws, wt):
+        if a.shape != b.shape:
+            raise ValueError(f"layer {name}: source weight {tuple(a.shape)} vs target "
+                             f"{tuple(b.shape)}; allowed: equal shapes (one architecture)")
+    return layers, ws, wt
+
+
+def kernel_rmse(source: ModelLike, target: ModelLike,
+                layers: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per conv layer: ``layer``, ``index`` (position in ``layers``), ``n_weights``,
+    ``rmse``, ``rel_rmse``, ``cosine_distance``, in float64, on the target weights' device
+    with one transfer back. ``layers=None``: every conv layer of the target.
+
+    ``rel_rmse = ||W_S - W_T|| / ||W_T||`` (the sizes cancel); ``cosine_distance`` is NaN
+    for an all-zero kernel. One norm per layer, stacked: measured faster than both a
+    per-layer loop of ``float()`` reads (which waits for the device at every layer) and a
+    single flattened ``index_add_`` pass (whose concatenation costs more than it saves for
+    8-30 layers); benchmarks/bench.py (d).
+    """
+    layers, ws, wt = _pair(source, target, layers)
+    if not layers:
+        return pd.DataFrame(columns=COLUMNS)
+    device = wt[0].device
+    pairs = [(a.to(device, torch.float64).flatten(), b.double().flatten()) for a, b in zip(ws, wt)]
+    diff = torch.stack([torch.linalg.vector_norm(a - b) for a, b in pairs])
+    norm_s = torch.stack([torch.linalg.vector_norm(a) for a, _ in pairs])
+    norm_t = torch.stack([torch.linalg.vector_norm(b) for _, b in pairs])
+    dot = torch.stack([a @ b for a, b in pairs])
+    numels = [b.numel() for b in wt]
+    # math.sqrt, not a float64 tensor sqrt: that one reaches MKL, whose last bits depend on
+    # the CPU vendor; the norms above are reductions that do not
+    sizes = torch.tensor([math.sqrt(n) for n in numels], dtype=torch.float64, device=device)
+    values = torch.stack([diff / sizes, diff / norm_t,
+                          1 - dot / (norm_s * norm_t)]).cpu().numpy()
+    return pd.DataFrame({"layer": layers, "index": range(len(layers)),
+                         "n_weights": numels, "rmse": values[0],
+                         "rel_rmse": values[1], "cosine_distance": values[2]})
+
+
+def per_kernel_rmse(source: ModelLike, target: ModelLike, layers: Iterable[str] | None = None,
+                    transposed: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per (layer, output channel): the RMSE of that channel's kernel.
+
+    Layers named in ``transposed`` are ``ConvTranspose2d`` (weight ``[in, out, kh, kw]``),
+    whose output channel is dim 1.
+    """
+    transposed = set(transposed)
+    rows = []
+    for name, a, b in zip(*_pair(source, target, layers)):
+        diff = (a.double() - b.double()) ** 2
+        per_out = diff.transpose(0, 1) if name in transposed else diff
+        values = per_out.reshape(per_out.shape[0], -1).mean(1).tolist()
+        rows += [{"layer": name, "kernel": i, "rmse": math.sqrt(v)} for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def kernel_keys(model: ModelLike, layers: Iterable[str]) -> list[str]:
+    """State keys of the kernels (weight and, where present, bias) of conv ``layers``."""
+    state = load_state(model, what="model")
+    layers = check_layers(state, layers)
+    return [k for name in layers for k in (f"{name}.weight", f"{name}.bias") if k in state]

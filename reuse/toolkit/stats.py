@@ -1,0 +1,218 @@
+"""Statistics over seeds: intervals, thresholds, rank correlation, paired tests.
+
+Intervals (the one home for them; :mod:`reuse.toolkit.verdicts` turns them into verdicts):
+
+- :func:`mean_ci`: the mean of per-seed values with its Student-t interval (NaN bounds
+  with fewer than two finite values: one seed says nothing about spread);
+- :func:`seed_bootstrap`: any statistic of a frame with a percentile interval from
+  resampling whole seeds.
+
+Layer-level tools (E2-E5):
+
+- :func:`fit_threshold`: the cut on a criterion (small = reusable) with the best balanced
+  accuracy; :func:`threshold_accuracy` scores a given cut on other points;
+- :func:`roc_auc`: how well the criterion ranks reusable layers first (threshold-free);
+- :func:`spearman_ci`: Spearman's rho with a percentile-bootstrap CI over points;
+- :func:`leave_one_group_out`: fit on all groups but one, score on the held-out group,
+  the fit function never receiving a row of the held-out group;
+- :func:`paired_test`: seed-matched comparison of two strategies (paired t and Wilcoxon
+  signed-rank) with effect sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+LEVEL = 0.95  # confidence level of every interval
+
+
+def mean_ci(values, level: float = LEVEL) -> dict:
+    """Mean of the finite ``values`` and its two-sided Student-t interval.
+
+    Keys: estimate, ci_low, ci_high, n (finite values), se (standard error). With fewer
+    than two values the bounds and se are NaN.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    out = {"estimate": float(v.mean()) if n else np.nan, "ci_low": np.nan, "ci_high": np.nan,
+           "n": n, "se": np.nan}
+    if n >= 2:
+        se = float(v.std(ddof=1) / np.sqrt(n))
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)
+        out.update(ci_low=out["estimate"] - half, ci_high=out["estimate"] + half, se=se)
+    return out
+
+
+def seed_bootstrap(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float],
+                   seed_column: str = "seed", n_boot: int = 1000, level: float = LEVEL,
+                   random_state: int = 0) -> dict:
+    """``statistic(frame)`` with a percentile CI from resampling whole seeds.
+
+    Every row of a drawn seed comes along (a seed drawn twice comes twice, relabelled so
+    that within-seed groupings stay apart), so points sharing a training run are never
+    treated as independent. Keys: estimate, ci_low, ci_high, se, n_seeds, n_boot (valid
+    resamples).
+    """
+    seeds = np.array(sorted(frame[seed_column].unique()))
+    estimate = float(statistic(frame))
+    rng = np.random.default_rng(random_state)
+    frame = frame.reset_index(drop=True)
+    rows = {s: np.flatnonzero(frame[seed_column].to_numpy() == s) for s in seeds}
+    values = []
+    if len(seeds) >= 2:
+        for _ in range(n_boot):
+            drawn = rng.choice(seeds, len(seeds), replace=True)
+            index = np.concatenate([rows[s] for s in drawn])
+            labels = np.repeat(np.arange(len(drawn)), [len(rows[s]) for s in drawn])
+            sample = frame.iloc[index].assign(**{seed_column: labels}).reset_index(drop=True)
+            value = statistic(sample)
+            if np.isfinite(value):
+                values.append(value)
+    if values:
+        lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+        se = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
+    else:
+        lo = hi = se = np.nan
+    return {"estimate": estimate, "ci_low": float(lo), "ci_high": float(hi), "se": se,
+            "n_seeds": len(seeds), "n_boot": len(values)}
+
+
+
+def _xy(x, labels) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(labels, dtype=bool)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and labels must be 1-D of one length; got {x.shape=} {y.shape=}")
+    keep = np.isfinite(x)
+    return x[keep], y[keep]
+
+
+def fit_threshold(x, labels) -> tuple[float, float]:
+    """(threshold, balanced accuracy) of the rule "reusable when x <= threshold".
+
+    ``x``: criterion per point (e.g. RMSE, smaller = more alike); ``labels``: True where
+    the point is reusable. Candidates are the midpoints between consecutive distinct
+    values (and one below / above all of them); among equally good candidates the middle
+    one is taken, so a clean gap gives its midpoint. Needs both classes. All candidates
+    are scored at once from cumulative counts (O(n log n)), which the seed bootstrap of E3
+    needs: it refits thousands of times.
+    """
+    x, y = _xy(x, labels)
+    if y.all() or not y.any():
+        raise ValueError(f"fit_threshold needs reusable and non-reusable points; got "
+                         f"{int(y.sum())} reusable of {len(y)}")
+    values = np.unique(x)
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    ends = np.searchsorted(xs, values, side="right")  # points <= each distinct value
+    pos_le = np.concatenate([[0], np.cumsum(ys)[ends - 1]])
+    neg_le = np.concatenate([[0], ends]) - pos_le
+    n_pos, n_neg = int(ys.sum()), int((~ys).sum())
+    scores = 0.5 * (pos_le / n_pos + (n_neg - neg_le) / n_neg)
+    candidates = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]])
+    best = np.flatnonzero(np.isclose(scores, scores.max()))
+    choice = best[len(best) // 2]
+    return float(candidates[choice]), float(scores[choice])
+
+
+def threshold_accuracy(x, labels, threshold: float) -> float:
+    """Balanced accuracy of "reusable when x <= threshold" on points (NaN if one class only)."""
+    x, y = _xy(x, labels)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(balanced_accuracy_score(y, x <= threshold))
+
+
+def roc_auc(x, labels) -> float:
+    """ROC AUC of -x as a score for "reusable": 1 = every reusable point has a smaller x."""
+    x, y = _xy(x, labels)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, -x))
+
+
+def spearman_ci(x, y, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+                ) -> dict[str, float]:
+    """Spearman's rho, its p-value, and a percentile-bootstrap CI (points resampled in pairs).
+
+    NaN points are dropped. Returns keys rho, p, ci_low, ci_high, n.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape; got {x.shape=} {y.shape=}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3:
+        return {"rho": np.nan, "p": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": len(x)}
+    res = stats.spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:  # a constant resample has no rank correlation
+            boots.append(stats.spearmanr(x[i], y[i]).statistic)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if boots else (np.nan, np.nan)
+    return {"rho": float(res.statistic), "p": float(res.pvalue), "ci_low": float(lo),
+            "ci_high": float(hi), "n": int(len(x))}
+
+
+def leave_one_group_out(frame: pd.DataFrame, group: str,
+                        fit: Callable[[pd.DataFrame], Any],
+                        score: Callable[[Any, pd.DataFrame], dict]) -> pd.DataFrame:
+    """One row per held-out value of ``group``: ``score(fit(others), held_out)``.
+
+    ``fit`` only ever receives rows whose ``group`` differs from the held-out value, so
+    what is scored on a group was learnt without it.
+    """
+    if group not in frame.columns:
+        raise ValueError(f"group={group!r} is not a column; columns: {list(frame.columns)}")
+    groups = list(dict.fromkeys(frame[group]))
+    if len(groups) < 2:
+        raise ValueError(f"leave-one-{group}-out needs >= 2 values of {group}; got {groups}")
+    rows = []
+    for g in groups:
+        model = fit(frame[frame[group] != g].copy())
+        rows.append({group: g, **score(model, frame[frame[group] == g].copy())})
+    return pd.DataFrame(rows)
+
+
+def paired_test(a, b, level: float = 0.95) -> dict[str, float]:
+    """Seed-matched comparison of ``a`` and ``b`` (equal-length, element i paired with i).
+
+    Returns n, mean_diff (a - b) with its Student-t CI, the paired t-test p-value
+    (``p_t``), the Wilcoxon signed-rank p-value (``p_wilcoxon``, exact for small n),
+    Cohen's d_z (mean / sd of the differences) and the matched-pairs rank-biserial
+    correlation (in [-1, 1], positive when a > b). Pairs with a NaN are dropped.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be 1-D of one length; got {a.shape=} {b.shape=}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    n = len(d)
+    out = {"n": n, "mean_diff": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_t": np.nan,
+           "p_wilcoxon": np.nan, "cohen_dz": np.nan, "rank_biserial": np.nan}
+    if n == 0:
+        return out
+    out["mean_diff"] = float(d.mean())
+    if n < 2:
+        return out
+    sd = d.std(ddof=1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    out.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half))
+    if sd > 0:
+        out["p_t"] = float(stats.ttest_rel(a[keep], b[keep]).pvalue)
+        out["cohen_dz"] = float(d.mean() / sd)
+    nonzero = d[d != 0]
+    if len(nonzero):
+        out["p_wilcoxon"] = float(stats.wilcoxon(a[keep], b[keep]).pvalue)
+        ranks = stats.rankdata(np.abs(nonzero))
+        out["rank_biserial"] = float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
+    return out

@@ -1,0 +1,103 @@
+"""Three-valued verdicts, the margins they use, and the statistics behind them.
+
+A claim is judged from a confidence interval and a margin fixed in advance
+(docs/protocol.md, section 6): **holds** when the whole CI lies on the claim's side of the
+margin, **refuted** when it lies on the other side, **undecided** otherwise. Beside every
+verdict goes the smallest effect the design can detect: the distance from the margin that
+a true mean must have for the verdict to be decided with 80% power.
+
+The unit of replication is the seed (one independent set of training runs): per-seed
+values go into :func:`mean_verdict` (Student-t over seeds), and statistics pooled over
+layers or conditions are bootstrapped over seeds (:func:`seed_bootstrap`), never over
+points that share a seed.
+
+The margins are the same at every scale; notebooks print them before their results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .stats import LEVEL, mean_ci, seed_bootstrap
+
+VERDICTS = ("holds", "refuted", "undecided")
+POWER = 0.8  # power of the detectable effects printed beside verdicts
+
+# --- margins, fixed before any result was seen (docs/protocol.md, section 6) ---------
+# The reuse score is 1 for a swap that loses nothing and 0 for one that falls to the
+# best input-blind predictor. A same-domain twin (the positive control) is expected near 1
+# and a model from another initialisation (the negative control) near 0; REUSABLE sits
+# midway, so a swap "works" when it keeps at least half of the above-chance performance.
+REUSABLE = 0.5  # J1 (all conv kernels), J2 (one layer), E3 labels, Y1
+LITTLE_LOSS = 0.9  # "can be reused directly", "little loss": C2, C4
+SENSITIVE = 0.5  # "very sensitive": C3 (a swap loses more than half)
+USEFUL_ACCURACY = 0.6  # J3: held-out balanced accuracy of a criterion's threshold
+# conditions whose target model is not this far above chance are excluded from verdicts
+MIN_GAP = {"miou": 0.1, "psnr": 1.0}  # mIoU points; dB
+ADEQUATE = 0.95  # training adequacy: share of a 4x longer run's above-chance gap
+
+
+def verdict(ci_low: float, ci_high: float, margin: float, side: str = "above") -> str:
+    """'holds' if the CI lies wholly on ``side`` ('above' or 'below') of ``margin``,
+    'refuted' if it lies wholly on the other side, else 'undecided' (also for NaN)."""
+    if side not in ("above", "below"):
+        raise ValueError(f"side={side!r}; allowed: 'above', 'below'")
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "undecided"
+    above, below = ci_low > margin, ci_high < margin
+    if side == "below":
+        above, below = below, above
+    return "holds" if above else "refuted" if below else "undecided"
+
+
+def detectable(se: float, df: float | None = None, level: float = LEVEL, power: float = POWER) -> float:
+    """Smallest |true value - margin| decided with probability ``power``: (q_{1-a/2} + q_power)
+    times the standard error, with Student-t quantiles on ``df`` degrees of freedom (normal
+    when None)."""
+    if not np.isfinite(se):
+        return float("nan")
+    dist = stats.norm if df is None else stats.t(df)
+    return float((dist.ppf(0.5 + level / 2) + dist.ppf(power)) * se)
+
+
+def mean_verdict(values, margin: float, side: str = "above", level: float = LEVEL) -> dict:
+    """Mean of per-seed ``values`` with its Student-t CI (:func:`reuse.toolkit.stats.mean_ci`),
+    the verdict against ``margin`` and the detectable effect. Keys: estimate, ci_low,
+    ci_high, n, verdict, detectable."""
+    ci = mean_ci(values, level)
+    n = ci["n"]
+    return {"estimate": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": n,
+            "verdict": verdict(ci["ci_low"], ci["ci_high"], margin, side),
+            "detectable": detectable(ci["se"], n - 1, level) if n >= 2 else np.nan}
+
+
+def bootstrap_verdict(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float],
+                      margin: float, side: str = "above", **kwargs) -> dict:
+    """:func:`seed_bootstrap` plus the verdict against ``margin`` and the detectable effect
+    (normal quantiles on the bootstrap standard error)."""
+    out = seed_bootstrap(frame, statistic, **kwargs)
+    out["verdict"] = verdict(out["ci_low"], out["ci_high"], margin, side)
+    out["detectable"] = detectable(out["se"])
+    return out
+
+
+def gated(source: str, positive: str, negative: str) -> tuple[str, str]:
+    """(verdict, controls) of a judgment whose positive control must hold and whose
+    negative control must be refuted: the source's verdict when both behave, else
+    'undecided' (the rule cannot tell reusable from not reusable there)."""
+    problems = ([f"positive control {positive}"] if positive != "holds" else []) + \
+               ([f"negative control {negative}"] if negative != "refuted" else [])
+    if problems:
+        return "undecided", "failed: " + ", ".join(problems)
+    return source, "passed"
+
+
+def describe(row, margin_text: str) -> str:
+    """'holds (0.93 [0.88, 0.98] vs margin ...; detectable 0.07)' for a verdict row."""
+    return (f"{row['verdict']} ({row['estimate']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}] "
+            f"vs {margin_text}; n = {int(row['n'])}; smallest detectable effect "
+            f"{row['detectable']:.2g})")
