@@ -47,14 +47,13 @@ import torch
 
 from reuse.study.data import write_synthetic_fashion
 from reuse.study.experiments.network_reusability import TYPE_SETS
-from reuse.toolkit.scoring import evaluate_states
 from reuse.study.models import conv_layer_names
 from reuse.study.train import Runner, RunSpec
 from reuse.toolkit.criteria import kernel_rmse
 from reuse.toolkit.gpu import autocast, prepare_model, synchronize
 from reuse.toolkit.metrics import PRIMARY, evaluate, loss
 from reuse.toolkit.provenance import provenance
-from reuse.toolkit.scoring import score_states
+from reuse.toolkit.scoring import evaluate_states, score_states
 from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
 
 # sizes: images are image_size px square (Fashion-MNIST resized and padded), one channel
