@@ -189,7 +189,11 @@ pip_offline() {  # no index, no configuration files, no PIP_* settings of this m
   env "${unset_pip[@]}" PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 \
     "$VENV/bin/python" -m pip "$@"
 }
-ready() { [[ -x $VENV/bin/python ]] && (cd / && "$VENV/bin/python" -c 'import papermill, ipykernel, reuse') 2>/dev/null; }
+ready() {  # the venv imports papermill, ipykernel and this checkout's reuse
+  [[ -x $VENV/bin/python ]] && (cd / && "$VENV/bin/python" -c '
+import sys, pathlib, papermill, ipykernel, reuse
+sys.exit(pathlib.Path(reuse.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())' "$REPO") 2>/dev/null
+}
 
 setup_start=$SECONDS
 if ready; then
@@ -218,7 +222,7 @@ EOF
     pip_offline install -q --no-index --no-deps --no-cache-dir "$WHEELS"/*.whl >> "$logs/pip-install.log" 2>&1 ||
       { cat "$logs/pip-install.log"; die "pip install --no-deps failed too"; }
   fi
-  ready || die "after the install, $VENV/bin/python still cannot import papermill, ipykernel and reuse"
+  ready || die "after the install, $VENV/bin/python cannot import papermill, ipykernel or $REPO's reuse"
 fi
 pip_offline list --format=freeze > "$logs/pip-list.txt" 2>/dev/null
 pip_offline check > "$logs/pip-check.txt" 2>&1 ||
