@@ -83,3 +83,14 @@ def test_outputs_a_run_writes_do_not_make_it_dirty(monkeypatch, tmp_path):
     assert provenance()["dirty"] is False  # outputs and injected parameters only
     (tmp_path / "nb.ipynb").write_text(notebook("x = 3"))
     assert provenance()["dirty"] is True  # a changed cell is changed code
+
+
+def test_the_commit_is_this_checkouts():
+    """A checkout's provenance names its own commit (the package's depth is counted right)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert provenance()["commit"] == head

@@ -10,15 +10,7 @@ from scipy.stats import ortho_group
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from reuse.toolkit.similarity import (
-    activations,
-    cka_layers,
-    features,
-    linear_cka,
-    logme,
-    pwcca,
-    svcca,
-)
+from reuse.toolkit.similarity import activations, cka_layers, features, linear_cka, logme, pwcca, svcca
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:

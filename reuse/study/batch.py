@@ -38,7 +38,7 @@ from reuse.toolkit.gpu import DEVICES
 from . import data as rdata
 from .config import PROFILES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # reuse/study/batch.py -> the checkout
 SHOWN_PROFILE = "quick"  # the profile whose executed notebooks notebooks/ holds (README, "Scales")
 RESERVED = ("profile", "seeds", "device", "figures_dir", "results_dir", "cache_dir", "data_dir",
             "cluster")

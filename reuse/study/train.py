@@ -27,12 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reuse.toolkit.gpu import (
-    compute_scope,
-    prepare_model,
-    resolve_device,
-    resolve_precision,
-)
+from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device, resolve_precision
 
 from . import data as rdata
 from . import group

@@ -18,7 +18,7 @@ from typing import Any
 
 PACKAGES = ("torch", "torchvision", "torchmetrics", "numpy", "pandas")
 UNKNOWN = "unknown"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]  # reuse/toolkit/provenance.py -> the checkout
 
 
 def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -111,24 +111,26 @@ def cpu_class() -> dict[str, str]:
     return {"model": _cpu_model(), "vendor": _cpu_vendor(), "mkl_cbwr": os.environ.get("MKL_CBWR", "unset")}
 
 
-def _cpu_vendor() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in Linux's /proc/cpuinfo, or None."""
     try:
-        if sys.platform.startswith("linux"):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(field):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.machine() or UNKNOWN
+    return None
+
+
+def _cpu_vendor() -> str:
+    return _cpuinfo("vendor_id") or platform.machine() or UNKNOWN
 
 
 def _cpu_model() -> str:
     try:
-        if sys.platform.startswith("linux"):
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        elif sys.platform == "darwin":
+        if sys.platform.startswith("linux") and _cpuinfo("model name"):
+            return _cpuinfo("model name")
+        if sys.platform == "darwin":
             return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
                                   capture_output=True, text=True, timeout=10,
                                   check=True).stdout.strip()

@@ -41,15 +41,7 @@ from reuse.toolkit.verdicts import REUSABLE, bootstrap_verdict, mean_verdict
 from ..config import Grid, Profile
 from ..train import Runner
 from . import rmse_threshold as e3
-from .common import (
-    CONDITION,
-    DONORS,
-    FACTORS,
-    Evaluator,
-    conditions,
-    trained,
-    usable_only,
-)
+from .common import CONDITION, DONORS, FACTORS, Evaluator, conditions, trained, usable_only
 from .layer_selection import PRIMARY_BN
 
 PAPER = "rmse"  # the paper's criterion

@@ -24,12 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys
-from reuse.toolkit.verdicts import (
-    LITTLE_LOSS,
-    REUSABLE,
-    bootstrap_verdict,
-    mean_verdict,
-)
+from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, bootstrap_verdict, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner

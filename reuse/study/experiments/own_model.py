@@ -52,11 +52,7 @@ from torch import nn
 
 from reuse.toolkit.checkpoints import load_state
 from reuse.toolkit.criteria import conv_layers, kernel_rmse
-from reuse.toolkit.gpu import (
-    compute_scope,
-    prepare_model,
-    resolve_device,
-)
+from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
 from reuse.toolkit.selection import check_joint, swap_verdicts
 from reuse.toolkit.verdicts import REUSABLE, gated, mean_verdict

@@ -23,20 +23,9 @@ import pandas as pd
 from scipy import stats
 from torch import nn
 
-from reuse.toolkit.criteria import (
-    conv_layers,
-    kernel_keys,
-    kernel_rmse,
-    per_kernel_rmse,
-)
+from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_kernel_rmse
 from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
-from reuse.toolkit.verdicts import (
-    REUSABLE,
-    USEFUL_ACCURACY,
-    bootstrap_verdict,
-    gated,
-    mean_verdict,
-)
+from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, bootstrap_verdict, gated, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner

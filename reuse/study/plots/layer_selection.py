@@ -8,15 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .common import (
-    DONOR_ORDER,
-    NO_SCORES,
-    ORDER,
-    dodge,
-    empty_figure,
-    finite,
-    t_interval,
-)
+from .common import DONOR_ORDER, NO_SCORES, ORDER, dodge, empty_figure, finite, t_interval
 
 
 def _panels(frame: pd.DataFrame) -> list[tuple[str, str]]:

@@ -10,15 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .common import (
-    DONOR_ORDER,
-    NO_SCORES,
-    ORDER,
-    dodge,
-    empty_figure,
-    finite,
-    t_interval,
-)
+from .common import DONOR_ORDER, NO_SCORES, ORDER, dodge, empty_figure, finite, t_interval
 
 
 def learning_curves(curves: pd.DataFrame) -> plt.Figure:
