@@ -64,7 +64,8 @@ def test_one_page_per_notebook_and_no_network(built):
     assert len(NOTEBOOKS) >= 6
     for page in built.glob("*.html"):
         text = page.read_text(encoding="utf-8")
-        assert not re.search(r'<script[^>]+src="https?:', text), f"{page.name} loads a script from the network"
+        loads = re.findall(r'<(?:script|img|iframe)[^>]+src="https?:[^"]*|<link[^>]+href="https?:[^"]*|url\(["\']?https?:[^)]*', text)
+        assert not loads, f"{page.name} loads from the network: {loads[:3]}"
         assert "/work/" not in text and "/tmp/" not in text, f"{page.name} names a machine path"
 
 
