@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the Python environment, then run every notebook with papermill:
 #   ./run_all.sh [options]   is   python -m reuse run [options]   in that environment.
-# ./run_all.sh --help lists the options (reuse/runner.py).
+# ./run_all.sh --help lists the options (reuse/study/batch.py).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,16 +14,35 @@ if [[ -n ${VIRTUAL_ENV:-}${CONDA_PREFIX:-} ]] && imports_reuse python; then
   echo "Using the active environment $(python -c 'import sys; print(sys.prefix)')"
 else
   if ! { [[ -x $REPO/.venv/bin/python ]] && imports_reuse "$REPO/.venv/bin/python"; }; then
-    echo "Setting up $REPO/.venv: pip install -r requirements.txt -e . (a few minutes, once)"
+    # requirements.lock pins every package with its hashes for the platform it was compiled
+    # on, Linux x86_64 with Python 3.11 (README, "A pinned environment"); anywhere else, or
+    # with REUSE_NO_LOCK=1 (e.g. a GPU machine's own torch), requirements.txt's floors.
+    [[ ${REUSE_NO_LOCK:-0} == [01] ]] ||
+      die "REUSE_NO_LOCK=${REUSE_NO_LOCK}: use 1 (install requirements.txt's floors) or 0 (the lock where it fits)"
     python3 -m venv "$REPO/.venv" ||
       die "python3 -m venv failed; on Debian/Ubuntu: sudo apt-get install python3-venv"
-    (cd "$REPO" && .venv/bin/python -m pip install -q -r requirements.txt -e .) ||
-      die "pip install into $REPO/.venv failed (see above)"
+    lock_fits='import platform as p, sys; sys.exit((p.system(), p.machine(), sys.version_info[:2]) != ("Linux", "x86_64", (3, 11)))'
+    if [[ -f $REPO/requirements.lock && ${REUSE_NO_LOCK:-0} == 0 ]] && "$REPO/.venv/bin/python" -c "$lock_fits"; then
+      echo "Setting up $REPO/.venv: pip install -r requirements.lock, then -e . (a few minutes, once)"
+      (cd "$REPO" && .venv/bin/python -m pip install -q --require-hashes -r requirements.lock &&
+        .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .) ||
+        die "pip install -r requirements.lock into $REPO/.venv failed (see above; REUSE_NO_LOCK=1 uses requirements.txt)"
+    else
+      echo "Setting up $REPO/.venv: pip install -r requirements.txt -e . (a few minutes, once)"
+      (cd "$REPO" && .venv/bin/python -m pip install -q -r requirements.txt -e .) ||
+        die "pip install into $REPO/.venv failed (see above)"
+    fi
   fi
   # shellcheck disable=SC1091
   source "$REPO/.venv/bin/activate"
   echo "Using $REPO/.venv"
 fi
+# JupyterLab opens without the "Jupyter news" pop-up (jupyter/overrides.json); an
+# overrides.json of your own already in the environment is kept.
+lab_settings=$(python -c 'import sys; print(sys.prefix)')/share/jupyter/lab/settings
+[[ -e $lab_settings/overrides.json ]] ||
+  { mkdir -p "$lab_settings" && cp "$REPO/jupyter/overrides.json" "$lab_settings/"; } ||
+  die "could not write $lab_settings/overrides.json"
 # papermill's kernel python3 must be this environment's, not one from ~/.local
 python -m ipykernel install --sys-prefix --name python3 >/dev/null
 export JUPYTER_PREFER_ENV_PATH=1
