@@ -97,6 +97,16 @@ class FileLock:
             os.close(fd)  # closing the last descriptor releases the lock
 
 
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to ``path`` (created with the umask, or truncated), not following a
+    link; a full disk raises ``OSError(ENOSPC)``. Not atomic: see :func:`write_atomic`."""
+    fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
 def _hidden_name(path: Path, what: str) -> Path:
     """``.NAME.WHAT-<pid>-<random>`` beside ``path``: unique per process and call."""
     return path.with_name(f".{path.name}.{what}-{os.getpid()}-{secrets.token_hex(4)}")
@@ -181,5 +191,7 @@ def describe(err: OSError, what: str) -> str:
     such, else the system's message and the file it names."""
     if out_of_space(err):
         return f"no space left on device while writing {what}"
+    if isinstance(err, SymlinkError):
+        return str(err)
     name = f" ({err.filename})" if err.filename and str(err.filename) not in what else ""
     return f"cannot write {what}: {err.strerror or err}{name}"

@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tqdm import tqdm
 from torch import nn
 
 from . import data as rdata
-from . import group
+from . import files, group
+from .files import FileLock
 from .gpu import autocast, compiled, compute_scope, prepare_model, resolve_device, resolve_precision
 from .metrics import PRIMARY, evaluate, loss
 from .models import build_model
@@ -348,6 +348,8 @@ class Runner:
                 try:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                     stack.enter_context(FileLock(path + ".lock"))
+                except files.SymlinkError as err:  # a link planted in a shared cache is never followed
+                    warnings.warn(f"{err}; this entry is trained without its lock", stacklevel=3)
                 except OSError:
                     self._read_only(Path(path).parent)
                     break
@@ -416,11 +418,12 @@ class Runner:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         values = [float(v) for v in compute()]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"parts": parts, "values": [v if math.isfinite(v) else None
-                                                              for v in values]}, default=str))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            record = {"parts": parts, "values": [v if math.isfinite(v) else None for v in values]}
+            files.write_atomic(path, json.dumps(record, default=str))
+        except OSError as err:  # a full disk: computed, not stored
+            self._not_stored(err, path)
         return values
 
     def _folder(self, grouped: bool = False) -> str:
@@ -494,9 +497,14 @@ class Runner:
             return
         os.close(fd)
         try:
-            torch.save(blob, tmp)
+            buffer = io.BytesIO()
+            torch.save(blob, buffer)  # in memory first: a full disk fails the write with ENOSPC, not in torch
+            files.write_bytes(tmp, buffer.getbuffer())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; follow the umask
             os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
+        except OSError as err:
+            self._not_stored(err, path)
+            return
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -508,8 +516,16 @@ class Runner:
         line = json.dumps({"key": run.spec.key, "run": run.spec.describe(), "file": str(path.relative_to(
             self.cache_dir)), "seconds": round(run.seconds, 3), "host": platform.node(), "pid": os.getpid(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        with open(self.cache_dir / "trained.log", "a") as log:  # one short append: atomic on POSIX
-            log.write(line + "\n")
+        try:  # one short append: atomic on POSIX; a link is refused, never followed
+            files.append_line(self.cache_dir / "trained.log", line)
+        except OSError as err:
+            warnings.warn(f"{files.describe(err, 'trained.log')}; the run is stored, not logged", stacklevel=3)
+
+    def _not_stored(self, err: OSError, path: Path) -> None:
+        if not self._warned_read_only:
+            self._warned_read_only = True
+            warnings.warn(f"the run cache {self.cache_dir}: {files.describe(err, str(path))}; what it holds is "
+                          "still used, but runs and scores computed now are kept in memory only", stacklevel=3)
 
     def _read_only(self, folder: Path) -> None:
         if not self._warned_read_only:
