@@ -112,7 +112,7 @@ def _hidden_name(path: Path, what: str) -> Path:
     return path.with_name(f".{path.name}.{what}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+def write_atomic(path: str | os.PathLike, data: bytes | memoryview | str) -> None:
     """Write ``data`` (str as UTF-8) to a new hidden file beside ``path``, then rename it
     into place: ``path`` holds the old content or the new, never part of it. On any error
     (a full disk: ``OSError(ENOSPC)``) the hidden file is removed and the error raised."""
