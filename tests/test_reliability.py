@@ -288,6 +288,30 @@ def test_cache_files_follow_the_umask(fake_fashion, tmp_path):
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == {p.name: 0o664 for p in made}
 
 
+class _Payload:
+    """A pickle that would run code when loaded without ``weights_only``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_cache_entry_carrying_code_is_refused_moved_aside_and_retrained(fake_fashion, tmp_path):
+    cache = tmp_path / "cache"
+    spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    _runner(cache).train(spec)
+    (path,) = cache.rglob("*.pt")
+    blob = torch.load(path, weights_only=True)
+    blob["extra"] = {"payload": _Payload(tmp_path / "CODE_RAN")}
+    torch.save(blob, path)
+    runner = _runner(cache)
+    with pytest.warns(UserWarning, match="(?s)bad cache entry .*Weights only load failed.*moved to"):
+        assert not runner.train(spec).cached
+    assert not (tmp_path / "CODE_RAN").exists() and path.with_suffix(".bad").exists()
+
+
 def test_a_full_cache_disk_warns_once_and_keeps_runs_in_memory(fake_fashion, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setattr(files, "_write_all", _enospc)
@@ -363,6 +387,13 @@ def test_a_path_that_is_not_utf8_is_refused_at_setup_only(fake_fashion_dir, tmp_
 
 
 # ----------------------------------------------------------------------------- the runner
+def test_a_yaml_tag_in_set_is_refused(fake_notebooks, tmp_path, capsys):
+    tag = f"reuse_threshold=!!python/object/apply:pathlib.Path.touch [{str(tmp_path / 'CODE_RAN')!r}]"
+    assert runner.main(["--dry-run", "--set", tag]) == 2
+    assert "is not valid YAML" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "CODE_RAN").exists()
+
+
 @pytest.fixture
 def fake_notebooks(tmp_path, monkeypatch, fake_fashion) -> Path:
     folder = tmp_path / "notebooks"
