@@ -358,7 +358,7 @@ def _full_disk(nb: Path, partial: Path, done: list[Path], plan: Plan) -> int:
     partial.unlink(missing_ok=True)  # possibly truncated
     kept = ", ".join(p.name for p in done) or "no notebook"
     print(f"reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
-          f"(its partial notebook removed; a figure or result it was writing is left as it was); kept: "
+          f"(its partial notebook removed; a figure or result it was writing was not replaced); kept: "
           f"{kept} in {plan.out_notebooks}, and the run cache", file=sys.stderr)
     return 2
 
