@@ -9,6 +9,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "run_all.sh: error: $*" >&2; exit 1; }
 imports_reuse() { (cd / && "$1" -c 'import reuse') >/dev/null 2>&1; }  # from /: not the checkout
 
+# One set-up at a time: two run_all.sh (or run_tests.sh) started together would build one
+# .venv and install one kernelspec at once. flock(1) is util-linux; without it, no lock.
+LOCK=$REPO/.venv.lock
+[[ -L $LOCK ]] && die "$LOCK is a symbolic link: refused (remove it)"
+if command -v flock >/dev/null && { exec 9>>"$LOCK"; } 2>/dev/null; then  # a read-only checkout: no lock
+  flock -n 9 || { echo "Waiting for another set-up to finish ($LOCK)"; flock 9; }
+fi
 # An active environment that imports reuse is used as it is; else .venv is made once.
 if [[ -n ${VIRTUAL_ENV:-}${CONDA_PREFIX:-} ]] && imports_reuse python; then
   echo "Using the active environment $(python -c 'import sys; print(sys.prefix)')"
@@ -43,7 +50,11 @@ lab_settings=$(python -c 'import sys; print(sys.prefix)')/share/jupyter/lab/sett
 [[ -e $lab_settings/overrides.json ]] ||
   { mkdir -p "$lab_settings" && cp "$REPO/jupyter/overrides.json" "$lab_settings/"; } ||
   die "could not write $lab_settings/overrides.json"
-# papermill's kernel python3 must be this environment's, not one from ~/.local
-python -m ipykernel install --sys-prefix --name python3 >/dev/null
+# papermill's kernel python3 must be this environment's, not one from ~/.local: installed
+# unless this environment's kernelspec already runs this python
+python -c 'import json, sys; spec = f"{sys.prefix}/share/jupyter/kernels/python3/kernel.json"
+sys.exit(json.load(open(spec))["argv"][0] != sys.executable)' 2>/dev/null ||
+  python -m ipykernel install --sys-prefix --name python3 >/dev/null
+exec 9>&-  # the set-up is done: release the lock
 export JUPYTER_PREFER_ENV_PATH=1
 exec python -m reuse run "$@"

@@ -67,3 +67,22 @@ def trained_log(cache: Path) -> list[dict]:
     """The lines of the cache's training log (reuse.study.train.Runner._log)."""
     log = cache / "trained.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 256 KiB file system (tmpfs; needs root, skipped elsewhere), unmounted after
+    the test: a full disk without monkeypatching."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> None:
+    """Fill ``folder``'s file system up to ``leave`` bytes (a file ``folder/.filler``)."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    (folder / ".filler").write_bytes(b"\0" * max(free - leave, 0))

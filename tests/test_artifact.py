@@ -17,10 +17,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from _chromium import dump_dom
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
-from _chromium import dump_dom
 
 REPO = Path(__file__).resolve().parents[1]
 AUTHORS = [("Liang", "Dong"), ("Cheng", "Lin"), ("Wang", "Wei"), ("Zhu", "Y.")]  # the paper's order

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from _chromium import dump_dom
+
 from reuse import site
 
 REPO = Path(__file__).resolve().parents[1]

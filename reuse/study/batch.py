@@ -5,9 +5,12 @@ nothing: the profile, device and seeds; which notebooks ``--only`` selects; ever
 ``--set NAME=VALUE`` (a parameter of every selected notebook, valid YAML, of the type the
 notebook's annotation names); an explicit ``--data-dir`` (it must hold Fashion-MNIST);
 the ``--cluster`` address; and that the output folders can be written (a read-only run
-cache is allowed: it serves what it holds, with a warning). Then each notebook executes
-into a hidden partial file that replaces the committed notebook only when it ran through,
-is cleaned (:mod:`reuse.study.nbclean`), and the results summary is written.
+cache is allowed: it serves what it holds, with a warning), that every notebook parameter is
+UTF-8 text, and every data file (labels in range, 28x28 images). Then each notebook executes
+into a hidden partial file of its own (``.NAME.PID-RANDOM.partial.ipynb``) that replaces the
+committed notebook only when it ran through, is cleaned (:mod:`reuse.study.nbclean`), and the
+results summary is written. A full disk ends the run with one line and exit 2, naming what
+was not written and what was kept.
 
 Outputs go to ``figures/PROFILE`` and ``results/PROFILE``; the executed notebooks replace
 ``notebooks/`` only for :data:`SHOWN_PROFILE`, else go to ``results/PROFILE/notebooks``.
@@ -23,9 +26,11 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -33,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reuse.toolkit import files
 from reuse.toolkit.gpu import DEVICES
 
 from . import data as rdata
@@ -44,6 +50,8 @@ RESERVED = ("profile", "seeds", "device", "figures_dir", "results_dir", "cache_d
             "cluster")
 _SEEDS = re.compile(r"(0|[1-9][0-9]*)(,(0|[1-9][0-9]*))*")  # no leading zeros: YAML reads 010 as octal
 _CLUSTER = re.compile(r"local:[1-9][0-9]*|tcp://[^\s:/]+:[0-9]+")
+_SOURCES = {"data_dir": "--data-dir", "cache_dir": "$REUSE_CACHE_DIR", "figures_dir": "--output",
+            "results_dir": "--output"}  # where a notebook parameter comes from, for messages
 
 
 class UsageError(ValueError):
@@ -182,6 +190,17 @@ def check_type(name: str, value, annotation: str, notebook: str) -> None:
                          f"{type(value).__name__}")
 
 
+def check_text(name: str, value) -> None:
+    """Raise UsageError unless notebook parameter ``value`` can be written as UTF-8 text (a
+    path of bytes that are not UTF-8 decodes to lone surrogates that no notebook can hold)."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = repr(os.fsencode(value))[1:] if isinstance(value, str) else ascii(value)
+        raise UsageError(f"{_SOURCES.get(name, '--set ' + name)} {shown}: not valid UTF-8; allowed: a "
+                         "UTF-8 path (rename the folder, or give a link with a UTF-8 name)") from None
+
+
 def writable(folder: Path) -> bool:
     """Whether ``folder`` can be created (if missing) and written: tried for real, with a
     temporary folder in its nearest existing ancestor that is removed again."""
@@ -209,9 +228,9 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
         raise UsageError(f"bad --cluster {args.cluster!r}: allowed: local:N (N >= 1) or tcp://HOST:PORT")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     if not args.download:
-        try:
-            rdata.find_fashion_mnist(data_dir)
-        except rdata.DataNotFoundError as err:
+        try:  # every file read and checked (labels in range, 28x28 images): bad data fails here
+            rdata.check_fashion(data_dir)
+        except (rdata.DataNotFoundError, ValueError) as err:
             raise UsageError(str(err)) from None
     parameters = {"profile": args.profile, "device": args.device}
     if seeds is not None:
@@ -229,6 +248,8 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
         out_nb = nb_dir if args.profile == SHOWN_PROFILE else REPO / "results" / args.profile / "notebooks"
         summary_root = REPO / "results"
         dirs = [out_nb, REPO / "figures" / args.profile, REPO / "results" / args.profile]
+    for name, value in {**parameters, **sets}.items():
+        check_text(name, value)
     for folder in dirs:
         if not writable(folder):
             raise UsageError(f"cannot write to {folder} (an output folder): choose another --output")
@@ -290,29 +311,59 @@ def execute(plan: Plan) -> int:
         with cluster_address(plan.cluster) as address:
             params = dict(plan.parameters, **({"cluster": address} if address else {}))
             for i, nb in enumerate(plan.notebooks, start=1):
-                partial = plan.out_notebooks / f".{nb.stem}.partial.ipynb"
+                # a name of its own per run (pid, random): two runs never write one partial file
+                partial = plan.out_notebooks / f".{nb.stem}.{os.getpid()}-{secrets.token_hex(3)}.partial.ipynb"
                 print(f"[{i}/{len(plan.notebooks)}] {nb.name} ...", flush=True)
                 start = time.perf_counter()
                 try:
                     pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
                                         cwd=str(nb.parent), progress_bar=False, log_output=True)
-                except pm.PapermillExecutionError as err:
+                    nbclean.main([str(partial)])
+                    os.replace(partial, plan.out_notebooks / nb.name)
+                except (pm.PapermillExecutionError, OSError) as err:
+                    if _out_of_space(err):
+                        return _full_disk(nb, partial, plan.notebooks[:i - 1], plan)
+                    if isinstance(err, OSError):
+                        raise
                     print(f"[{i}/{len(plan.notebooks)}] {nb.name} ... FAILED "
                           f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
                     print(f"Error in cell [{err.exec_count}]: {err.ename}: {err.evalue}\n"
                           f"partly executed notebook: {partial}", file=sys.stderr)
                     return 1
-                nbclean.main([str(partial)])
-                os.replace(partial, plan.out_notebooks / nb.name)
                 print(f"[{i}/{len(plan.notebooks)}] {nb.name} ... ok ({time.perf_counter() - start:.0f} s)",
                       flush=True)
     finally:
         logger.removeHandler(handler)
     summary = plan.summary_root / "SUMMARY.md"
-    report.main(["--results", str(plan.summary_root), "--out", str(summary)])
+    try:
+        report.main(["--results", str(plan.summary_root), "--out", str(summary)])
+    except OSError as err:
+        if not files.out_of_space(err):
+            raise
+        print(f"reuse run: error: {files.describe(err, str(summary))}: the summary was not written; kept: "
+              "every notebook, figure and result of this run", file=sys.stderr)
+        return 2
     print(f"Ran {len(plan.notebooks)} notebook(s); total wall time {time.perf_counter() - start_all:.0f} s; "
           f"summary: {summary}")
     return 0
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """A full disk, met by papermill writing the notebook or by a notebook's own cell."""
+    if files.out_of_space(err):
+        return True
+    evalue = str(getattr(err, "evalue", ""))
+    return any(f"[Errno {code}]" in evalue for code in files.OUT_OF_SPACE)
+
+
+def _full_disk(nb: Path, partial: Path, done: list[Path], plan: Plan) -> int:
+    """One line for a full disk while ``nb`` ran: what was not written, what was kept; exit 2."""
+    partial.unlink(missing_ok=True)  # possibly truncated
+    kept = ", ".join(p.name for p in done) or "no notebook"
+    print(f"reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
+          f"(its partial notebook removed; a figure or result it was writing was not replaced); kept: "
+          f"{kept} in {plan.out_notebooks}, and the run cache", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -32,8 +33,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 
+from reuse.toolkit import files
+from reuse.toolkit.files import FileLock
 from reuse.toolkit.provenance import cpu_class
 
 from .spec import RunSpec, TrainedRun
@@ -137,9 +139,14 @@ class RunCache:
             return
         os.close(fd)
         try:
-            torch.save(blob, tmp)
+            buffer = io.BytesIO()
+            torch.save(blob, buffer)  # in memory first: a full disk fails the write with ENOSPC, not in torch
+            files.write_bytes(tmp, buffer.getbuffer())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; follow the umask
             os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
+        except OSError as err:
+            self._not_stored(err, path)
+            return
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -155,6 +162,8 @@ class RunCache:
                 try:
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                     stack.enter_context(FileLock(path + ".lock"))
+                except files.SymlinkError as err:  # a link planted in a shared cache is never followed
+                    warnings.warn(f"{err}; this entry is trained without its lock", stacklevel=3)
                 except OSError:
                     self.read_only(Path(path).parent)
                     break
@@ -167,8 +176,10 @@ class RunCache:
                            "file": str(path.relative_to(self.folder)), "seconds": round(run.seconds, 3),
                            "host": platform.node(), "pid": os.getpid(),
                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        with open(self.folder / "trained.log", "a") as log:  # one short append: atomic on POSIX
-            log.write(line + "\n")
+        try:  # one short append: atomic on POSIX; a link is refused, never followed
+            files.append_line(self.folder / "trained.log", line)
+        except OSError as err:
+            warnings.warn(f"{files.describe(err, 'trained.log')}; the run is stored, not logged", stacklevel=3)
 
     # ----------------------------------------------------------------- scores
     def memo(self, parts: dict, compute: Callable[[], list[float]], weights: Iterable[str] = ()
@@ -203,12 +214,10 @@ class RunCache:
         stored = [v if math.isfinite(v) else None for v in values]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"parts": parts, "values": stored, "weights": weights,
-                                       "check": _checksum(stored, weights, key)}, default=str))
-            os.replace(tmp, path)
-        except OSError:
-            self.read_only(path.parent)
+            files.write_atomic(path, json.dumps({"parts": parts, "values": stored, "weights": weights,
+                                                 "check": _checksum(stored, weights, key)}, default=str))
+        except OSError as err:  # a full disk or a read-only cache: computed, not stored
+            self._not_stored(err, path)
         return values
 
     # ----------------------------------------------------------------- helpers
@@ -220,6 +229,12 @@ class RunCache:
         except OSError:
             moved = "left in place (the cache is read-only)"
         warnings.warn(f"bad cache entry {path} ({err}); {moved}, {then}", stacklevel=3)
+
+    def _not_stored(self, err: OSError, path: Path) -> None:
+        if not self._warned_read_only:
+            self._warned_read_only = True
+            warnings.warn(f"the run cache {self.folder}: {files.describe(err, str(path))}; what it holds is "
+                          "still used, but runs and scores computed now are kept in memory only", stacklevel=3)
 
     def read_only(self, folder: Path) -> None:
         if not self._warned_read_only:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reuse.toolkit import files
 from reuse.toolkit.provenance import provenance
 
 # Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
@@ -79,8 +79,8 @@ def record(name: str, headline: pd.DataFrame, params: dict[str, Any],
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{name}.json"
-    _write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-    _write_atomic(results_dir / f"{name}.md", _section(data, level=1))
+    files.write_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+    files.write_atomic(results_dir / f"{name}.md", _section(data, level=1))
     return path
 
 
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     out = args.out or args.results / "SUMMARY.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, text)
+    files.write_atomic(out, text)
     return 0
 
 
@@ -235,17 +235,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=str)
     return str(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, so readers never see half a file."""
-    # Not tempfile.mkstemp: its files are private (0600); open() honours the umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ to mean anything, one initialisation.
 - Always ``report.md`` (figures as PNG files beside it), a self-contained ``report.html``
   (figures embedded) and ``analyze.json`` (parameters, results summary, provenance).
 
+``--out DIR`` is written whole or not at all (:func:`reuse.toolkit.files.atomic_folder`): into a
+hidden folder beside DIR, renamed into place. A DIR that holds files is refused unless
+``--force``, which replaces it whole; a DIR that is a file is refused before anything is
+read. ``--model``, ``--dataset`` and ``--score`` modules are imported from the ``--path``
+folders and the installed packages, never from the working folder.
+
 Data:
 
 - ``--data FOLDER``: a ``torchvision.datasets.ImageFolder`` (one sub-folder per class,
@@ -44,8 +50,11 @@ The chance level of a built-in task is that of the best input-blind predictor in
 (:func:`reuse.toolkit.scan.chance` fitted on the scored targets themselves, e.g. the majority
 class); the reuse score is (score - chance) / (target score - chance).
 
-Bad input (missing or corrupt file, architectures that differ, an unknown factory or
-function, bad JSON) prints one line on stderr and exits with code 2.
+Bad input (missing or corrupt file, a checkpoint with NaN or inf weights, architectures that
+differ, an unknown factory or function, bad JSON, an --out that is a file or holds files)
+prints one line on stderr and exits with code 2; so does a full disk while writing the report
+(nothing is written). Layers whose ratios are undefined (an all-zero target kernel: rel_rmse)
+get NaN in layers.csv and a one-line warning.
 """
 
 from __future__ import annotations
@@ -69,9 +78,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import alignment, scan, selection, similarity
+from . import alignment, files, scan, selection, similarity
 from .analyze_plots import plot_layers, plot_swaps
-from .checkpoints import load_state
+from .checkpoints import check_finite, load_state
 from .criteria import kernel_rmse
 from .metrics import PRIMARY
 from .provenance import provenance
@@ -99,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--data", metavar="FOLDER", help="an ImageFolder of target test images")
     data.add_argument("--dataset", metavar="MODULE:FN", help="FN() -> (x, y) or (x, y, x_bn) tensors")
     p.add_argument("--score", metavar="MODULE:FN", help="FN(model) -> float, higher is better")
+    p.add_argument("--path", action="append", default=[], metavar="DIR",
+                   help="a folder to import the modules of --model, --dataset and --score from, searched "
+                        "before the installed packages; repeatable (the working folder is not searched)")
     p.add_argument("--task", default="classification", choices=list(PRIMARY))
     p.add_argument("--n-images", type=int, default=1000, help="test images scored (default 1000)")
     p.add_argument("--bn-images", type=int, default=0,
@@ -115,7 +127,9 @@ def parser() -> argparse.ArgumentParser:
                    help="built-in scorer's precision (default fp32; auto: bf16 where native)")
     p.add_argument("--seed", type=int, default=0, help="--data: shuffling seed")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--out", default="reuse_analyze", help="output folder (default ./reuse_analyze)")
+    p.add_argument("--out", default="reuse_analyze",
+                   help="output folder, new or empty (default ./reuse_analyze); written whole or not at all")
+    p.add_argument("--force", action="store_true", help="replace an --out folder that holds files, whole")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -135,21 +149,21 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
 
 
-def _import(spec: str, what: str) -> Any:
-    """The object named by ``MODULE:NAME`` (the current directory is searched too)."""
+def _import(spec: str, what: str, paths: list[str] | None = None) -> Any:
+    """The object named by ``MODULE:NAME``, imported from the folders ``paths`` (``--path``)
+    first, then the installed packages: never from the working folder unless ``paths``
+    names it (``python -m`` and ``python -c`` put it on ``sys.path``; it is left out here)."""
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise InputError(f"{what}={spec!r}; allowed: MODULE:NAME, e.g. torchvision.models:resnet18")
-    added = os.getcwd() not in sys.path
-    if added:
-        sys.path.insert(0, os.getcwd())
+    saved, cwd = sys.path[:], os.getcwd()
+    sys.path[:] = [*(os.path.abspath(p) for p in paths or []), *(p for p in saved if p not in ("", cwd))]
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise InputError(f"{what}: cannot import module {module_name!r}: {err}") from None
     finally:
-        if added:
-            sys.path.remove(os.getcwd())
+        sys.path[:] = saved
     obj = module
     for part in name.split("."):
         if not hasattr(obj, part):
@@ -169,7 +183,7 @@ def _model(args) -> nn.Module | None:
         raise InputError(f"--model-args={args.model_args!r} is not valid JSON: {err}") from None
     if not isinstance(kwargs, dict):
         raise InputError(f"--model-args={args.model_args!r}; allowed: a JSON object of keyword arguments")
-    factory = _import(args.model, "--model")
+    factory = _import(args.model, "--model", args.path)
     try:
         model = factory(**kwargs)
     except TypeError as err:
@@ -201,7 +215,7 @@ def _folder(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
 
 
 def _dataset(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    out = _import(args.dataset, "--dataset")()
+    out = _import(args.dataset, "--dataset", args.path)()
     if not (isinstance(out, (tuple, list)) and len(out) in (2, 3)
             and all(isinstance(t, torch.Tensor) for t in out)):
         raise InputError(f"--dataset {args.dataset} returned {type(out).__name__}; allowed: a tuple "
@@ -215,9 +229,12 @@ def read_inputs(args) -> Inputs:
     """Load and check every input; raise :class:`InputError` (or the toolkit's
     FileNotFoundError / ValueError / TypeError) on bad input."""
     inp = Inputs(load_state(args.source, what="source"), load_state(args.target, what="target"))
+    check_finite(inp.source, f"source {args.source}")
+    check_finite(inp.target, f"target {args.target}")
     check_compatible(inp.target, inp.source)
     if args.twin is not None:
         inp.twin = load_state(args.twin, what="twin")
+        check_finite(inp.twin, f"twin {args.twin}")
         check_compatible(inp.target, inp.twin)
     inp.model = _model(args)
     if inp.model is not None:
@@ -243,7 +260,7 @@ def read_inputs(args) -> Inputs:
             raise InputError(f"--bn-images {args.bn_images}: the data gave "
                              f"{0 if inp.bn_data is None else len(inp.bn_data)} BN images; at least 2 needed")
     if args.score:
-        inp.score_fn = _import(args.score, "--score")
+        inp.score_fn = _import(args.score, "--score", args.path)
         inp.notes.append(f"scores from {args.score} (no chance level: swaps judged by score / target score)")
         return inp
     n_outputs = None
@@ -264,7 +281,8 @@ def analyze(args, inp: Inputs) -> dict[str, Any]:
     out: dict[str, Any] = {"layers": kernel_rmse(inp.source, inp.target)}
     if inp.twin is not None:
         floor = kernel_rmse(inp.twin, inp.target).rmse.to_numpy()
-        out["layers"] = out["layers"].assign(floor_rmse=floor, rmse_over_floor=out["layers"].rmse / floor)
+        ratio = out["layers"].rmse / pd.Series(floor).where(floor > 0)  # NaN, not inf, for a zero floor
+        out["layers"] = out["layers"].assign(floor_rmse=floor, rmse_over_floor=ratio)
     names = out["layers"].layer.tolist()
     if args.align:
         al = alignment.aligned_kernel_rmse(inp.model, inp.source, inp.target, names)
@@ -300,6 +318,20 @@ def analyze(args, inp: Inputs) -> dict[str, Any]:
         out["kept"], out["joint"] = [], None
     out["chosen"] = chosen
     return out
+
+
+def _undefined(layers: pd.DataFrame) -> str | None:
+    """One line naming the layers whose ratios are undefined (NaN in layers.csv), if any."""
+    parts = []
+    zero = layers.layer[layers.rel_rmse.isna()].tolist()
+    if zero:
+        parts.append(f"the target's kernels of layers {zero} are all zero: their rel_rmse and "
+                     "cosine_distance are undefined (NaN)")
+    if "rmse_over_floor" in layers:
+        same = layers.layer[layers.floor_rmse == 0].tolist()
+        if same:
+            parts.append(f"the twin equals the target in layers {same}: rmse_over_floor undefined (NaN)")
+    return "; ".join(parts) or None
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -386,12 +418,34 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise InputError(f"--sets {args.sets!r}: unknown {bad}; allowed: a comma-separated "
                              f"list of {', '.join(scan.SETS)}")
+        for folder in args.path:
+            if not Path(folder).is_dir():
+                raise InputError(f"--path {folder}: no such folder; allowed: a folder holding the "
+                                 "modules of --model, --dataset or --score")
+        try:  # before anything is read: a file, or a full folder without --force, is refused
+            files.check_folder(args.out, args.force)
+        except files.FolderExistsError as err:
+            raise InputError(f"--out {err}") from None
         inp = read_inputs(args)
     except (InputError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     res = analyze(args, inp)
-    write(Path(args.out), args, inp, res, time.perf_counter() - start)
+    undefined = _undefined(res["layers"])
+    if undefined:
+        print(f"{PROG}: warning: {undefined}", file=sys.stderr)
+        inp.notes.append(undefined)
+    try:  # into a hidden folder beside --out, renamed into place: whole or not at all
+        with files.atomic_folder(args.out, args.force) as folder:
+            write(folder, args, inp, res, time.perf_counter() - start)
+    except files.FolderExistsError as err:
+        print(f"{PROG}: error: --out {err} (another analysis wrote it meanwhile); this analysis was "
+              "not written", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"{PROG}: error: {files.describe(err, args.out)}: nothing written ({args.out} unchanged)",
+              file=sys.stderr)
+        return 2
     for line in _summary(args, res):
         print(line)
     print(f"wrote {args.out}/report.html ({time.perf_counter() - start:.1f} s)")

@@ -52,6 +52,17 @@ def load_state(obj: ModelLike, *, what: str = "checkpoint") -> dict[str, torch.T
     return _strip(_unwrap(state, what))
 
 
+def check_finite(state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
+    """Raise ValueError naming the first floating-point tensor of ``state`` that holds NaN
+    or inf (a diverged training run, a corrupt file): no criterion or swap means anything
+    with it."""
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{what}: tensor {key!r} has {bad} non-finite value(s) (NaN or inf) among "
+                             f"{value.numel()}; allowed: finite weights")
+
+
 def _read(path: Path, what: str) -> Mapping:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {path}")

@@ -84,8 +84,8 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
     ``rmse``, ``rel_rmse``, ``cosine_distance``, in float64, on the target weights' device
     with one transfer back. ``layers=None``: every conv layer of the target.
 
-    ``rel_rmse = ||W_S - W_T|| / ||W_T||`` (the sizes cancel); ``cosine_distance`` is NaN
-    for an all-zero kernel. One norm per layer, stacked: measured faster than both a
+    ``rel_rmse = ||W_S - W_T|| / ||W_T||`` (the sizes cancel), NaN (not inf) for an all-zero
+    target kernel; ``cosine_distance`` is NaN for an all-zero kernel. One norm per layer, stacked: measured faster than both a
     per-layer loop of ``float()`` reads (which waits for the device at every layer) and a
     single flattened ``index_add_`` pass (whose concatenation costs more than it saves for
     8-30 layers); benchmarks/bench.py (d).
@@ -103,8 +103,8 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
     # math.sqrt, not a float64 tensor sqrt: that one reaches MKL, whose last bits depend on
     # the CPU vendor; the norms above are reductions that do not
     sizes = torch.tensor([math.sqrt(n) for n in numels], dtype=torch.float64, device=device)
-    values = torch.stack([diff / sizes, diff / norm_t,
-                          1 - dot / (norm_s * norm_t)]).cpu().numpy()
+    rel = torch.where(norm_t > 0, diff / norm_t, torch.nan)  # undefined for an all-zero target
+    values = torch.stack([diff / sizes, rel, 1 - dot / (norm_s * norm_t)]).cpu().numpy()
     return pd.DataFrame({"layer": layers, "index": range(len(layers)),
                          "n_weights": numels, "rmse": values[0],
                          "rel_rmse": values[1], "cosine_distance": values[2]})

@@ -6,11 +6,13 @@ writes it as PNG and SVG into the figures folder under a stable name.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from reuse.toolkit import files
 from reuse.toolkit.stats import mean_ci
 
 ORDER = {"architecture": ["unet", "pspnet", "plain"], "task": ["segmentation", "autoencoder"]}
@@ -29,8 +31,10 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | Path) -> list[Pat
     folder = Path(figures_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.{ext}" for ext in ("png", "svg")]
-    for path in paths:
-        fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None)
+    for path in paths:  # whole or not at all: a full disk leaves the old file, not half a new one
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], metadata={"Date": None} if path.suffix == ".svg" else None)
+        files.write_atomic(path, buffer.getbuffer())
     return paths
 
 
