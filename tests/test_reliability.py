@@ -267,7 +267,7 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(fake_fashion,
     cache = tmp_path / "cache"
     spec = RunSpec("unet", "segmentation", "fashion-split", **TINY)
     runner = _runner(cache)
-    lock = Path(f"{runner._path(spec)}.lock")
+    lock = Path(f"{runner.cache.path(spec)}.lock")
     lock.parent.mkdir(parents=True)
     lock.symlink_to(victim)
     with pytest.warns(UserWarning, match=r"\.lock is a symbolic link: refused.*without its lock"):
