@@ -6,6 +6,7 @@ checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse
 
 from __future__ import annotations
 
+import os
 import sys
 
 COMMANDS = {"run": "reuse.study.batch", "analyze": "reuse.toolkit.analyze"}
@@ -27,4 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # `python -m` puts the working folder first on sys.path; it comes off before anything else
+    # is imported, so a torch/ or torchvision/ folder there (say, inside a downloaded
+    # checkpoint folder) never runs. `reuse analyze --path DIR` adds folders on purpose.
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     sys.exit(main())

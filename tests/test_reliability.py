@@ -523,3 +523,14 @@ def test_two_set_ups_at_once_both_succeed(fake_notebooks, tmp_path):
         assert child.returncode == 0, out
     assert not subprocess.run(["git", "status", "--porcelain", "--ignored", ".venv.lock"], cwd=REPO,
                               capture_output=True, text=True).stdout.startswith("??")
+
+
+def test_python_m_reuse_never_imports_from_the_working_folder(tmp_path):
+    """A planted torch/ in the working folder is not run by `python -m reuse analyze`."""
+    planted = tmp_path / "torch"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("raise SystemExit(97)  # planted\n")
+    done = subprocess.run([sys.executable, "-m", "reuse", "analyze", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout
