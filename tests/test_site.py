@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from _chromium import dump_dom
 
-from reuse import site
+from reuse.study import site
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
