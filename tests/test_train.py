@@ -192,7 +192,7 @@ def test_read_only_cache_serves_and_says_new_runs_are_not_saved(fake_fashion, tm
 
     def denied(*args, **kwargs):  # what a read-only folder answers (root ignores chmod)
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("reuse.study.cache.tempfile.mkstemp", denied)
+    monkeypatch.setattr("reuse.study.cache.files.write_atomic", denied)
     monkeypatch.setattr("reuse.study.cache.FileLock", denied)
     runner = _runner(tmp_path)
     assert runner.train(spec).cached

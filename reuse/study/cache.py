@@ -25,7 +25,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -85,7 +84,7 @@ class RunCache:
         self.folder = Path(folder) if folder is not None else None
         self.data, self.compute, self.check = data, compute, check
         self.code = code_fingerprint(TRAINING_CODE)
-        self._warned_read_only = False
+        self._warned_not_stored = False
         self.unreadable: set[str] = set()
 
     def key(self, spec: RunSpec) -> str:
@@ -131,25 +130,14 @@ class RunCache:
         blob = {"key": self.key(run.spec), "spec": json.dumps(dataclasses.asdict(run.spec), default=str),
                 "data": self.data, "code": self.code, "state": run.state, "history": run.history,
                 "seconds": run.seconds, "extra": run.extra}
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)  # in memory first: a full disk fails the write with ENOSPC, not in torch
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        except OSError:
-            self.read_only(path.parent)
-            return
-        os.close(fd)
-        try:
-            buffer = io.BytesIO()
-            torch.save(blob, buffer)  # in memory first: a full disk fails the write with ENOSPC, not in torch
-            files.write_bytes(tmp, buffer.getbuffer())
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; follow the umask
-            os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
+            files.write_atomic(path, buffer.getbuffer())  # with the umask; never half a file
         except OSError as err:
             self._not_stored(err, path)
             return
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         self._log(run, path)
 
     @contextlib.contextmanager
@@ -164,8 +152,8 @@ class RunCache:
                     stack.enter_context(FileLock(path + ".lock"))
                 except files.SymlinkError as err:  # a link planted in a shared cache is never followed
                     warnings.warn(f"{err}; this entry is trained without its lock", stacklevel=3)
-                except OSError:
-                    self.read_only(Path(path).parent)
+                except OSError as err:
+                    self._not_stored(err, Path(path).parent)
                     break
             yield
 
@@ -230,24 +218,17 @@ class RunCache:
             moved = "left in place (the cache is read-only)"
         warnings.warn(f"bad cache entry {path} ({err}); {moved}, {then}", stacklevel=3)
 
-    def _not_stored(self, err: OSError, path: Path) -> None:
-        if not self._warned_read_only:
-            self._warned_read_only = True
-            warnings.warn(f"the run cache {self.folder}: {files.describe(err, str(path))}; what it holds is "
-                          "still used, but runs and scores computed now are kept in memory only", stacklevel=3)
-
-    def read_only(self, folder: Path) -> None:
-        if not self._warned_read_only:
-            self._warned_read_only = True
-            warnings.warn(f"the run cache {self.folder} cannot be written ({folder}): cached entries "
-                          "are still used, but what is computed now is kept in memory only", stacklevel=3)
+    def _not_stored(self, err: OSError, where: Path) -> None:
+        """Say once that what is computed now stays in memory (a read-only cache, a full disk)."""
+        if self._warned_not_stored:
+            return
+        self._warned_not_stored = True
+        why = (f": {files.describe(err, str(where))}" if files.out_of_space(err)
+               else f" cannot be written ({where}: {err.strerror or err})")
+        warnings.warn(f"the run cache {self.folder}{why}; what it holds is still used, but runs and "
+                      "scores computed now are kept in memory only", stacklevel=3)
 
 
 def _checksum(values: list, weights: list[str], key: str) -> str:
     return hashlib.sha256(json.dumps([values, weights, key]).encode()).hexdigest()
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

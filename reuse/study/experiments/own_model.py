@@ -40,8 +40,8 @@ time.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +50,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+from reuse.toolkit import files
 from reuse.toolkit.checkpoints import load_state
 from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
@@ -142,9 +143,9 @@ def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=ROLES) 
         path = Path(folder) / "own_model" / f"{runner.cache.key(spec)}.pt"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(run.state, tmp)
-            os.replace(tmp, path)
+            buffer = io.BytesIO()
+            torch.save(run.state, buffer)
+            files.write_atomic(path, buffer.getbuffer())
         rows.append({"seed": seed, "role": role, "path": str(path), "cached": run.cached,
                      "seconds": 0.0 if run.cached else run.seconds})
     return pd.DataFrame(rows, columns=["seed", "role", "path", "cached", "seconds"])
