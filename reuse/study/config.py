@@ -13,13 +13,23 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+# the main grid's pairs (E2, E3, E5): three far rungs of the ladder, one target (fashion 5-9)
+MAIN_PAIRS = ("fashion-split", "digits-to-fashion", "fashion-scrambled")
+# the source ladder of E1 and E4, near to far, every rung with fashion-split's target (the
+# twin, trained on the target's own distribution, is rung 0 in every condition); graded shifts
+# with the target's labels, then disjoint labels, digits and scrambled targets
+LADDER_QUICK = ("fashion-shifted@0.1", "fashion-shifted@0.25", "fashion-shifted@0.5", *MAIN_PAIRS)
+LADDER_PAPER = ("fashion-shifted@0.1", "fashion-shifted@0.25", "fashion-shifted@0.5",
+                "fashion-shifted@0.75", "fashion-shifted@1", *MAIN_PAIRS)
+
+
 @dataclass(frozen=True)
 class Grid:
     """The conditions an experiment covers: architectures x tasks x pairs."""
 
     architectures: tuple[str, ...]
     tasks: tuple[str, ...]
-    pairs: tuple[str, ...] = ("fashion-split", "fashion-to-digits")
+    pairs: tuple[str, ...] = ("fashion-split", "digits-to-fashion")
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,8 @@ class Profile:
     workers: int = 1  # training processes (each with `threads` threads)
     deterministic: bool = True  # bit-identical reruns; slower on a GPU
     # experiments
-    grid: Grid = Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"),
-                      ("fashion-split", "fashion-to-digits", "fashion-random-labels"))
+    grid: Grid = Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"), MAIN_PAIRS)
+    ladder: tuple[str, ...] = LADDER_PAPER  # E1's and E4's sources, near to far
     order_twins: int = 3  # seeds per condition with a batch-order twin (the noise floor)
     adequacy_factor: int = 4  # training adequacy: a run this many times longer is the reference
     n_bn: int = 512  # target training samples BN statistics are re-estimated on
@@ -84,8 +94,7 @@ class Profile:
     e2_points: int | None = 3  # layers M2 is measured at (None: every layer)
     e3_dose: Grid = Grid(("unet",), ("segmentation",), ("fashion-shift",))
     e3_shifts: tuple[float, ...] = (0.0, 0.5, 1.0)
-    e4_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",),
-                         ("fashion-split", "fashion-to-digits", "fashion-random-labels"))
+    e4_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",), LADDER_QUICK)
     e4_fractions: tuple[float, ...] = (0.02, 0.1, 1.0)
     e4_random_draws: int = 3  # random layer sets of the rule's size per cell
     # notebook 06; the quick and paper values: the whole notebook in about 4 minutes on 2
@@ -124,7 +133,7 @@ def widths(base: int) -> dict[str, int]:
     return {"unet": 2 * base, "plain": 2 * base, "pspnet": base}
 
 
-_SMOKE_GRID = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"))
+_SMOKE_GRID = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"), ("fashion-split", "fashion-scrambled"))
 PROFILES = {
     # every code path in seconds: CI and nbval. Numbers mean nothing.
     "smoke": Profile("smoke", image_size=16, n_source=128, n_target=96, n_test=64, widths=widths(2),
@@ -133,8 +142,9 @@ PROFILES = {
                      grid=_SMOKE_GRID, e2_grid=Grid(("unet",), ("segmentation",)), e2_points=2,
                      e3_dose=Grid(("unet",), ("segmentation",), ("fashion-shift",)),
                      e3_shifts=(0.0, 1.0),
+                     ladder=("fashion-shifted@0.25", "fashion-split", "fashion-scrambled"),
                      e4_grid=Grid(("unet",), ("segmentation",),
-                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                                  ("fashion-shifted@0.25", "fashion-split", "fashion-scrambled")),
                      e4_fractions=(0.25, 1.0), e4_random_draws=1,
                      # each swap of a ResNet-18 costs about 0.3 s on a busy 2-core CPU, so smoke
                      # scans 4 layers; one scoring thread: CI runs it beside other work
@@ -147,14 +157,12 @@ PROFILES = {
     "quick": Profile("quick", image_size=16, n_source=4000, n_target=600, n_test=300, n_bn=256,
                      widths=widths(8), depth=2, batch_size=32, steps=800, lr=3e-3,
                      seeds=(0, 1, 2, 3, 4), workers=2, small=SmallData(steps=200, batch_size=32),
-                     grid=Grid(("unet", "pspnet"), ("segmentation",),
-                               ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     grid=Grid(("unet", "pspnet"), ("segmentation",), MAIN_PAIRS), ladder=LADDER_QUICK,
                      # the small-data runs (M2, E4) on PSPNet only: on 2 cores each UNet run
                      # costs twice as much, and the 30 minutes would not hold
                      e2_grid=Grid(("pspnet",), ("segmentation",)), e2_points=2,
                      e3_dose=Grid(("pspnet",), ("segmentation",), ("fashion-shift",)),
-                     e4_grid=Grid(("pspnet",), ("segmentation",),
-                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                     e4_grid=Grid(("pspnet",), ("segmentation",), LADDER_QUICK),
                      e4_fractions=(0.02, 0.1), e4_random_draws=2),
     # one GPU: 32 px, wider and deeper nets, the full grid, 10 seeds
     "paper": Profile("paper", image_size=32, n_source=10000, n_target=640, n_test=2000,
@@ -165,7 +173,7 @@ PROFILES = {
                      e3_dose=Grid(("unet", "pspnet"), ("segmentation", "autoencoder"),
                                   ("fashion-shift",)),
                      e4_grid=Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"),
-                                  ("fashion-split", "fashion-to-digits", "fashion-random-labels")),
+                                  LADDER_PAPER),
                      e4_fractions=(0.01, 0.05, 0.2, 1.0), e4_random_draws=5,
                      own=OwnModel(image_size=32, n_train=12000, n_test=2000, n_bn=512, steps=2000,
                                   batch_size=128, lr=1e-3, n_seeds=5)),

@@ -47,14 +47,20 @@ FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift", "fashion-random-labels")
-# pairs whose target side is another pair's (the same data): their target runs are shared
-SAME_TARGET = {"fashion-random-labels": "fashion-split"}
+PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift", "fashion-random-labels",
+         "fashion-shifted", "digits-to-fashion", "fashion-scrambled")
+# pairs whose name carries a dose, "<pair>@<s>" with s in [0, 1] (the source's shift strength)
+DOSED = ("fashion-shifted",)
+# pairs whose target side is another pair's (the same data): their target runs are shared.
+# The source ladder (docs/protocol.md, section 3) has one target per task, fashion 5-9.
+SAME_TARGET = {"fashion-random-labels": "fashion-split", "fashion-shifted": "fashion-split",
+               "digits-to-fashion": "fashion-split", "fashion-scrambled": "fashion-split"}
 # pairs that differ from another only in class labels: for auto-encoding they are that pair
 LABELS_ONLY = ("fashion-random-labels",)
 # pairs whose target classes are the source's (segmentation output channel k means the same
 # class on both sides); elsewhere a segmentation head swap would be a relabelling
-LABELS_ALIGNED = ("fashion-shift",)
+LABELS_ALIGNED = ("fashion-shift", "fashion-shifted")
+SCRAMBLE_SEED = 4242  # fixes the pixel permutation of fashion-scrambled's source targets
 TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
 CLASSIFICATION = "classification"  # the torchvision classifier of notebook 06
 ALL_TASKS = (*TASKS, CLASSIFICATION)
@@ -63,6 +69,33 @@ _IDX_TYPES = {0x08: np.uint8}  # the only element type Fashion-MNIST uses
 
 class DataNotFoundError(FileNotFoundError):
     """Fashion-MNIST is in none of the places we look."""
+
+
+def parse_pair(pair: str) -> tuple[str, float | None]:
+    """(name, dose) of a pair: ``"fashion-shifted@0.25"`` -> ("fashion-shifted", 0.25); a pair
+    without a dose gives None. ValueError names a bad name or dose and what is allowed."""
+    name, at, dose = str(pair).partition("@")
+    if name not in PAIRS:
+        raise ValueError(f"pair={pair!r}; allowed: {', '.join(PAIRS)} ({', '.join(DOSED)} as "
+                         "'<pair>@<s>' with a shift strength s in [0, 1])")
+    if (name in DOSED) != bool(at):
+        raise ValueError(f"pair={pair!r}: " + (f"{name} needs a dose, e.g. '{name}@0.25'" if not at
+                                               else f"{name} takes no dose"))
+    if not at:
+        return name, None
+    try:
+        value = float(dose)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"pair={pair!r}: dose {dose!r}; allowed: a number in [0, 1]")
+    return name, value
+
+
+def target_pair(pair: str) -> str:
+    """The pair whose target runs ``pair`` shares (itself when it has its own target)."""
+    name, _ = parse_pair(pair)
+    return SAME_TARGET.get(name, pair)
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -311,6 +344,7 @@ class Domain:
     mask_train: torch.Tensor
     mask_test: torch.Tensor
     seed: int = 0
+    scrambled: bool = False  # task targets pixel-permuted (:data:`SCRAMBLE_SEED`): fashion-scrambled
 
 
 def _subset(n_total: int, n: int | None, seed: int, block: int = 0) -> torch.Tensor:
@@ -337,7 +371,7 @@ RANDOM_LABEL_SEED = 777  # fixes fashion-random-labels' shuffled source labels
 def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_SIZE
             ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Un-subsetted (images, class indices, number of classes) of one side and split."""
-    if pair == "fashion-to-digits" and side == "target":
+    if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         x, y = load_digits(image_size)
         perm = _subset(len(x), None, 12345)  # a fixed 1,297 / 500 train/test split
         idx = perm[500:] if split == "train" else perm[:500]
@@ -345,7 +379,8 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
     x, y = load_fashion(split, data_dir, image_size)
     if pair in ("fashion-to-digits", "fashion-shift"):
         return x, y, 10
-    keep = torch.arange(5) if side == "source" else torch.arange(5, 10)
+    same = pair == "fashion-shifted"  # its source has the target's classes
+    keep = torch.arange(5) if side == "source" and not same else torch.arange(5, 10)
     sel = torch.isin(y, keep)
     x, y = x[sel], y[sel] - int(keep[0])
     if pair == "fashion-random-labels" and side == "source":
@@ -356,12 +391,14 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
 
 def domain_size(pair: str, side: str, split: str, data_dir: str | Path | None = None) -> int:
     """Samples available on one side and split of a pair (from the labels alone)."""
-    if pair == "fashion-to-digits" and side == "target":
+    pair = parse_pair(pair)[0]
+    if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         return len(load_digits(8)[1]) - 500 if split == "train" else 500
     labels = _fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1]
     if pair in ("fashion-to-digits", "fashion-shift"):
         return len(labels)
-    return int(np.isin(labels, range(5) if side == "source" else range(5, 10)).sum())
+    first = side == "source" and pair != "fashion-shifted"
+    return int(np.isin(labels, range(5) if first else range(5, 10)).sum())
 
 
 def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, seed: int = 0,
@@ -375,33 +412,50 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
     - ``fashion-shift``: source = Fashion-MNIST, target = the same images with
       :func:`shift_images` of strength ``shift`` (masks from the rotated clean image).
     - ``fashion-random-labels``: fashion-split with the source's class labels shuffled
-      across images (masks keep each item's shape, but its class is noise): a source
-      that has learnt to memorise, the negative-transfer case of E4.
+      across images (masks keep each item's shape, but its class is noise).
+
+    The source ladder, one target (fashion-split's, classes 5-9) for every rung:
+
+    - ``fashion-shifted@s``: source = classes 5-9 (the target's labels) shifted with
+      strength ``s``; its training images are the *last* rows of the target's permutation,
+      disjoint from the target's and the twin's blocks whenever 2 n_T + n_S <= 30,000;
+    - ``digits-to-fashion``: source = UCI digits (1,297 training images at most);
+    - ``fashion-scrambled``: source = classes 0-4 whose task targets (masks, clean images)
+      are pixel-permuted by one fixed permutation: its kernels learn a non-local mapping
+      no target shares, the true negative-transfer source.
 
     ``n_*`` are sample counts (None = all) drawn from a permutation fixed by ``seed``
     (source and target sides draw different permutations); ``block`` picks which disjoint
     run of ``n_train`` training samples (0: the first; the same-domain twin uses 1).
     """
-    if pair not in PAIRS:
-        raise ValueError(f"pair={pair!r}; allowed: {', '.join(PAIRS)}")
     if side not in ("source", "target"):
         raise ValueError(f"side={side!r}; allowed: 'source', 'target'")
+    name, dose = parse_pair(pair)
+    shift = shift if dose is None else dose
+    shifted_source = name == "fashion-shifted" and side == "source"
     seed = seed + (10 if side == "target" else 0)
     parts = {}
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
-        x, y, n_classes = _select(pair, side, split, data_dir, image_size)
-        idx = _subset(len(x), n, seed + k, block if split == "train" else 0)
+        x, y, n_classes = _select(name, side, split, data_dir, image_size)
+        if shifted_source and split == "train":  # the tail of the target's permutation
+            perm = _subset(len(x), None, seed + 10)
+            idx = perm[len(x) - (len(x) if n is None else n):]
+        else:
+            idx = _subset(len(x), n, seed + k, block if split == "train" else 0)
         x, y, mask = x[idx], y[idx], x[idx]
-        if pair == "fashion-shift" and side == "target":
+        if (name == "fashion-shift" and side == "target") or shifted_source:
             mask = rotate(x, 45.0 * shift)
             x = shift_images(x, shift, seed + k)
         parts[split] = (x, y, mask)
     names = {"fashion-split": ("fashion 0-4", "fashion 5-9"), "fashion-to-digits": ("fashion", "digits"),
              "fashion-shift": ("fashion", f"fashion shift {shift:g}"),
-             "fashion-random-labels": ("fashion 0-4, labels shuffled", "fashion 5-9")}
+             "fashion-random-labels": ("fashion 0-4, labels shuffled", "fashion 5-9"),
+             "fashion-shifted": (f"fashion 5-9 shift {shift:g}", "fashion 5-9"),
+             "digits-to-fashion": ("digits", "fashion 5-9"),
+             "fashion-scrambled": ("fashion 0-4, targets scrambled", "fashion 5-9")}
     (tx, ty, tm), (sx, sy, sm) = parts["train"], parts["test"]
-    return Domain(names[pair][side == "target"], tx, ty, sx, sy, n_classes, tm, sm,
-                  seed=seed + 100 * block)
+    return Domain(names[name][side == "target"], tx, ty, sx, sy, n_classes, tm, sm,
+                  seed=seed + 100 * block, scrambled=name == "fashion-scrambled" and side == "source")
 
 
 def load_pair(pair: str, n_source: int | None, n_target: int | None, n_test: int | None,
@@ -427,10 +481,20 @@ def task_targets(domain: Domain, task: str, split: str) -> tuple[torch.Tensor, t
     if task == CLASSIFICATION:
         return x, y
     if task == "segmentation":
-        return x, segmentation_masks(m, y)
+        return x, _scramble(segmentation_masks(m, y), domain.scrambled)
     gen = torch.Generator().manual_seed(1_000_003 * domain.seed + (split == "test"))
     noisy = (x + AE_NOISE * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-    return noisy, x
+    return noisy, _scramble(x, domain.scrambled)
+
+
+def _scramble(targets: torch.Tensor, scrambled: bool) -> torch.Tensor:
+    """``targets`` ``[N, ..., H, W]`` with their pixels permuted by one fixed permutation
+    (the same for every image and split) when ``scrambled``."""
+    if not scrambled:
+        return targets
+    h, w = targets.shape[-2:]
+    perm = torch.randperm(h * w, generator=torch.Generator().manual_seed(SCRAMBLE_SEED))
+    return targets.flatten(-2)[..., perm].reshape(targets.shape)
 
 
 def n_outputs(task: str, n_classes: int) -> int:

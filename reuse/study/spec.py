@@ -55,8 +55,7 @@ class RunSpec:
     def __post_init__(self):
         if self.domain not in ("source", "target"):
             raise ValueError(f"domain={self.domain!r}; allowed: 'source', 'target'")
-        if self.pair not in rdata.PAIRS:
-            raise ValueError(f"pair={self.pair!r}; allowed: {', '.join(rdata.PAIRS)}")
+        rdata.parse_pair(self.pair)  # ValueError naming a bad pair or dose
         if self.task not in rdata.ALL_TASKS:
             raise ValueError(f"task={self.task!r}; allowed: {', '.join(rdata.ALL_TASKS)}")
         if self.steps < 1 or self.batch_size < 2 or not self.lr > 0 or self.channels < 1:

@@ -96,6 +96,14 @@ def gated(source: str, positive: str, negative: str) -> tuple[str, str]:
     return source, "passed"
 
 
+def conjunction(*parts: str) -> str:
+    """The verdict of a claim that needs every part: 'refuted' when any part is refuted,
+    'holds' when all hold, else 'undecided' (e.g. "above the margin *and* above the reset")."""
+    if "refuted" in parts:
+        return "refuted"
+    return "holds" if parts and all(p == "holds" for p in parts) else "undecided"
+
+
 def describe(row, margin_text: str) -> str:
     """'holds (0.93 [0.88, 0.98] vs margin ...; detectable 0.07)' for a verdict row."""
     return (f"{row['verdict']} ({row['estimate']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}] "

@@ -27,10 +27,10 @@ import torch
 
 from reuse.toolkit.metrics import PRIMARY, chance_level, reuse_score
 from reuse.toolkit.scan import score_state, score_swaps
-from reuse.toolkit.verdicts import MIN_GAP, gated, mean_verdict
+from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import LABELS_ALIGNED, LABELS_ONLY, PAIRS, SAME_TARGET, TASKS
+from ..data import LABELS_ALIGNED, LABELS_ONLY, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
 from ..train import Runner, RunSpec, TrainedRun
@@ -40,6 +40,9 @@ TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: 
 ORDER_OFFSET = 2000  # order seed of the batch-order twin: seed + this
 ROLES = ("source", "target", "twin", "order", "different_init")
 DONORS = ("source", "twin", "different_init")
+# the baseline of every swap judgment: the same keys of theta_T put back to their initial
+# values theta_0 (Zhang, Bengio & Singer 2019's re-initialisation test), BN handled alike
+RESET = "theta_0"
 FACTORS = ["architecture", "task", "pair", "seed"]
 CONDITION = ["architecture", "task", "pair"]
 
@@ -67,9 +70,9 @@ def conditions(grid: Grid, seeds, shift: float = 0.5) -> list[Condition]:
     """
     architectures = check_choices("architectures", grid.architectures, ARCHITECTURES)
     tasks = check_choices("tasks", grid.tasks, TASKS)
-    pairs = check_choices("pairs", grid.pairs, PAIRS)
-    return [Condition(a, t, p, s, shift if p == "fashion-shift" else 0.0)
-            for a in architectures for t in tasks for p in pairs for s in seeds
+    doses = {p: parse_pair(p)[1] for p in ([grid.pairs] if isinstance(grid.pairs, str) else grid.pairs)}
+    return [Condition(a, t, p, s, shift if p == "fashion-shift" else dose or 0.0)
+            for a in architectures for t in tasks for p, dose in doses.items() for s in seeds
             if t == "segmentation" or p not in LABELS_ONLY]
 
 
@@ -80,6 +83,11 @@ def grid_of(profile: Profile, architectures=None, tasks=None, pairs=None, base: 
                 tuple(pairs or base.pairs))
 
 
+def ladder_grid(profile: Profile) -> Grid:
+    """The main grid's architectures and tasks over the profile's source ladder (E1, E4)."""
+    return Grid(profile.grid.architectures, profile.grid.tasks, profile.ladder)
+
+
 def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None, *,
             precision: str | None = None, threads: int | None = None, workers: int | None = None,
             compile_model: bool = False, architectures=None, tasks=None, pairs=None,
@@ -88,8 +96,9 @@ def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data
     ``architectures``, ``tasks``, ``pairs`` narrow its main grid) and a runner for it, which
     trains on the Dask scheduler at ``cluster`` when one is given."""
     prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
-    if architectures or tasks or pairs:
-        prof = dataclasses.replace(prof, grid=grid_of(prof, architectures, tasks, pairs))
+    if architectures or tasks or pairs:  # ``pairs`` narrows the ladder too
+        prof = dataclasses.replace(prof, grid=grid_of(prof, architectures, tasks, pairs),
+                                   ladder=tuple(pairs or prof.ladder))
     executor = None
     if cluster:
         from distributed import (
@@ -117,8 +126,14 @@ def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[s
                    batch_size=profile.batch_size, lr=profile.lr)
     n_src = min(profile.n_source, runner.available(c.pair, "source"))
     n_tgt = min(profile.n_target, runner.available(c.pair, "target") // 2)
+    if parse_pair(c.pair)[0] == "fashion-shifted" and 2 * n_tgt + n_src > runner.available(c.pair, "target"):
+        raise ValueError(f"{c.pair}: n_source {n_src} + 2 x n_target {n_tgt} exceed the "
+                         f"{runner.available(c.pair, 'target')} images its source and target share; "
+                         "lower n_source or n_target")
     # a pair whose target side is another pair's shares that pair's target runs
-    target = base.replace(domain="target", n_train=n_tgt, pair=SAME_TARGET.get(c.pair, c.pair))
+    shared = target_pair(c.pair)
+    target = base.replace(domain="target", n_train=n_tgt, pair=shared,
+                          shift=c.shift if shared == c.pair else 0.0)
     all_specs = {
         "source": base.replace(domain="source", n_train=n_src),
         "target": target,
@@ -222,7 +237,7 @@ class Evaluator:
 def swappable(task: str, pair: str, layers: list[str]) -> list[str]:
     """The conv layers (in forward order, head last) a swap may take: all but the
     segmentation head where the pair's classes differ (see :class:`Evaluator`)."""
-    return layers if task != "segmentation" or pair in LABELS_ALIGNED else layers[:-1]
+    return layers if task != "segmentation" or parse_pair(pair)[0] in LABELS_ALIGNED else layers[:-1]
 
 
 def small_spec(target: RunSpec, n: int, small: SmallData) -> RunSpec:
@@ -268,24 +283,40 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
     """Per group of ``by``: each donor's mean reuse score over seeds with its CI and verdict
     against ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), the
     source's mean raw metric difference to theta_T (``source_delta``: the reuse score's
-    guard), its ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``:
-    the source's verdict where the twin holds and the different-initialisation control is
-    refuted, else 'undecided' (:func:`reuse.toolkit.verdicts.gated`)."""
+    guard), its ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``.
+
+    Where ``frame`` has :data:`RESET` rows, the source must also beat them: ``reset_estimate``
+    and the seed-paired source minus reset (``minus_reset_estimate``, ``_ci_low``,
+    ``_ci_high``, ``_verdict``, against 0); ``reusable`` is then
+    :func:`~reuse.toolkit.verdicts.conjunction` of the two (else the margin's verdict alone).
+    ``verdict`` is ``reusable`` where the twin holds and the different-initialisation control
+    is refuted, else 'undecided' (:func:`reuse.toolkit.verdicts.gated`)."""
     stats = ("estimate", "ci_low", "ci_high", "verdict")
+    with_reset = bool((frame.donor == RESET).any())
     rows = []
     for key, g in frame.groupby(by, sort=False):
         row: dict = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        seeds = {d: per_seed(g[g.donor == d], "reuse_score", []).set_index("seed").reuse_score
+                 for d in (*DONORS, RESET)}
         for donor in DONORS:
-            v = mean_verdict(per_seed(g[g.donor == donor], "reuse_score", []).reuse_score, margin)
+            v = mean_verdict(seeds[donor], margin)
             row.update({f"{donor}_{k}": v[k] for k in stats})
             if donor == "source":
                 raw = per_seed(g[g.donor == donor], "delta", [])["delta"]
                 row.update(n=v["n"], detectable=v["detectable"], source_delta=float(raw.mean()))
-        row["verdict"], row["controls"] = gated(row["source_verdict"], row["twin_verdict"],
+        row["reusable"] = row["source_verdict"]
+        if with_reset:
+            diff = (seeds["source"] - seeds[RESET]).dropna()  # paired by seed
+            v = mean_verdict(diff, 0.0)
+            row.update(reset_estimate=float(seeds[RESET].mean()),
+                       **{f"minus_reset_{k}": v[k] for k in stats},
+                       reusable=conjunction(row["source_verdict"], v["verdict"]))
+        row["verdict"], row["controls"] = gated(row["reusable"], row["twin_verdict"],
                                                 row["different_init_verdict"])
         rows.append(row)
-    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "source_delta", "n", "detectable",
-               "verdict", "controls"]
+    reset_columns = ["reset_estimate", *(f"minus_reset_{k}" for k in stats)]
+    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), *(reset_columns if with_reset else []),
+               "source_delta", "n", "detectable", "reusable", "verdict", "controls"]
     return pd.DataFrame(rows, columns=columns)
 
 

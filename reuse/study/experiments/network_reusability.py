@@ -26,9 +26,11 @@ from ..train import Runner
 from .common import (
     CONDITION,
     DONORS,
+    RESET,
     Evaluator,
     cell_table,
     conditions,
+    ladder_grid,
     controlled_verdicts,
     per_seed,
     trained,
@@ -46,25 +48,29 @@ CURVE_POINTS = 6  # k values of the prefix and suffix curves (each swap re-estim
 PRIMARY_BN = True  # J1 judges the swap after re-estimating BN statistics (see RULE)
 RULE = (f"all conv kernels of the donor swapped into theta_T, BN statistics re-estimated on "
         f"target training data; reusable when the 95% CI over seeds of the mean reuse score "
-        f"lies above {REUSABLE} (refuted when it lies below). Verdicts count only where the "
-        f"twin holds and the different-initialisation control is refuted.")
+        f"lies above {REUSABLE} and the CI of the seed-paired difference to the same kernels "
+        f"reset to theta_0 lies above 0 (refuted when either lies below). Verdicts count only "
+        f"where the twin holds and the different-initialisation control is refuted.")
 
 
 def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
         ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(measurements, cells). Measurements: one row per swap with architecture, task, pair,
-    seed, donor, measure ('all_conv', 'prefix', 'suffix', 'param_type'), bn_reestimated, k
-    (layers swapped), n_layers, param_type, metric, value, target_value, chance, delta,
-    reuse_score; only the all-conv swaps (J1's evidence) unless ``full``. Cells:
-    :func:`reuse.study.experiments.common.cell_table`."""
-    grid = profile.grid if grid is None else grid
+    """(measurements, cells) over ``grid`` (the profile's source ladder by default).
+
+    Measurements: one row per swap with architecture, task, pair, seed, donor (the
+    :data:`~reuse.study.experiments.common.DONORS` and the theta_0 reset), measure
+    ('all_conv', 'prefix', 'suffix', 'param_type'), bn_reestimated, k (layers swapped),
+    n_layers, param_type, metric, value, target_value, chance, delta, reuse_score; the
+    all-conv swaps (J1's evidence) on every rung, the rest only on the main grid's pairs
+    and when ``full``. Cells: :func:`reuse.study.experiments.common.cell_table`."""
+    grid = ladder_grid(profile) if grid is None else grid
     conds = conditions(grid, profile.seeds)
     runs = trained(runner, profile, conds, roles=("source", "target", *DONORS[1:]))
     rows, evaluators = [], []
     for i, (c, r) in enumerate(zip(conds, runs)):
         ev = Evaluator(runner, profile, c, r["target"])
         evaluators.append(ev)
-        rows += _measure(ev, r, full)
+        rows += _measure(ev, r, full and c.pair in profile.grid.pairs)
         if runner.progress:
             print(f"  scored {i + 1}/{len(conds)} {c.architecture}/{c.task}/{c.pair} seed {c.seed}",
                   file=sys.stderr, flush=True)
@@ -79,10 +85,11 @@ def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
     def add(scored, **tag):
         out.extend({**row, "k": n, "param_type": "kernels", "bn_reestimated": False, **tag,
                     "n_layers": n} for row in scored)
-    for donor in DONORS:
-        for reest in (False, True):
+    for reest in (False, True):
+        for donor in DONORS:
             add(ev.swap_rows(runs[donor], [kernels], reest), measure="all_conv", donor=donor,
                 bn_reestimated=reest)
+        add(ev.reset_rows([kernels], reest), measure="all_conv", donor=RESET, bn_reestimated=reest)
     if not full:
         return out
     ks = sorted({int(round(k)) for k in np.linspace(1, n, min(n, CURVE_POINTS))})
@@ -152,8 +159,8 @@ def companion_checks(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     for claim, statement, rule, column, margin, side in checks:
         v = mean_verdict(per_seed(wide, column, [])[column], margin, side)
         measured = wide[wide[column].notna()]
-        rows.append({"claim": claim, "statement": statement, "rule": rule, **v,
-                     "conditions": len(measured[CONDITION].drop_duplicates())})
+        rows.append({"claim": claim, "statement": statement, "rule": rule, **v, "margin": margin,
+                     "side": side, "conditions": len(measured[CONDITION].drop_duplicates())})
     return pd.DataFrame(rows)
 
 
@@ -161,8 +168,11 @@ def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
     """The notebook's computed findings, one Markdown line each."""
     lines = []
     for r in table.itertuples():
+        reset = (f"minus the theta_0 reset {r.minus_reset_estimate:+.2f} [{r.minus_reset_ci_low:+.2f}, "
+                 f"{r.minus_reset_ci_high:+.2f}] ({r.minus_reset_verdict}), " if "minus_reset_verdict" in table
+                 else "")
         lines.append(f"- J1 {r.architecture}/{r.task}/{r.pair}: **{r.verdict}** (source "
-                     f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], raw "
+                     f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], {reset}raw "
                      f"difference to theta_T {r.source_delta:+.3g}, n = "
                      f"{r.n}, smallest detectable effect {r.detectable:.2f}; twin {r.twin_verdict}, "
                      f"different init {r.different_init_verdict}: controls {r.controls}).")
@@ -202,13 +212,32 @@ def findings(table: pd.DataFrame, variants: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def ladder_text(table: pd.DataFrame, rungs: list[str]) -> str:
+    """J1 along the ladder in one sentence per architecture x task: how many rungs hold and
+    are refuted (the design's requirement: at least two each, with the controls passing)."""
+    lines = []
+    for (arch, task), g in table.groupby(["architecture", "task"], sort=False):
+        g = g.set_index("pair").reindex([r for r in rungs if r in set(g.pair)])
+        steps = ", ".join(f"{pair} {r.verdict} ({r.source_estimate:.2f})" for pair, r in g.iterrows())
+        twin = g.twin_verdict.iloc[0] if len(g) else "n/a"
+        held = 1 + int((g.verdict == "holds").sum()) if twin == "holds" else int((g.verdict == "holds").sum())
+        refuted = int((g.verdict == "refuted").sum())
+        enough = "both ways" if held >= 2 and refuted >= 2 else "not both ways (fewer than two rungs each)"
+        lines.append(f"- J1 along the ladder, {arch}/{task}: twin {twin}, then {steps}. Counting the "
+                     f"twin, J1 holds on {held} rungs and is refuted on {refuted}: condition (a) comes "
+                     f"out {enough}.")
+    return "\n".join(lines)
+
+
 def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
-    """Every verdict of the notebook, one row each, for results/ and the summary."""
+    """Every verdict of the notebook, one row each, for results/ and the summary (J1 with
+    the source's score against the margin; its verdict also needs the reset comparison)."""
     rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
              "estimate": r.source_estimate, "ci_low": r.source_ci_low, "ci_high": r.source_ci_high,
-             "detectable": r.detectable, "n": r.n, "controls": r.controls} for r in table.itertuples()]
+             "detectable": r.detectable, "n": r.n, "controls": r.controls, "margin": REUSABLE,
+             "side": "above"} for r in table.itertuples()]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
-              "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a"}
-             for r in checks.itertuples()]
+              "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",
+              "margin": r.margin, "side": r.side} for r in checks.itertuples()]
     return pd.DataFrame(rows)
 

@@ -1,32 +1,27 @@
-"""E4, small-data transfer: does the two-condition rule pay off? (docs/protocol.md, sections 5-6)
+"""E4, small-data transfer: the paper's headline as a test (docs/protocol.md, sections 5-6).
 
-Target training on n_T samples (fractions of the profile's target training set). Every
-strategy starts from theta_0 of the seed, takes the kernels of some conv layers from
-theta_S, and fine-tunes everything on the same n_T samples for the same steps:
+The abstract's headline: reuse succeeds when (a) the network is reusable and (b) the kernel
+RMSE is small, and then reused parameters improve the target task. Regime: *fine-tuned*
+(every strategy starts from theta_0 of the seed, takes the kernels of some conv layers from
+theta_S, and fine-tunes everything on the same n_T target samples for the same steps). For
+every rung of the source ladder (one target, sources near to far):
 
 - ``scratch``: nothing reused;
 - ``reuse_all``: every swappable conv layer;
-- ``first_k``: the first k layers, k = the leading layers E2's rule selects in every
-  *other* pair;
-- ``rule_strict``: the paper's two conditions as it states them, decided without the
-  held-out pair's full data: (a) the network is reusable: E1's J1 holds for this
-  architecture and task in at least one other pair; (b) a layer's RMSE between theta_S and
-  the scratch model trained on the same n_T samples is at most E3's threshold, fitted on
-  the other pairs. Where (a) fails it reuses nothing and *is* scratch (no extra training);
-- ``rule``: the same with condition (a) read at the level of the architecture, because J1
-  is demanding (every kernel at once) and where it never holds the strict rule never
-  reuses a layer: (a) holds when the network's kernels survive an exchange between
-  same-domain models, i.e. J1's positive control (the twin) holds in every other pair;
-- ``rmse_only``: condition (b) alone;
-- ``random``: random layer sets of the size ``rmse_only`` chose (several draws);
-- ``oracle``: the layers whose single-layer swap into the full-data theta_T keeps the
-  reuse score above the margin (E2, this seed): it reads the full target data, so it is
-  reported and never used to decide.
+- ``rule``: the paper's two conditions, strictly as stated, per source: (a) J1 holds for
+  this source's own pair (judged on full-data models, before any small-data run, with its
+  controls and the theta_0 reset); (b) a layer's kernel criterion between theta_S and the
+  scratch model trained on the same n_T samples is under E3's threshold, fitted on the
+  *other* rungs' points. Where (a) fails it reuses nothing and *is* scratch;
+- ``rmse_only``: condition (b) alone (the layers the rule would take if (a) held);
+- ``random``: random layer sets of the rule's size, where the rule takes some but not all;
+- ``oracle``: the layers whose single-layer swap into the full-data theta_T keeps the reuse
+  score above the margin (E2): it reads the full target data, so it is reported, never used.
 
-The fashion-random-labels pair (a source that memorised shuffled labels) is where reuse
-can hurt; the rule should avoid that harm. The rule's controls: applied with the
-same-domain twin as the source it should pick layers, with the different-initialisation
-control none.
+The primary claims (:data:`HEADLINE`, named in docs/protocol.md before any result) are
+judged per task and n_T by :func:`headline`; every other comparison is exploratory. The
+rule's controls: applied with the same-domain twin as the source it should pick layers,
+with the different-initialisation control none.
 """
 
 from __future__ import annotations
@@ -45,13 +40,20 @@ from ..train import Runner, RunSpec
 from . import layer_selection as e2
 from . import network_reusability as e1
 from . import rmse_threshold as e3
-from .common import Evaluator, conditions, small_spec, trained
+from .common import CONDITION, Evaluator, conditions, small_spec, trained
 
-STRATEGIES = ("scratch", "reuse_all", "first_k", "rule_strict", "rule", "rmse_only", "random", "oracle")
-HARM_PAIR = "fashion-random-labels"
-COMPARISONS = (("rule_strict", "scratch"), ("rule", "scratch"), ("rmse_only", "scratch"),
-               ("reuse_all", "scratch"), ("first_k", "scratch"), ("rule", "reuse_all"),
+STRATEGIES = ("scratch", "reuse_all", "rule", "rmse_only", "random", "oracle")
+HARM_PAIR = "fashion-scrambled"  # the ladder's negative-transfer rung: reuse can hurt there
+# exploratory comparisons (a minus b); the primary ones are HEADLINE's
+COMPARISONS = (("reuse_all", "scratch"), ("rmse_only", "scratch"),
                ("rmse_only", "random"), ("oracle", "scratch"))
+# the primary family of E4: claim -> (statement, cells it is judged on)
+HEADLINE = {
+    "H1": "where (a) and (b) both hold, reuse (the rule) beats scratch",
+    "H2": "the gain of reusing (b)'s layers is larger where (a) holds than where it fails (interaction)",
+    "H3a": "the rule beats reusing every layer, where the two differ",
+    "H3b": "the rule beats random layer sets of its size, where it takes some but not all layers",
+}
 
 
 def fit_rule(points: pd.DataFrame) -> dict:
@@ -78,11 +80,6 @@ def _picked(donor: dict, small: dict, layers: list[str], fit: dict) -> list[str]
                          use_relative=fit["criterion"] == "rel_rmse")[1]
 
 
-def _others(frame: pd.DataFrame, c) -> pd.DataFrame:
-    """Rows of the same architecture and task from every pair but ``c``'s."""
-    return frame[(frame.pair != c.pair) & (frame.architecture == c.architecture) & (frame.task == c.task)]
-
-
 def _init(scratch: RunSpec, source: RunSpec, target_state: dict, layers: list[str]) -> RunSpec:
     if not layers:
         return scratch
@@ -94,9 +91,10 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     """All E4 measurements and the decisions behind them.
 
     Returns (results: architecture, task, pair, seed, n_T, fraction, strategy, draw,
-    metric, value, n_reused; decisions: architecture, task, pair, seed, n_T, fraction,
-    strict_a, network_reusable, criterion, threshold, fit_accuracy, k, n_layers, n_rule,
-    rule_layers, rmse_only_layers, oracle_layers, twin_picked, different_init_picked).
+    metric, value, n_reused, full_value (the full-data theta_T's metric); decisions:
+    architecture, task, pair, seed, n_T, fraction, j1, strict_a, criterion, threshold,
+    fit_accuracy, n_layers, n_rule, n_rmse_only, rule_layers, rmse_only_layers,
+    oracle_layers, twin_picked, different_init_picked).
     """
     grid = profile.e4_grid if grid is None else grid
     fractions = profile.e4_fractions if fractions is None else tuple(fractions)
@@ -104,11 +102,10 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
         raise ValueError(f"fractions={fractions!r}; allowed: values in (0, 1]")
     conds = conditions(grid, profile.seeds)
     runs = trained(runner, profile, conds)
-    # what each pair teaches the others, from its full-data runs (never used on itself)
+    # condition (a) per source, from full-data models, before any small-data run
     all_conv, cells = e1.run(runner, profile, grid, full=False)
-    j1 = e1.verdicts(all_conv, cells)
+    j1 = e1.verdicts(all_conv, cells).set_index(CONDITION).verdict
     swaps, _ = e2.swap_scores(runner, profile, grid, reestimate=(e2.PRIMARY_BN,))
-    selected = e2.layer_verdicts(swaps, cells)
     points = e3.points(e3.kernel_distances(runner, profile, grid), swaps, cells)
     oracle_scores = swaps[(swaps.donor == "source")].set_index([*e2.FACTORS, "layer"]).reuse_score
     small = {(i, f): small_spec(r["target"].spec, max(2, round(f * r["target"].spec.n_train)),
@@ -116,53 +113,106 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
              for i, r in enumerate(runs) for f in fractions}
     small_runs = dict(zip(small, runner.train_many(list(small.values()))))
 
-    plans, decisions, fits = [], [], {}
+    plans, decisions, fits, evaluators = [], [], {}, {}
     for (i, f), scratch in small.items():
         c, r = conds[i], runs[i]
         source, target_state = r["source"].spec, r["target"].state
-        ev_layers = Evaluator(runner, profile, c, r["target"]).swap_layers
-        others = _others(j1, c)
-        strict = bool((others.verdict == "holds").any())
-        reusable = bool(len(others)) and bool((others.twin_verdict == "holds").all())
-        k = int(e2.first_k(_others(selected, c)).k.iloc[0]) if not _others(selected, c).empty else 0
-        if c.pair not in fits:  # pooled over architectures and tasks, as in E3
+        ev = evaluators.setdefault(i, Evaluator(runner, profile, c, r["target"]))
+        layers = ev.swap_layers
+        verdict_a = j1.get((c.architecture, c.task, c.pair), "undecided")
+        if c.pair not in fits:  # the other rungs' points, pooled over architectures and tasks (E3)
             fits[c.pair] = fit_rule(points[points.pair != c.pair])
         fit = fits[c.pair]
         small_state = small_runs[i, f].state
-        rmse_layers = _picked(r["source"].state, small_state, ev_layers, fit)
-        rule_layers = rmse_layers if reusable else []
-        oracle = [name for name in ev_layers
+        rmse_layers = _picked(r["source"].state, small_state, layers, fit)
+        rule_layers = rmse_layers if verdict_a == "holds" else []
+        oracle = [name for name in layers
                   if oracle_scores.get((*c.factors().values(), name), np.nan) >= REUSABLE]
         rng = np.random.default_rng([c.seed, i, int(f * 1e6)])
-        draws = [sorted(rng.choice(len(ev_layers), len(rmse_layers), replace=False).tolist())
-                 for _ in range(profile.e4_random_draws)] if rmse_layers else []
-        strategies = {("scratch", 0): [], ("reuse_all", 0): ev_layers, ("first_k", 0): ev_layers[:k],
-                      ("rule_strict", 0): rmse_layers if strict else [], ("rule", 0): rule_layers,
+        draws = ([sorted(rng.choice(len(layers), len(rule_layers), replace=False).tolist())
+                  for _ in range(profile.e4_random_draws)] if 0 < len(rule_layers) < len(layers) else [])
+        strategies = {("scratch", 0): [], ("reuse_all", 0): layers, ("rule", 0): rule_layers,
                       ("rmse_only", 0): rmse_layers, ("oracle", 0): oracle}
         for d, idx in enumerate(draws):
-            strategies[("random", d)] = [ev_layers[j] for j in idx]
+            strategies[("random", d)] = [layers[j] for j in idx]
         factors = {**c.factors(), "n_T": scratch.n_train, "fraction": f}
-        decisions.append({**factors, "strict_a": strict, "network_reusable": reusable, **fit, "k": k,
-                          "n_layers": len(ev_layers), "n_rule": len(rule_layers),
-                          "rule_layers": ", ".join(rule_layers),
-                          "rmse_only_layers": ", ".join(rmse_layers),
+        decisions.append({**factors, "j1": verdict_a, "strict_a": verdict_a == "holds", **fit,
+                          "n_layers": len(layers), "n_rule": len(rule_layers), "n_rmse_only": len(rmse_layers),
+                          "rule_layers": ", ".join(rule_layers), "rmse_only_layers": ", ".join(rmse_layers),
                           "oracle_layers": ", ".join(oracle),
-                          "twin_picked": len(_picked(r["twin"].state, small_state, ev_layers, fit)),
+                          "twin_picked": len(_picked(r["twin"].state, small_state, layers, fit)),
                           "different_init_picked": len(_picked(r["different_init"].state, small_state,
-                                                               ev_layers, fit))})
-        plans.append((i, factors, {key: (_init(scratch, source, target_state, layers), layers)
-                                   for key, layers in strategies.items()}))
+                                                               layers, fit))})
+        plans.append((i, factors, {key: (_init(scratch, source, target_state, chosen), chosen)
+                                   for key, chosen in strategies.items()}))
     flat = {s.key: s for _, _, st in plans for s, _ in st.values()}
     done = dict(zip(flat, runner.train_many(list(flat.values()))))
-    rows, evaluators = [], {}
+    rows = []
     for i, factors, strategies in plans:
-        if i not in evaluators:
-            evaluators[i] = Evaluator(runner, profile, conds[i], runs[i]["target"])
         ev = evaluators[i]
-        for (name, draw), (spec, layers) in strategies.items():
+        for (name, draw), (spec, chosen) in strategies.items():
             rows.append({**factors, "strategy": name, "draw": draw, "metric": ev.metric,
-                         "value": ev.score_run(done[spec.key]), "n_reused": len(layers)})
+                         "value": ev.score_run(done[spec.key]), "n_reused": len(chosen),
+                         "full_value": ev.target_value})
     return pd.DataFrame(rows), pd.DataFrame(decisions)
+
+
+KEYS = ["task", "fraction", "architecture", "pair", "seed"]
+
+
+def _wide(results: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (task, fraction, architecture, pair, seed): each strategy's metric
+    (random: the mean over draws), the full-data target's and the cell's decisions."""
+    wide = results.pivot_table(index=KEYS, columns="strategy", values="value", aggfunc="mean")
+    wide["full"] = results.groupby(KEYS).full_value.first()
+    cols = ["n_T", "strict_a", "n_rule", "n_rmse_only", "n_layers"]
+    return wide.join(decisions.set_index(KEYS)[cols]).reset_index()
+
+
+def _seed_verdict(values: pd.Series, seeds: pd.Series) -> dict:
+    """Per-seed means of ``values`` (cells pooled within a seed), judged against 0."""
+    return mean_verdict(values.groupby(seeds.to_numpy()).mean(), 0.0, "above")
+
+
+def headline(results: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """The primary claims (:data:`HEADLINE`) per task x fraction, three-valued against 0 with
+    Student-t CIs over seeds (each seed's cells averaged first), with the cells each claim
+    is judged on; a claim with no such cell is undecided (``cells`` = 0). Beside them the
+    design's power: the reuse-all benefit (reuse_all - scratch over every cell) and whether
+    H1's smallest detectable effect is at most half of it (``powered``)."""
+    rows = []
+    for (task, fraction), w in _wide(results, decisions).groupby(["task", "fraction"], sort=True):
+        n_t = int(w.n_T.median())
+        gain = w.rmse_only - w.scratch
+        both = w.n_rule > 0
+        differs = w.n_rule < w.n_layers
+        h2 = (gain[w.strict_a].groupby(w.seed[w.strict_a]).mean()
+              - gain[~w.strict_a].groupby(w.seed[~w.strict_a]).mean()).dropna()
+        claims = {
+            "H1": (_seed_verdict((w.rule - w.scratch)[both], w.seed[both]), int(both.sum())),
+            "H2": (mean_verdict(h2, 0.0, "above"), len(w)),
+            "H3a": (_seed_verdict((w.rule - w.reuse_all)[differs], w.seed[differs]), int(differs.sum())),
+        }
+        if "random" in w:
+            some = both & differs & w.random.notna()
+            claims["H3b"] = (_seed_verdict((w.rule - w.random)[some], w.seed[some]), int(some.sum()))
+        benefit = mean_verdict((w.reuse_all - w.scratch).groupby(w.seed).mean(), 0.0)["estimate"]
+        for claim, (v, n_cells) in claims.items():
+            rows.append({"claim": claim, "statement": HEADLINE[claim], "task": task, "fraction": fraction,
+                         "n_T": n_t, **v, "cells": n_cells if v["n"] else 0, "reuse_all_benefit": benefit,
+                         "powered": bool(v["detectable"] <= abs(benefit) / 2)})
+    return pd.DataFrame(rows)
+
+
+def design_check(results: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """Is n_T small enough to test reuse? Per task x fraction: the full-data target minus
+    scratch (seed-paired, CI against 0): it must hold, or scratch leaves reuse nothing to add."""
+    rows = []
+    for (task, fraction), w in _wide(results, decisions).groupby(["task", "fraction"], sort=True):
+        rows.append({"task": task, "fraction": fraction, "n_T": int(w.n_T.median()),
+                     "scratch": w.scratch.mean(), "full": w.full.mean(),
+                     **_seed_verdict(w.full - w.scratch, w.seed)})
+    return pd.DataFrame(rows)
 
 
 def differences(results: pd.DataFrame) -> pd.DataFrame:
@@ -175,21 +225,19 @@ def differences(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparisons(results: pd.DataFrame, pairs=None) -> pd.DataFrame:
-    """Strategy a minus strategy b per task x fraction (random: the mean over draws), each
-    seed's difference averaged over architectures and pairs (``pairs``: all when None);
-    three-valued against 0: holds when a is better, refuted when b is."""
+    """Exploratory: strategy a minus strategy b per task x fraction (random: the mean over
+    draws), each seed's difference averaged over architectures and pairs (``pairs``: all
+    when None); three-valued against 0: holds when a is better, refuted when b is."""
     d = results if pairs is None else results[results.pair.isin(pairs)]
-    wide = d.pivot_table(index=["task", "fraction", "architecture", "pair", "seed"],
-                         columns="strategy", values="value", aggfunc="mean")
+    wide = d.pivot_table(index=KEYS, columns="strategy", values="value", aggfunc="mean")
     rows = []
     for (task, fraction), g in wide.groupby(level=["task", "fraction"], sort=True):
         n_t = int(d[(d.task == task) & (d.fraction == fraction)].n_T.median())
         for a, b in COMPARISONS:
             if a in g and b in g:
                 diff = (g[a] - g[b]).dropna().groupby(level="seed").mean()
-                v = mean_verdict(diff, 0.0, "above")
                 rows.append({"task": task, "fraction": fraction, "n_T": n_t,
-                             "comparison": f"{a} - {b}", **v})
+                             "comparison": f"{a} - {b}", **mean_verdict(diff, 0.0, "above")})
     return pd.DataFrame(rows)
 
 
@@ -207,23 +255,29 @@ def control_table(decisions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict_text(tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame,
-                 decisions: pd.DataFrame) -> str:
-    """The notebook's computed findings, one Markdown line each."""
+def verdict_text(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame,
+                 decisions: pd.DataFrame, design: pd.DataFrame) -> str:
+    """The notebook's computed findings, one Markdown line each: primary claims first."""
     lines = []
     for task, d in decisions.groupby("task", sort=False):
-        lines.append(f"- {task}: the paper's condition (a) (J1 holds in another pair) passed in "
-                     f"{int(d.strict_a.sum())} of {len(d)} cells, the architecture-level (a) in "
-                     f"{int(d.network_reusable.sum())}; the rule reused at least one layer in "
-                     f"{int((d.n_rule > 0).sum())} cells, condition (b) alone in "
-                     f"{int((d.rmse_only_layers != '').sum())}.")
-    for r in tests.itertuples():
-        lines.append(f"- {r.task}, n_T = {r.n_T}: {r.comparison} = {r.estimate:.3g} "
-                     f"[{r.ci_low:.3g}, {r.ci_high:.3g}] (n = {r.n} seeds, smallest detectable "
-                     f"effect {r.detectable:.2g}): **{r.verdict}**.")
-    for r in harm.itertuples():
-        lines.append(f"- {HARM_PAIR} only, {r.task}, n_T = {r.n_T}: {r.comparison} = {r.estimate:.3g} "
-                     f"[{r.ci_low:.3g}, {r.ci_high:.3g}]: **{r.verdict}**.")
+        held = sorted(set(d.pair[d.strict_a]))
+        lines.append(f"- {task}: condition (a) (J1 of the source's own pair) holds for "
+                     f"{', '.join(held) if held else 'no rung'}; the rule reused at least one layer in "
+                     f"{int((d.n_rule > 0).sum())} of {len(d)} cells, condition (b) alone in "
+                     f"{int((d.n_rmse_only > 0).sum())}.")
+    for r in design.itertuples():
+        lines.append(f"- design, {r.task}, n_T = {r.n_T}: full-data target minus scratch {r.estimate:.3g} "
+                     f"[{r.ci_low:.3g}, {r.ci_high:.3g}]: scratch is clearly worse: **{r.verdict}**.")
+    for r in heads.itertuples():
+        lines.append(f"- primary {r.claim}, {r.task}, n_T = {r.n_T} ({r.statement}): **{r.verdict}** "
+                     f"({r.estimate:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], n = {r.n} seeds over "
+                     f"{r.cells} cells; smallest detectable effect {r.detectable:.2g} against half the "
+                     f"reuse-all benefit {abs(r.reuse_all_benefit) / 2:.2g}: "
+                     f"{'powered' if r.powered else 'underpowered'}).")
+    for where, frame in (("exploratory", tests), (f"exploratory, {HARM_PAIR} only", harm)):
+        for r in frame.itertuples():
+            lines.append(f"- {where}, {r.task}, n_T = {r.n_T}: {r.comparison} = {r.estimate:.3g} "
+                         f"[{r.ci_low:.3g}, {r.ci_high:.3g}] (n = {r.n} seeds): **{r.verdict}**.")
     for r in controls.itertuples():
         lines.append(f"- control, {r.task}, fraction {r.fraction}: (b) picks most layers of the "
                      f"{r.control.replace('_', '-')} model: {r.verdict} (share {r.estimate:.2f} "
@@ -232,40 +286,40 @@ def verdict_text(tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame
     return "\n".join(lines)
 
 
-def records(tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFrame:
-    """Every verdict of the notebook, one row each."""
-    rows = []
-    for where, frame in (("all pairs", tests), (HARM_PAIR, harm)):
-        rows += [{"judgment": f"{r.comparison} ({r.task}, n_T {r.n_T}, {where})", "verdict": r.verdict,
-                  "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                  "detectable": r.detectable, "n": r.n, "controls": "n/a"} for r in frame.itertuples()]
-    rows += [{"judgment": f"control: (b) picks most layers of the {r.control} ({r.task}, fraction {r.fraction})",
-              "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
-              "detectable": r.detectable, "n": r.n, "controls": "n/a"} for r in controls.itertuples()]
+def _record(judgment: str, r, controls: str = "n/a") -> dict:
+    return {"judgment": judgment, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
+            "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": controls,
+            "margin": 0.0 if not judgment.startswith("control") else 0.5, "side": "above"}
+
+
+def records(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, controls: pd.DataFrame
+            ) -> pd.DataFrame:
+    """Every verdict of the notebook, one row each: the primary claims (named H1-H3b), the
+    exploratory comparisons and the rule's controls."""
+    rows = [_record(f"{r.claim} {r.statement} ({r.task}, n_T {r.n_T})", r) for r in heads.itertuples()]
+    for where, frame in (("all rungs", tests), (HARM_PAIR, harm)):
+        rows += [_record(f"{r.comparison} ({r.task}, n_T {r.n_T}, {where})", r) for r in frame.itertuples()]
+    rows += [_record(f"control: (b) picks most layers of the {r.control} ({r.task}, fraction {r.fraction})", r)
+             for r in controls.itertuples()]
     return pd.DataFrame(rows)
 
 
-def findings(tests: pd.DataFrame, harm: pd.DataFrame, decisions: pd.DataFrame) -> str:
-    """What the E4 verdicts mean, computed from them."""
-    if tests.empty:
+def findings(heads: pd.DataFrame, harm: pd.DataFrame, decisions: pd.DataFrame) -> str:
+    """What the E4 verdicts mean, computed from them; the first line is the headline's
+    verdict in one sentence a reader can quote."""
+    if heads.empty:
         return "- No comparison could be made."
-    lines = []
+    h1 = heads[heads.claim == "H1"].sort_values("n_T")
+    said = "; ".join(f"{r.verdict} at n_T = {r.n_T} ({r.estimate:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
+                     f"{', no cell where both hold' if r.cells == 0 else ''})" for r in h1.itertuples())
+    lines = [f"- **Headline.** \"Where the network is reusable and the kernel RMSE is small, reuse "
+             f"beats training from scratch\" {said}."]
     if decisions.pair.nunique() < 2:
-        lines.append("- Only one pair ran: the rule's conditions are learnt from the other pairs, so "
-                     "with none it reuses nothing here; run two or more pairs to test it.")
-    strict = int(decisions.strict_a.sum())
-    lines.append(f"- The rule as the paper states it reused layers in {strict} of {len(decisions)} cells: "
-                 + ("J1 never holds in another pair here, so it is scratch everywhere and the paper's "
-                    "success condition cannot be seen with it." if strict == 0 else
-                    "see its rows above."))
-    top = tests[tests.n_T == tests.n_T.max()].set_index("comparison")
-    for name, text in (("reuse_all - scratch", "reusing every layer against scratch"),
-                       ("rule - scratch", "the rule against scratch"),
-                       ("rule - reuse_all", "the rule against reusing every layer"),
-                       ("rmse_only - random", "condition (b)'s layers against random layers of the same number")):
-        if name in top.index:
-            r = top.loc[name]
-            lines.append(f"- At n_T = {int(top.n_T.iloc[0])}, {text}: {r.verdict} ({r.estimate:+.3g} "
+        lines.append("- Only one rung ran: condition (b)'s threshold is learnt from the other rungs, so "
+                     "with none it reuses nothing here; run two or more rungs to test it.")
+    for claim in ("H2", "H3a", "H3b"):
+        for r in heads[heads.claim == claim].itertuples():
+            lines.append(f"- {claim} at n_T = {r.n_T} ({r.statement}): {r.verdict} ({r.estimate:+.3g} "
                          f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]).")
     if harm.empty:
         lines.append(f"- Negative transfer: {HARM_PAIR} did not run, so harm avoidance is not tested.")

@@ -62,6 +62,42 @@ def reuse_scores(frame: pd.DataFrame, margin: float) -> plt.Figure:
     return g.figure
 
 
+VERDICT_COLOURS = {"holds": "tab:green", "refuted": "tab:red", "undecided": "tab:grey"}
+
+
+def ladder(table: pd.DataFrame, margin: float, rungs: list[str]) -> plt.Figure:
+    """J1 over the source ladder, near to far (``rungs``, the pairs in ladder order): the
+    source's all-conv reuse score with its 95% CI, coloured by J1's verdict, beside the
+    twin (rung 0) and the theta_0 reset (dotted); a panel per architecture x task."""
+    if table.empty:
+        return empty_figure(NO_SCORES)
+    panels = list(table.groupby(["architecture", "task"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 0.9 * (len(rungs) + 1) * len(panels), 3.4),
+                             squeeze=False, sharey=True)
+    for ax, ((arch, task), g) in zip(axes.flat, panels):
+        g = g.set_index("pair").reindex([r for r in rungs if r in set(g.pair)])
+        x = range(1, len(g) + 1)
+        ax.errorbar([0], [g.twin_estimate.mean()], fmt="s", color="tab:orange", label="twin (rung 0)",
+                    yerr=[[g.twin_estimate.mean() - g.twin_ci_low.mean()],
+                          [g.twin_ci_high.mean() - g.twin_estimate.mean()]])
+        for xi, (pair, r) in zip(x, g.iterrows()):
+            ax.errorbar([xi], [r.source_estimate], yerr=[[r.source_estimate - r.source_ci_low],
+                                                         [r.source_ci_high - r.source_estimate]],
+                        fmt="o", color=VERDICT_COLOURS.get(r.verdict, "k"))
+        if "reset_estimate" in g:
+            ax.plot([0, len(g)], [g.reset_estimate.mean()] * 2, ":", color="k", label="reset to theta_0")
+        for verdict_, colour in VERDICT_COLOURS.items():
+            ax.plot([], [], "o", color=colour, label=f"J1 {verdict_}")
+        ax.axhline(margin, color="k", ls="--", lw=1)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(g) + 1), ["twin", *g.index], rotation=40, ha="right", fontsize=7)
+        ax.set_title(f"{arch} / {task}", fontsize=9)
+        ax.set_ylabel("all-conv reuse score r (source)")
+    axes.flat[-1].legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
     """Reuse score vs the share of the first (prefix) / last (suffix) conv layers swapped
     from the source, BN statistics re-estimated."""

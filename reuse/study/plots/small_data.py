@@ -8,8 +8,32 @@ import seaborn as sns
 
 from .common import dodge, empty_figure, present, t_interval
 
-STRATEGY_ORDER = ["scratch", "reuse_all", "first_k", "rule_strict", "rule", "rmse_only", "random",
-                  "oracle"]
+STRATEGY_ORDER = ["scratch", "reuse_all", "rule", "rmse_only", "random", "oracle"]
+VERDICT_COLOURS = {"holds": "tab:green", "refuted": "tab:red", "undecided": "tab:grey"}
+
+
+def headline(heads: pd.DataFrame) -> plt.Figure:
+    """The primary claims H1-H3b (estimate and 95% CI over seeds, coloured by verdict), a
+    panel per task x n_T; the dotted line is half the reuse-all benefit (the design's target
+    for the smallest detectable effect)."""
+    if heads.empty:
+        return empty_figure("no primary claim could be judged")
+    panels = list(heads.groupby(["task", "n_T"], sort=True))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False, sharey=True)
+    for ax, ((task, n_t), g) in zip(axes.flat, panels):
+        for x, r in enumerate(g.itertuples()):
+            ax.errorbar([x], [r.estimate], yerr=[[r.estimate - r.ci_low], [r.ci_high - r.estimate]],
+                        fmt="o", color=VERDICT_COLOURS.get(r.verdict, "k"))
+        ax.axhline(0, color="k", lw=1)
+        ax.axhline(abs(g.reuse_all_benefit.iloc[0]) / 2, color="grey", ls=":", lw=1)
+        ax.set_xticks(range(len(g)), list(g.claim))
+        ax.set_title(f"{task}, n_T = {n_t}", fontsize=9)
+    axes.flat[0].set_ylabel("seed-paired difference (mIoU or PSNR)")
+    for verdict_, colour in VERDICT_COLOURS.items():
+        axes.flat[-1].plot([], [], "o", color=colour, label=verdict_)
+    axes.flat[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def differences(differences: pd.DataFrame) -> plt.Figure:
