@@ -203,10 +203,12 @@ def findings(table: pd.DataFrame, variants: pd.DataFrame) -> str:
 
 
 def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
-    """Every verdict of the notebook, one row each, for results/ and the summary."""
+    """Every verdict of the notebook, one row each, for results/ and the summary; J1's rows
+    carry their margin and side, which the summary's Holm correction needs."""
     rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
              "estimate": r.source_estimate, "ci_low": r.source_ci_low, "ci_high": r.source_ci_high,
-             "detectable": r.detectable, "n": r.n, "controls": r.controls} for r in table.itertuples()]
+             "detectable": r.detectable, "n": r.n, "controls": r.controls, "margin": REUSABLE, "side": "above"}
+            for r in table.itertuples()]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a"}
              for r in checks.itertuples()]
