@@ -28,7 +28,7 @@ def _points(good: str, seeds=range(6), layers=8, pairs=("a", "b", "c")) -> pd.Da
 
 
 def test_the_rmse_beats_rivals_that_are_noise():
-    duels = e5.head_to_head(_points("rmse"), n_boot=200)
+    duels = e5.head_to_head(_points("rmse"))
     assert set(duels.rival) == set(e5.RIVALS)
     assert (duels.outcome == "beats").all(), duels
     assert (duels.verdict == "holds").all()
@@ -38,7 +38,7 @@ def test_the_rmse_beats_rivals_that_are_noise():
 
 
 def test_a_better_rival_refutes_the_claim():
-    duels = e5.head_to_head(_points("cka"), n_boot=200)
+    duels = e5.head_to_head(_points("cka"))
     row = duels.set_index("rival").loc["cka"]
     assert row.outcome == "loses" and row.verdict == "refuted"
     assert row.auc_difference == pytest.approx(
@@ -56,7 +56,7 @@ def _auc(points: pd.DataFrame, column: str) -> float:
 
 
 def test_two_noise_criteria_are_not_called_different():
-    duels = e5.head_to_head(_points("pwcca"), n_boot=200)
+    duels = e5.head_to_head(_points("pwcca"))
     others = duels[duels.rival != "pwcca"]
     assert not (others.outcome.isin(["beats", "loses"])).all()
     assert e5.overall(duels) == "refuted"  # pwcca beats the noisy RMSE
@@ -103,7 +103,7 @@ def test_ranking_figure_draws_every_criterion():
     table = pd.DataFrame({"criterion": list(e5.CRITERIA), "family": [c.family for c in e5.CRITERIA.values()],
                           "auc": np.linspace(0.5, 0.9, len(e5.CRITERIA))})
     table["auc_ci_low"], table["auc_ci_high"] = table.auc - 0.05, table.auc + 0.05
-    fig = plots.criteria_comparison.ranking(table, e5.head_to_head(pts, n_boot=50), e5.TIE)
+    fig = plots.criteria_comparison.ranking(table, e5.head_to_head(pts), e5.TIE)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == list(e5.CRITERIA)  # sorted by AUC, worst first
 

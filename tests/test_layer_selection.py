@@ -44,6 +44,6 @@ def test_e2_frames_are_tidy(runner_profile):
     np.testing.assert_allclose(gains.gain, gains.value - gains.scratch_value)
     first = gains[gains["index"] == 0]  # layer 1 alone is layers 1..1: the same run
     assert first.groupby(["seed", "mode"]).value.nunique().eq(1).all()
-    checks = e2.yosinski_checks(swaps, cells.assign(usable=True), gains, n_boot=50)
+    checks = e2.yosinski_checks(swaps, cells.assign(usable=True), gains)
     assert list(checks.check) == ["Y1", "Y2", "Y3", "Y4"]
     assert len(e2.records(selected, checks)) == len(selected) + 4

@@ -105,7 +105,10 @@ def test_summary_tables_every_verdict_at_each_profile(tmp_path):
     text = summarize(tmp_path)
     assert "| judgment | smoke | quick |" in text
     assert "| 01 J1 unet/seg/p | undecided (0.7 [0.6, 0.8]; detectable 0.05) | holds (0.7" in text
-    assert "`quick`: 1 hold, 0 refuted, 0 undecided (1 of 1 decided)." in text
+    assert ("`quick`: 1 hold, 0 refuted, 0 undecided (1 of 1 distinct claims decided, primary ones after Holm); "
+            "apart: 0 controls, 0 duplicates, 0 undecidable by design.") in text
+    assert text.index("### Primary claims") < text.index("### Exploratory claims") < text.index("### Tally")
+    assert "| 01 | J1 unet/seg/p | holds |" in text  # no margin recorded: the raw verdict, unadjusted
     assert "## Profile `quick`" in text and "threads 1" in text
     assert "Fashion-MNIST from `/data/fm` (SHA-256 train-images 0123456789ab); digits from sk 1." in text
 

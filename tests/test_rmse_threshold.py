@@ -58,7 +58,7 @@ def test_noise_floor_and_points(runner_profile):
     lookup = floor.set_index(["architecture", "task", "pair", "layer"]).floor_rmse
     expected = [r.rmse / lookup[(r.architecture, r.task, r.pair, r.layer)] for r in points.itertuples()]
     assert np.allclose(points.floor_ratio, expected)
-    table = e3.criterion_table(points, n_boot=50)
+    table = e3.criterion_table(points)
     assert list(table.criterion) == list(e3.CRITERIA)
     assert set(e3.lopo_table(points).pair) == set(GRID.pairs)
 
@@ -68,7 +68,7 @@ def test_dose_and_kernels(runner_profile):
     dose = e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), ("fashion-shift",)),
                             [0.0, 1.0])
     assert set(dose["shift"]) == {0.0, 1.0} and (dose.layer == "(all conv)").sum() == 2 * len(profile.seeds)
-    assert len(e3.dose_table(dose, 50)) == 2
+    assert len(e3.dose_table(dose)) == 2
     k = e3.kernels(runner, profile, Condition("unet", "autoencoder", "fashion-split", 0))
     first = next(iter(k.values()))
     np.testing.assert_allclose(first["difference"], first["source"] - first["target"])

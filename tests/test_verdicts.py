@@ -42,17 +42,20 @@ def test_mean_verdict_matches_a_hand_computed_t_interval():
     assert v.mean_verdict([1.0], 0.0)["verdict"] == "undecided"  # one seed decides nothing
 
 
-def test_seed_bootstrap_resamples_whole_seeds():
+def test_cluster_verdict_leaves_out_whole_seeds():
     frame = pd.DataFrame({"seed": np.repeat([0, 1, 2, 3], 10), "x": np.repeat([1.0, 2.0, 3.0, 4.0], 10)})
     seen = []
 
     def stat(f):
         seen.append(sorted(f.groupby("seed").size().unique()))
         return f.x.mean()
-    out = v.seed_bootstrap(frame, stat, n_boot=50)
-    assert out["estimate"] == 2.5 and out["n_seeds"] == 4
-    assert all(sizes == [10] for sizes in seen)  # every drawn seed came with all its rows
-    assert 1.0 <= out["ci_low"] < 2.5 < out["ci_high"] <= 4.0
+    out = v.cluster_verdict(frame, stat, 0.0)
+    assert out["estimate"] == 2.5 and out["n_seeds"] == 4 and len(seen) == 5
+    assert all(sizes == [10] for sizes in seen)  # every kept seed came with all its rows
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((2.5 - 3.182446305284263 * np.sqrt(5 / 12),
+                                                             2.5 + 3.182446305284263 * np.sqrt(5 / 12)))
+    assert out["verdict"] == "holds"
+    assert out["detectable"] == pytest.approx(v.detectable(out["se"], 3))
 
 
 def test_gated():
@@ -152,20 +155,20 @@ def test_yosinski_checks_all_three_ways():
     gains = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
                            "layer": "l0", "set": "single", "mode": m, "gain": g + 0.01 * s}
                           for s in SEEDS for m, g in (("frozen", 0.0), ("finetuned", 0.1))])
-    checks = e2.yosinski_checks(pd.concat([near, far]), cells, gains, n_boot=200).set_index("check").verdict
+    checks = e2.yosinski_checks(pd.concat([near, far]), cells, gains).set_index("check").verdict
     assert checks.to_dict() == {"Y1": "holds", "Y2": "holds", "Y3": "holds", "Y4": "holds"}
     increasing = [[0.1] * 5, [0.4] * 5, [0.6] * 5, [0.8] * 5]
     near = _swaps(increasing, pairs=("fashion-split",))
     far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=("fashion-to-digits",))
     flipped = gains.assign(mode=gains["mode"].map({"frozen": "finetuned", "finetuned": "frozen"}))
-    checks = e2.yosinski_checks(pd.concat([near, far]), cells, flipped, n_boot=200).set_index("check").verdict
+    checks = e2.yosinski_checks(pd.concat([near, far]), cells, flipped).set_index("check").verdict
     assert checks.to_dict() == {"Y1": "refuted", "Y2": "refuted", "Y3": "refuted", "Y4": "refuted"}
     flat = [UNDECIDED, UNDECIDED[::-1]]
     vague_gains = gains.assign(gain=np.where(gains["mode"] == "frozen", 0.0,
                                              np.where(gains.seed % 2 == 0, 0.2, -0.2)))
     checks = e2.yosinski_checks(pd.concat([_swaps(flat, noise=0.3), _swaps(flat, pairs=("fashion-to-digits",),
                                                                                noise=0.3)]),
-                                cells, vague_gains, n_boot=200).set_index("check").verdict
+                                cells, vague_gains).set_index("check").verdict
     assert set(checks) == {"undecided"}
 
 
@@ -190,11 +193,11 @@ def _points(separable: bool, flip: bool = False):
 
 
 def test_j3_all_three_ways():
-    table = e3.criterion_table(_points(True), n_boot=100)
+    table = e3.criterion_table(_points(True))
     assert set(table.verdict) == {"holds"} and set(table.controls) == {"passed"}
-    flipped = e3.criterion_table(_points(True, flip=True), n_boot=100)  # big RMSE = reusable
+    flipped = e3.criterion_table(_points(True, flip=True))  # big RMSE = reusable
     assert set(flipped.acc_verdict) == {"refuted"}
-    noise = e3.criterion_table(_points(False), n_boot=100)
+    noise = e3.criterion_table(_points(False))
     assert set(noise.acc_verdict) <= {"undecided", "refuted"} and "holds" not in set(noise.verdict)
 
 
@@ -206,13 +209,13 @@ def test_dose_table_all_three_ways():
             rows.append({"seed": s, "shift": shift, "layer": "(all conv)", "rel_rmse": np.nan,
                          "reuse_score": 1 - shift})
     dose = pd.DataFrame(rows)
-    assert set(e3.dose_table(dose, 200).verdict) == {"holds"}
+    assert set(e3.dose_table(dose).verdict) == {"holds"}
     reversed_ = dose.assign(rel_rmse=1.2 - dose.rel_rmse, reuse_score=-dose.reuse_score)
-    assert set(e3.dose_table(reversed_, 200).verdict) == {"refuted"}
+    assert set(e3.dose_table(reversed_).verdict) == {"refuted"}
     # half the seeds rise with the shift, half fall: no dependable direction
     sign = np.where(dose.seed % 2 == 0, 1.0, -1.0)
     mixed = dose.assign(rel_rmse=sign * dose["shift"], reuse_score=sign * dose["shift"])
-    assert set(e3.dose_table(mixed, 200).verdict) == {"undecided"}
+    assert set(e3.dose_table(mixed).verdict) == {"undecided"}
 
 
 # ----------------------------------------------------------------------------- E4, adequacy

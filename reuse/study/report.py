@@ -6,7 +6,10 @@ Entry points:
   writes ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
 - ``summarize(results_dir)`` joins every recorded notebook into one Markdown text; when
   ``results_dir`` holds one folder per profile (``results/quick``, ``results/paper``),
-  it opens with every verdict tabled side by side per profile;
+  it opens with every verdict tabled side by side per profile. Each profile then lists
+  its claims (:mod:`reuse.study.claims`): the declared primary family with raw and
+  Holm-adjusted verdicts first, then the exploratory claims, then a tally of distinct
+  claims with the controls, duplicates and undecidable-by-design rows counted apart;
 - ``python -m reuse.study.report --results DIR --out FILE`` writes that summary
   (run_all.sh calls it after the notebooks).
 """
@@ -26,6 +29,8 @@ import pandas as pd
 
 from reuse.toolkit import files
 from reuse.toolkit.provenance import provenance
+
+from . import claims
 
 # Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
 FORMAT = "reuse.study.report/1"
@@ -100,14 +105,16 @@ def summarize(results_dir: str | Path) -> str:
     if not any(groups.values()):
         raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
                                 "reuse.study.report.record): run the notebooks first, e.g. ./run_all.sh")
+    adjusted = {p: _adjusted(records) for p, records in groups.items()}
     parts = ["# Results summary\n"]
     if None not in groups:
-        parts += _verdict_overview(groups)
+        parts += _verdict_overview(groups, adjusted)
     for profile, records in groups.items():
         where = results_dir / profile if profile else results_dir
         if profile:
             parts.append(f"## Profile `{profile}`\n")
         parts.append(f"{len(records)} notebook(s) recorded in `{where.name}`.\n")
+        parts += _claims_section(adjusted[profile], level=3 if profile else 2)
         parts += [_section(data, level=3 if profile else 2) for data in records]
     return "\n".join(parts)
 
@@ -116,12 +123,51 @@ def _records(folder: Path) -> list[dict[str, Any]]:
     return [data for data in map(_load, sorted(folder.glob("*.json"))) if data]
 
 
-def _verdict_overview(groups: dict[str, list[dict]]) -> list[str]:
-    """Every verdict by profile: one row per judgment, a column per profile."""
+def _adjusted(records: list[dict]) -> pd.DataFrame:
+    """A profile's verdict rows, one per judgment, with the notebook's number and the
+    claim classes and Holm columns of :func:`reuse.study.claims.adjust`."""
+    rows = [{"notebook": data["name"][:2], **v} for data in records for v in data.get("verdicts", [])]
+    return claims.adjust(pd.DataFrame(rows, columns=None if rows else ["notebook", *VERDICT_COLUMNS]))
+
+
+def _claims_section(adjusted: pd.DataFrame, level: int) -> list[str]:
+    """Primary family (raw and Holm), exploratory claims, and the tally of distinct claims."""
+    if adjusted.empty:
+        return []
+    rows = adjusted.to_dict("records")
+    head = "#" * level
+    primary = [r for r in rows if r["family"] == "primary"]
+    exploratory = [r for r in rows if r["family"] == "exploratory"]
+    t = claims.tally(adjusted)
+    alpha = f"{claims.ALPHA:.2g}"
+    lines = [f"{head} Primary claims\n",
+             ("Declared before the results (`reuse.study.claims.PRIMARY`); Holm's step-down correction "
+              f"over the family (family-wise error {alpha}): a claim whose adjusted p is not below {alpha} "
+              "is undecided.\n"),
+             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "margin",
+                              "p", "p_holm", "verdict_holm", "holm"], primary), "",
+             f"{head} Exploratory claims\n",
+             "*Exploratory*: raw verdicts, no correction for multiplicity.\n",
+             _markdown_table(["notebook", "judgment", "family", "verdict", "estimate", "ci_low", "ci_high",
+                              "detectable"], exploratory), "",
+             f"{head} Tally\n",
+             (f"{t['claims']} distinct claims ({t['primary']} primary, after Holm; the rest exploratory): "
+              f"{t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided. Apart, not claims: "
+              f"{t['control']} controls, {t['duplicate']} duplicates, {t['undecidable']} undecidable by "
+              "design.\n")]
+    for kind, declared in (("duplicate", claims.DUPLICATES), ("undecidable", claims.UNDECIDABLE)):
+        for prefix, reason in declared.items():
+            n = int(adjusted.judgment.str.startswith(prefix).sum())
+            if n:
+                lines.append(f"- {kind}: `{prefix.strip()}` ({n} rows): {reason}.")
+    return lines + [""]
+
+
+def _verdict_overview(groups: dict[str, list[dict]], adjusted: dict[str, pd.DataFrame]) -> list[str]:
+    """Every verdict by profile: one row per judgment, a column per profile; then each
+    profile's tally of distinct claims."""
     table: dict[str, dict[str, str]] = {}
-    counts = {}
     for profile, records in groups.items():
-        c = {"holds": 0, "refuted": 0, "undecided": 0}
         for data in records:
             for v in data.get("verdicts", []):
                 key = f"{data['name'][:2]} {v['judgment']}"
@@ -130,16 +176,18 @@ def _verdict_overview(groups: dict[str, list[dict]]) -> list[str]:
                     f"{v['verdict']} ({_cell(v.get('estimate'))} [{_cell(v.get('ci_low'))}, "
                     f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))}"
                     + ("" if controls in ("n/a", "passed") else f"; controls {controls}") + ")")
-                c[v["verdict"]] += 1
-        counts[profile] = c
     profiles = list(groups)
     rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
     lines = ["## Verdicts at each profile\n",
              "Estimate [95% CI] and the smallest effect the design can detect; the notebooks "
              "state each rule, margin and control.\n",
              _markdown_table(["judgment", *profiles], rows), ""]
-    lines += [f"- `{p}`: {c['holds']} hold, {c['refuted']} refuted, {c['undecided']} undecided "
-              f"({c['holds'] + c['refuted']} of {sum(c.values())} decided)." for p, c in counts.items()]
+    for p, frame in adjusted.items():
+        t = claims.tally(frame)
+        lines.append(f"- `{p}`: {t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided "
+                     f"({t['holds'] + t['refuted']} of {t['claims']} distinct claims decided, primary ones "
+                     f"after Holm); apart: {t['control']} controls, {t['duplicate']} duplicates, "
+                     f"{t['undecidable']} undecidable by design.")
     return lines + [""]
 
 

@@ -36,7 +36,7 @@ from scipy import stats
 from reuse.toolkit import alignment, similarity
 from reuse.toolkit.criteria import kernel_keys, kernel_rmse
 from reuse.toolkit.stats import roc_auc
-from reuse.toolkit.verdicts import REUSABLE, bootstrap_verdict, mean_verdict
+from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner
@@ -184,9 +184,9 @@ def points(e3_points: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
     return p
 
 
-def criterion_table(pts: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+def criterion_table(pts: pd.DataFrame) -> pd.DataFrame:
     """E3's criterion table over every E5 criterion, with each one's family."""
-    table = e3.criterion_table(pts, n_boot, criteria=tuple(CRITERIA))
+    table = e3.criterion_table(pts, criteria=tuple(CRITERIA))
     table.insert(1, "family", table.criterion.map(lambda c: CRITERIA[c].family))
     return table
 
@@ -206,14 +206,14 @@ def _outcome(ci_low: float, ci_high: float) -> str:
     return "unclear"
 
 
-def head_to_head(pts: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+def head_to_head(pts: pd.DataFrame) -> pd.DataFrame:
     """Per rival: AUC(paper's RMSE) - AUC(rival) on the source's points with its CI over
     seeds (the same draws for both), the verdict of 'the RMSE beats this rival' and the
     outcome (beats / loses / ties / unclear, see :data:`RULE`)."""
     src = pts[pts.donor == "source"]
     rows = []
     for rival in RIVALS:
-        v = bootstrap_verdict(src, lambda f, r=rival: _auc_difference(f, r), 0.0, "above", n_boot=n_boot)
+        v = cluster_verdict(src, lambda f, r=rival: _auc_difference(f, r), 0.0, "above")
         rows.append({"rival": rival, "family": CRITERIA[rival].family, "auc_difference": v["estimate"],
                      "ci_low": v["ci_low"], "ci_high": v["ci_high"], "verdict": v["verdict"],
                      "outcome": _outcome(v["ci_low"], v["ci_high"]), "detectable": v["detectable"],
@@ -228,7 +228,7 @@ def overall(duels: pd.DataFrame) -> str:
     return "holds" if (duels.outcome == "beats").all() else "undecided"
 
 
-def gain_table(pts: pd.DataFrame, gains: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+def gain_table(pts: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """Per criterion: Spearman rho between the source's criterion value of a layer (``pts``:
     :func:`points`) and M2's
     gain of initialising that layer alone from theta_S and fine-tuning (E2), pooled over the
@@ -240,8 +240,8 @@ def gain_table(pts: pd.DataFrame, gains: pd.DataFrame, n_boot: int = 1000) -> pd
     rows = []
     for crit in CRITERIA:
         f = p[np.isfinite(p[crit])]
-        v = bootstrap_verdict(f, lambda d, c=crit: stats.spearmanr(d[c], d.gain).statistic
-                              if d[c].nunique() > 1 else np.nan, 0.0, "below", n_boot=n_boot) \
+        v = cluster_verdict(f, lambda d, c=crit: stats.spearmanr(d[c], d.gain).statistic
+                            if d[c].nunique() > 1 else np.nan, 0.0, "below") \
             if f.seed.nunique() >= 2 else {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                                            "verdict": "undecided", "detectable": np.nan, "n_seeds": 0}
         rows.append({"criterion": crit, "n_points": len(f), "rho": v["estimate"], "ci_low": v["ci_low"],
@@ -291,7 +291,7 @@ def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cell
     return usable_only(out.merge(score, on=[*FACTORS, "donor"], how="inner"), cells)
 
 
-def network_table(net: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+def network_table(net: pd.DataFrame) -> pd.DataFrame:
     """LogME against E1: Spearman rho between the source's LogME and its all-conv reuse score
     across conditions (CI over seeds; holds when above 0), and the controls: the twin's LogME
     minus the different-init control's, per seed (holds when the twin is placed above)."""
@@ -300,8 +300,8 @@ def network_table(net: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
                               "ci_low": np.nan, "ci_high": np.nan, "verdict": "undecided",
                               "detectable": np.nan, "n": 0}])
     src = net[net.donor == "source"]
-    rho = bootstrap_verdict(src, lambda f: stats.spearmanr(f.logme, f.reuse_score).statistic
-                            if f.logme.nunique() > 1 else np.nan, 0.0, "above", n_boot=n_boot)
+    rho = cluster_verdict(src, lambda f: stats.spearmanr(f.logme, f.reuse_score).statistic
+                          if f.logme.nunique() > 1 else np.nan, 0.0, "above")
     wide = net.pivot_table(index=[*CONDITION, "seed"], columns="donor", values="logme").reset_index()
     diff = (wide.twin - wide.different_init).groupby(wide.seed).mean()
     ctl = mean_verdict(diff, 0.0, "above")

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys
-from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, bootstrap_verdict, mean_verdict
+from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner
@@ -180,8 +180,7 @@ def _within_spearman(frame: pd.DataFrame) -> float:
     return float(np.mean(rhos)) if rhos else float("nan")
 
 
-def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFrame | None,
-                    n_boot: int = 1000) -> pd.DataFrame:
+def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFrame | None) -> pd.DataFrame:
     """Yosinski et al. 2014's observations, three-valued, from the source's single-layer
     swaps (BN re-estimated) of usable cells; seeds are the replicates.
 
@@ -201,7 +200,7 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     rows.append(("Y1", "first-layer kernels are general (transfer with little loss)",
                  f"r(first layer) above {LITTLE_LOSS}",
                  mean_verdict(first.reuse_score, LITTLE_LOSS, "above")))
-    y2 = bootstrap_verdict(d, _within_spearman, 0.0, "below", n_boot=n_boot)
+    y2 = cluster_verdict(d, _within_spearman, 0.0, "below")
     y2["n"] = y2["n_seeds"]
     rows.append(("Y2", "transfer costs more the deeper the layer",
                  "mean within-condition Spearman rho(depth, r) below 0", y2))

@@ -25,7 +25,7 @@ from torch import nn
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_kernel_rmse
 from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
-from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, bootstrap_verdict, gated, mean_verdict
+from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, cluster_verdict, gated, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner
@@ -140,7 +140,7 @@ def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Se
     return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
 
 
-def criterion_table(pts: pd.DataFrame, n_boot: int = 1000, criteria=CRITERIA) -> pd.DataFrame:
+def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
     """One row per criterion (columns of ``pts``, smaller = more alike; see the module
     docstring): threshold, held-out balanced accuracy with CI, verdict, detectable effect,
     pooled and within-condition Spearman rho and ROC AUC with CIs, and the two controls."""
@@ -151,14 +151,11 @@ def criterion_table(pts: pd.DataFrame, n_boot: int = 1000, criteria=CRITERIA) ->
         if src.pair.nunique() < 2 or src.empty:
             rows.append({**row, "verdict": "undecided", "controls": "not run: fewer than two pairs"})
             continue
-        held = bootstrap_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY,
-                                 "above", n_boot=n_boot)
-        pooled = bootstrap_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
-                                   0.0, "below", n_boot=n_boot)
-        within = bootstrap_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below",
-                                   n_boot=n_boot)
-        auc = bootstrap_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above",
-                                n_boot=n_boot)
+        held = cluster_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY, "above")
+        pooled = cluster_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
+                                 0.0, "below")
+        within = cluster_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below")
+        auc = cluster_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above")
         threshold = _fit_or_nan(src[crit], src.reusable)
         controls = {}
         for donor in ("twin", "different_init"):  # "most of its layers fall below": twin holds, other refuted
@@ -240,7 +237,7 @@ def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None,
     return pd.DataFrame(rows)
 
 
-def dose_table(dose: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+def dose_table(dose: pd.DataFrame) -> pd.DataFrame:
     """Spearman rho of the shift strength with the relative RMSE (single layers) and with
     the all-conv reuse score, CIs from resampling seeds: a larger shift should raise the
     RMSE (rho above 0) and lower the score (rho below 0)."""
@@ -248,8 +245,8 @@ def dose_table(dose: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     rows = []
     for what, frame, column, side in (("relative RMSE", layers, "rel_rmse", "above"),
                                       ("all-conv reuse score", whole, "reuse_score", "below")):
-        v = bootstrap_verdict(frame, lambda f, c=column: stats.spearmanr(f["shift"], f[c]).statistic,
-                              0.0, side, n_boot=n_boot)
+        v = cluster_verdict(frame, lambda f, c=column: stats.spearmanr(f["shift"], f[c]).statistic,
+                            0.0, side)
         rows.append({"measure": what, "expected": f"rho {side} 0", **v})
     return pd.DataFrame(rows)
 
