@@ -35,7 +35,17 @@ def test_p_value_inverts_the_t_interval():
     assert np.isnan(claims.p_value(0.6, 0.5, 0.7, 1, 0.5))  # one seed: no interval, no p
 
 
-def test_classes_of_the_recorded_judgments():
+DECLARED = {"DUPLICATES": {"rmse_only - scratch": "a repeat"}, "UNDECIDABLE": {"rule_strict - ": "0 by design"}}
+
+
+@pytest.fixture()
+def declared(monkeypatch):
+    """A duplicate and an undecidable-by-design row declared, as a study may have them."""
+    for name, value in DECLARED.items():
+        monkeypatch.setattr(claims, name, value)
+
+
+def test_classes_of_the_recorded_judgments(declared):
     assert claims.family("J1 unet/segmentation/fashion-split") == "primary"
     assert claims.family("J3 rel_rmse") == "primary"
     assert claims.family("H2 the rule avoids harm") == "primary"
@@ -48,7 +58,7 @@ def test_classes_of_the_recorded_judgments():
     assert claims.family("rule_strict - scratch (segmentation, n_T 60, all pairs)") == "undecidable"
 
 
-def test_holm_turns_a_marginal_primary_claim_undecided_and_the_tally_counts_claims_only():
+def test_holm_turns_a_marginal_primary_claim_undecided_and_the_tally_counts_claims_only(declared):
     records = pd.DataFrame([
         _row("J1 a", 0.03), _row("J1 b", 0.001), _row("J1 c", 0.5),
         _row("Y1", 0.03),  # exploratory: raw verdict kept

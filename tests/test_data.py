@@ -134,7 +134,7 @@ def test_segmentation_masks():
     assert masks[0, 1, 1] == 4 and masks[1, 2, 3] == 1 and masks.sum() == 5
 
 
-@pytest.mark.parametrize("pair", data.PAIRS)
+@pytest.mark.parametrize("pair", [f"{p}@0.25" if p in data.DOSED else p for p in data.PAIRS])
 def test_pairs(fake_fashion, pair):
     src, tgt = data.load_pair(pair, 50, 40, 30, seed=3)
     assert len(src.train_x) == 50 and len(tgt.train_x) == 40 and len(tgt.test_x) == 30
@@ -146,6 +146,39 @@ def test_pairs(fake_fashion, pair):
     for task in data.TASKS:
         x, y = data.task_targets(tgt, task, "test")
         assert len(x) == len(y) == 30
+
+
+def test_ladder_shares_one_target_and_keeps_the_shifted_source_apart(fake_fashion):
+    """Every rung's target is fashion-split's; the shifted source is drawn from the target's
+    own classes but never from the target's or the twin's block (unshifted at dose 0)."""
+    target = data.load_domain("fashion-split", "target", 40, 30, seed=3)
+    twin = data.load_domain("fashion-split", "target", 40, 30, seed=3, block=1)
+    for pair in ("fashion-shifted@0.5", "digits-to-fashion", "fashion-scrambled"):
+        assert data.target_pair(pair) == "fashion-split"
+        assert torch.equal(data.load_pair(pair, 50, 40, 30, seed=3)[1].train_x, target.train_x)
+    source = data.load_domain("fashion-shifted@0", "source", 120, 30, seed=3)  # 2 x 40 + 120 = all 200
+    assert source.n_classes == 5 and int(source.train_y.min()) == 0
+    seen = {tuple(x.flatten().tolist()) for x in torch.cat([target.train_x, twin.train_x])}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in source.train_x)
+
+
+def test_scrambled_source_permutes_its_targets_alike_for_every_image(fake_fashion):
+    split = data.load_domain("fashion-split", "source", 20, 10, seed=1)
+    scrambled = data.load_domain("fashion-scrambled", "source", 20, 10, seed=1)
+    assert torch.equal(split.train_x, scrambled.train_x)  # the same images
+    for task in data.TASKS:
+        (x0, y0), (x1, y1) = (data.task_targets(d, task, "train") for d in (split, scrambled))
+        assert torch.equal(x0, x1) and not torch.equal(y0, y1)
+        perm = torch.randperm(y0.shape[-1] * y0.shape[-2],
+                              generator=torch.Generator().manual_seed(data.SCRAMBLE_SEED))
+        assert torch.equal(y0.flatten(-2)[..., perm], y1.flatten(-2))
+
+
+@pytest.mark.parametrize("pair, message", [("fashion-shifted", "needs a dose"), ("fashion-shifted@2", "dose '2'"),
+                                           ("fashion-split@0.1", "takes no dose"), ("nope", "allowed")])
+def test_bad_pair_names_say_what_is_allowed(pair, message):
+    with pytest.raises(ValueError, match=message):
+        data.parse_pair(pair)
 
 
 def test_bad_pair_and_too_many_samples(fake_fashion):

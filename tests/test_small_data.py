@@ -10,7 +10,7 @@ from reuse.study.config import Grid
 from reuse.study.experiments import small_data as e4
 from reuse.toolkit.stats import paired_test
 
-GRID = Grid(("unet",), ("segmentation",), ("fashion-split", "fashion-to-digits"))
+GRID = Grid(("unet",), ("segmentation",), ("fashion-split", "fashion-scrambled"))
 
 
 def test_paired_test_matches_hand_computation():
@@ -38,10 +38,11 @@ def test_fit_rule_picks_the_better_criterion_and_handles_one_class():
 
 def test_e4_findings_say_when_one_pair_leaves_the_rule_nothing_to_learn_from():
     decisions = pd.DataFrame({"pair": ["fashion-split"] * 2, "strict_a": False, "n_rule": 0})
-    tests = pd.DataFrame({"comparison": ["rule - scratch"], "n_T": [24], "verdict": ["undecided"],
-                          "estimate": [0.0], "ci_low": [-0.1], "ci_high": [0.1]})
-    text = e4.findings(tests, tests.iloc[:0], decisions)
-    assert "Only one pair ran" in text and "did not run" in text
+    heads = pd.DataFrame({"claim": ["H1"], "statement": [e4.HEADLINE["H1"]], "n_T": [24], "verdict": ["undecided"],
+                          "estimate": [np.nan], "ci_low": [np.nan], "ci_high": [np.nan], "cells": [0]})
+    text = e4.findings(heads, heads.iloc[:0], decisions)
+    assert "Only one rung ran" in text and "did not run" in text
+    assert text.startswith("- **Headline.**") and "undecided at n_T = 24" in text and "no cell where both hold" in text
 
 
 def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):
@@ -56,16 +57,53 @@ def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):
     results, decisions = e4.run(runner, profile, GRID, fractions=(0.25, 1.0))
     # each pair's threshold is fitted on the other pairs' points only (conditions run in
     # grid order, one fit per held-out pair)
-    assert len(seen) == 2 and "fashion-split" not in seen[0] and "fashion-to-digits" not in seen[1]
+    assert len(seen) == 2 and "fashion-split" not in seen[0] and "fashion-scrambled" not in seen[1]
     n_t = sorted(set(results.n_T))
     assert len(n_t) == 2 and len(decisions) == 2 * 2 * len(profile.seeds)
     assert results.value.notna().all() and set(results.strategy) >= {"scratch", "reuse_all", "rule",
-                                                                      "rmse_only", "first_k", "oracle"}
+                                                                      "rmse_only", "oracle"}
     wide = results[results.strategy.isin(["scratch", "rule"])].pivot_table(
         index=["pair", "seed", "n_T"], columns="strategy", values="value")
     none = decisions.set_index(["pair", "seed", "n_T"]).n_rule == 0
     assert np.allclose(wide.rule[none], wide.scratch[none])  # nothing selected: the rule is scratch
     assert (results[results.strategy == "reuse_all"].n_reused == decisions.n_layers.max()).all()
+    assert (decisions.n_rule[~decisions.strict_a] == 0).all()  # (a) fails: the strict rule reuses nothing
     tests = e4.comparisons(results)
-    assert {"rule - scratch", "rmse_only - scratch"} <= set(tests.comparison)
+    assert {"reuse_all - scratch", "rmse_only - scratch"} <= set(tests.comparison)
     assert len(e4.control_table(decisions)) == 2 * 2
+    heads = e4.headline(results, decisions)
+    assert set(heads.claim) >= {"H1", "H2", "H3a"} and len(e4.design_check(results, decisions)) == 2
+
+
+def _cells(gains: dict, strict: dict, n_rule: int = 2, n_layers: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results and decisions of one task x fraction: per pair and seed, scratch 0.5 and the
+    other strategies 0.5 + that pair's gain (the rule only where (a) holds)."""
+    results, decisions = [], []
+    for pair, gain in gains.items():
+        for seed in range(5):
+            g = gain + 0.01 * (seed % 2)
+            cell = {"task": "segmentation", "fraction": 0.1, "architecture": "pspnet", "pair": pair,
+                    "seed": seed, "n_T": 60}
+            values = {"scratch": 0.5, "reuse_all": 0.5 + g / 2, "rmse_only": 0.5 + g,
+                      "rule": 0.5 + g if strict[pair] else 0.5, "random": 0.5}
+            results += [{**cell, "strategy": k, "value": v, "full_value": 0.8} for k, v in values.items()]
+            decisions.append({**cell, "strict_a": strict[pair], "n_rule": n_rule if strict[pair] else 0,
+                              "n_rmse_only": n_rule, "n_layers": n_layers})
+    return pd.DataFrame(results), pd.DataFrame(decisions)
+
+
+def test_headline_claims_come_out_all_ways():
+    """H1 on the cells where both conditions hold, H2 as the interaction with (a), H3 where
+    the rule differs; a claim with no cell to judge is undecided, never refuted."""
+    near_far = _cells({"near": 0.05, "far": -0.04}, {"near": True, "far": False})
+    heads = e4.headline(*near_far).set_index("claim")
+    assert heads.verdict.to_dict() == {"H1": "holds", "H2": "holds", "H3a": "holds", "H3b": "holds"}
+    assert heads.cells["H1"] == 5 and heads.cells["H3a"] == 10
+    harmful = _cells({"near": -0.05, "far": 0.04}, {"near": True, "far": False})
+    heads = e4.headline(*harmful).set_index("claim")
+    assert heads.verdict["H1"] == "refuted" and heads.verdict["H2"] == "refuted"
+    never = _cells({"near": 0.05, "far": 0.05}, {"near": False, "far": False})
+    heads = e4.headline(*never).set_index("claim")
+    assert heads.verdict["H1"] == "undecided" and heads.cells["H1"] == 0 and heads.verdict["H2"] == "undecided"
+    design = e4.design_check(*near_far)
+    assert design.verdict.tolist() == ["holds"]  # the full-data target is far above scratch

@@ -222,7 +222,7 @@ def test_dose_table_all_three_ways():
 def _results(rule_minus_scratch):
     rows = []
     for s, d in zip(SEEDS, rule_minus_scratch):
-        for strategy, value in (("scratch", 0.5), ("rule", 0.5 + d)):
+        for strategy, value in (("scratch", 0.5), ("reuse_all", 0.5 + d)):
             rows.append({"task": "segmentation", "fraction": 0.1, "n_T": 60, "architecture": "unet",
                          "pair": "fashion-split", "seed": s, "strategy": strategy, "value": value})
     return pd.DataFrame(rows)
@@ -233,7 +233,7 @@ def _results(rule_minus_scratch):
                                              ([0.05, -0.06, 0.04, -0.05, 0.0], "undecided")])
 def test_e4_comparison(diffs, expected):
     tests = e4.comparisons(_results(diffs))
-    assert tests.set_index("comparison").verdict["rule - scratch"] == expected
+    assert tests.set_index("comparison").verdict["reuse_all - scratch"] == expected
 
 
 def test_e4_controls_all_three_ways():
