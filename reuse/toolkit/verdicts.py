@@ -38,7 +38,7 @@ SENSITIVE = 0.5  # "very sensitive": C3 (a swap loses more than half)
 USEFUL_ACCURACY = 0.6  # J3: held-out balanced accuracy of a criterion's threshold
 # conditions whose target model is not this far above chance are excluded from verdicts
 MIN_GAP = {"miou": 0.1, "psnr": 1.0}  # mIoU points; dB
-ADEQUATE = 0.95  # training adequacy: share of a 4x longer run's above-chance gap
+ADEQUATE = 0.95  # training adequacy: a run's last quarter adds less than 1 - ADEQUATE of its gap
 
 
 def verdict(ci_low: float, ci_high: float, margin: float, side: str = "above") -> str:
