@@ -222,7 +222,8 @@ def selection(scans: pd.DataFrame, margin: float = REUSABLE) -> pd.DataFrame:
     if src.reuse_score.isna().all():  # theta_T no better than chance: nothing can be judged
         return pd.DataFrame({"layer": src.layer.unique(), "estimate": float("nan"), "ci_low": float("nan"),
                              "ci_high": float("nan"), "n": 0, "reusable": False,
-                             "basis": "none: the target model is no better than chance", "raw_reusable": False})
+                             "basis": "none: the target model is no better than chance",
+                             "raw_reusable": False})
     table = swap_verdicts(src.drop(columns="donor"), margin=margin).assign(raw_reusable=lambda t: t.reusable)
     c = controls(scans)
     _, gate = gated("holds", c["single swaps, positive control"]["verdict"],
