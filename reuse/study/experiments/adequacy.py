@@ -1,11 +1,12 @@
-"""Training adequacy: are the networks trained to a plateau? (docs/protocol.md, section 8)
+"""Training adequacy: are the networks trained to a plateau? (docs/protocol.md, section 6)
 
 A swap into a network that has not learnt its task measures noise. Each run is judged on
 its own learning curve (the primary metric on its monitor split, recorded during
-training): it has plateaued when the curve rose by less than 1 - :data:`~reuse.toolkit.verdicts.ADEQUATE`
-(5%) of its final gap above chance over the last quarter of its steps. So one seed's
-verdict never depends on another seed's run, and no longer run is trained for it.
-Chance is the cell's (on the target test split, of which the monitor split is a part).
+training): it has plateaued when the curve rose by less than
+1 - :data:`~reuse.toolkit.verdicts.ADEQUATE` (5%) of its final gap above chance over the
+last quarter of its steps. So one seed's verdict never depends on another seed's run, and
+no longer run is trained for it. Chance is the cell's, on the target test split (the
+monitor split is drawn from the same test images).
 A condition is adequate when every seed's target and twin have plateaued. Pairs that
 share another pair's target runs (fashion-random-labels) are judged as that pair.
 :func:`run` returns the learning curves and one row per cell; :func:`summary` one row per
