@@ -172,3 +172,47 @@ def test_bad_permutations_and_states_are_rejected():
         weight_matching(spec, {"x": torch.zeros(1)}, model)
     with pytest.raises(TypeError, match="nn.Module"):
         permutation_spec(model.state_dict())
+
+
+
+def _conv_distance(spec: PermutationSpec, source, target) -> float:
+    """Summed squared distance of every conv kernel."""
+    return sum(float((source[f"{n}.weight"].double() - target[f"{n}.weight"].double()).square().sum())
+               for n in spec.layers)
+
+
+@pytest.mark.parametrize("name", ["unet", "pspnet"])
+def test_shared_init_keeps_the_identity_whatever_the_bn_statistics(name):
+    """Two models from one theta_0, one with slightly moved conv kernels and very different
+    BN running statistics (as after training on other data): the statistics do not drive
+    the matching, so no channel moves and the summed squared conv distance does not rise."""
+    target = _model(name).state_dict()
+    generator = torch.Generator().manual_seed(5)
+    source = {k: v.clone() for k, v in target.items()}
+    for key, value in source.items():
+        if key.endswith("running_var"):
+            value.mul_(torch.empty(value.shape).uniform_(0.05, 20.0, generator=generator))
+        elif key.endswith("running_mean"):
+            value.add_(5 * torch.randn(value.shape, generator=generator))
+        elif value.ndim == 4:
+            value.add_(0.05 * value.std() * torch.randn(value.shape, generator=generator))
+    spec = permutation_spec(_model(name))
+    perms = weight_matching(spec, source, target)
+    assert all(torch.equal(p, torch.arange(len(p))) for p in perms.values())
+    aligned = apply_permutation(spec, perms, source)
+    assert _conv_distance(spec, aligned, target) <= _conv_distance(spec, source, target)
+
+
+def test_matching_that_would_raise_the_conv_distance_keeps_the_identity():
+    """BN weights and biases enter the cost; where they alone pull the channels apart, the
+    matched permutation would move kernels that already agree: the identity is kept."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 1, 3))
+    target = model.state_dict()
+    source = {k: v.clone() for k, v in target.items()}
+    source["1.weight"] = 100 * torch.arange(4.0)
+    target["1.weight"] = 100 * torch.arange(4.0).flip(0)
+    spec = permutation_spec(model)
+    perms = weight_matching(spec, source, target)
+    assert torch.equal(perms["0"], torch.arange(4))
+    assert _conv_distance(spec, apply_permutation(spec, perms, source), target) == 0

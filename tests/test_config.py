@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from reuse.study.config import PROFILES, Grid, check_choices, get_profile
@@ -43,3 +45,23 @@ def test_check_choices():
     assert check_choices("tasks", "autoencoder", ["autoencoder"]) == ["autoencoder"]
     with pytest.raises(ValueError, match="tasks=\\['x'\\]; allowed: a, b"):
         check_choices("tasks", ["x"], ["a", "b"])
+
+
+def _number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_the_protocol_scale_table_matches_the_profiles():
+    """docs/protocol.md section 7 restates each profile's sizes; a number changed in one
+    place only (as quick's test images once were) fails here."""
+    text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    rows = {cells[0].strip("` "): [c.strip() for c in cells[1:6]]
+            for line in text.splitlines() if line.startswith("| `")
+            for cells in [line.strip("|").split("|")] if cells[0].strip("` ") in PROFILES}
+    assert set(rows) == set(PROFILES)
+    for name, (px, data, widths, steps, seeds) in rows.items():
+        p = PROFILES[name]
+        assert _number(px.removesuffix(" px")) == p.image_size, name
+        assert [_number(n) for n in data.split("/")] == [p.n_source, p.n_target, p.n_test], name
+        assert [_number(n) for n in widths.split(",")] == [p.width("unet"), p.width("pspnet")], name
+        assert (_number(steps), _number(seeds)) == (p.steps, len(p.seeds)), name

@@ -1,5 +1,7 @@
 """E1, training adequacy and the pieces every experiment shares, on a tiny profile."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,15 +104,34 @@ def test_small_spec():
         common.small_spec(target, 2000, small)
 
 
-def test_adequacy_runs_and_compares_with_a_longer_run(runner_profile):
+def test_adequacy_judges_each_run_by_its_own_curve(runner_profile):
+    """No run longer than the profile's is trained, and seed 1's verdict is the same with
+    or without seed 0 in the grid (it used to be measured against seed 0's long run)."""
     runner, profile = runner_profile
-    curves, cells = adequacy.run(runner, profile, Grid(("pspnet",), ("segmentation",), ("fashion-split",)))
-    assert set(curves.run) == {"target", "twin", "long"}
-    assert curves[curves.run == "long"].step.max() == profile.steps * profile.adequacy_factor
-    assert np.allclose(cells.ratio, cells.gap / (cells.long_value - cells.chance), equal_nan=True)
+    grid = Grid(("pspnet",), ("segmentation",), ("fashion-split",))
+    curves, cells = adequacy.run(runner, profile, grid)
+    assert set(curves.run) == {"target", "twin"} and curves.step.max() == profile.steps
+    first = curves[(curves.seed == 0) & (curves.run == "target")]
+    assert cells.target_rise[0] == adequacy.rise_share(list(first.step), list(first.value), cells.chance[0])
+    assert cells.target_plateaued[0] == adequacy.plateaued(cells.target_rise[0])
+    _, alone = adequacy.run(runner, dataclasses.replace(profile, seeds=(1,)), grid)
+    columns = ["target_rise", "twin_rise", "target_plateaued", "twin_plateaued"]
+    pd.testing.assert_frame_equal(alone[columns], cells[cells.seed == 1][columns].reset_index(drop=True))
     table = adequacy.summary(cells)
     assert len(table) == 1 and "adequate" in table
-    assert adequacy.verdict_lines(table, profile.adequacy_factor)[0].startswith("- Training adequacy")
+    assert adequacy.verdict_lines(table)[0].startswith("- Training adequacy")
+
+
+def test_a_run_still_rising_in_its_last_quarter_is_not_adequate():
+    steps = [5, 10, 15, 20, 25, 30, 35, 40]                  # 30 = 75% of 40
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.66, 0.7]       # +0.1 of a 0.5 gap: 20%
+    flat = [0.1, 0.4, 0.6, 0.68, 0.69, 0.695, 0.698, 0.7]    # +0.005: 1%
+    assert adequacy.late_rise(steps, rising) == pytest.approx(0.1)
+    assert adequacy.rise_share(steps, rising, 0.2) == pytest.approx(0.2)
+    assert not adequacy.plateaued(adequacy.rise_share(steps, rising, 0.2))
+    assert adequacy.plateaued(adequacy.rise_share(steps, flat, 0.2))
+    assert not adequacy.plateaued(adequacy.rise_share(steps, [0.2] * 8, 0.2))   # flat at chance
+    assert adequacy.plateaued(adequacy.rise_share(steps, flat[:-1] + [0.69], 0.2))  # fell a little
 
 
 def test_session_and_output_dirs(fake_fashion):

@@ -16,6 +16,7 @@ from reuse.study.data import FASHION_FILES, read_idx
 from reuse.study.experiments import own_model as om
 from reuse.study.models import build_model
 from reuse.study.train import Runner
+from reuse.toolkit.selection import swap_verdicts
 
 TINY_OWN = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, n_seeds=1)
 
@@ -159,3 +160,21 @@ def test_verdicts_follow_the_controls():
     assert table.loc["single swaps, positive control", "verdict"] == "refuted"
     assert table.loc[["selected set as a whole", "RMSE ranks layers"], "verdict"].tolist() == ["undecided"] * 2
     assert table.loc["selected set as a whole", "raw_verdict"] == "holds"
+
+
+def test_selection_is_gated_by_the_single_swap_controls():
+    """Where the different-init model's single swaps also pass, a passing source swap says
+    nothing: no layer is selected and the table says why; with controls that behave, the
+    selection is the swaps' own."""
+    scans, dist = _frames(0.95, 0.05)
+    chosen = om.selection(scans)
+    source = scans[(scans.donor == "source") & (scans.set == "single")].drop(columns="donor")
+    pd.testing.assert_frame_equal(chosen.drop(columns="raw_reusable"), swap_verdicts(source))
+    assert chosen.reusable.tolist() == chosen.raw_reusable.tolist() == [True, True, True, False]
+    scans, dist = _frames(0.95, 0.9)
+    chosen = om.selection(scans)
+    assert not chosen.reusable.any() and chosen.raw_reusable.tolist() == [True, True, True, False]
+    assert set(chosen.basis) == {"undecided: controls failed (negative control holds)"}
+    joint = pd.DataFrame({"seed": [0, 1, 2], "n_selected": 0, "joint_reuse_score": np.nan, "n_kept": 0})
+    text = om.findings(om.verdicts(scans, dist, joint), chosen, joint, dist)
+    assert "no layer is called reusable from the source: the 3 of 4 layers they would select" in text

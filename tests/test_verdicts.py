@@ -248,12 +248,19 @@ def test_e4_controls_all_three_ways():
 
 
 def test_adequacy_summary():
+    """A condition is adequate when every seed's target and twin have plateaued; one run
+    still rising (here seed 2's twin in 'b') is enough to fail it."""
     cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": p, "seed": s,
-                           "metric": "miou", "target_value": t, "twin_value": t, "long_value": 0.9,
-                           "chance": 0.1, "usable": True, "ratio": (t - 0.1) / 0.8}
-                          for p, t in (("a", 0.89), ("b", 0.6)) for s in SEEDS])
+                           "metric": "miou", "target_value": 0.8, "twin_value": 0.8, "chance": 0.1,
+                           "usable": True, "target_rise": 0.01, "twin_rise": rise,
+                           "target_plateaued": True, "twin_plateaued": adequacy.plateaued(rise)}
+                          for p in ("a", "b") for s in SEEDS
+                          for rise in [0.2 if (p, s) == ("b", 2) else 0.02]])
     table = adequacy.summary(cells).set_index("pair")
     assert table.adequate.to_dict() == {"a": True, "b": False}
+    assert table.max_rise.to_dict() == {"a": 0.02, "b": 0.2}
+    assert "not adequate: unet/segmentation/b: largest late rise 0.200" in "\n".join(adequacy.verdict_lines(
+        table.reset_index()))
 
 
 def test_one_home_for_intervals_one_seed_gives_no_interval_everywhere():

@@ -86,7 +86,6 @@ class Profile:
     grid: Grid = Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"), MAIN_PAIRS)
     ladder: tuple[str, ...] = LADDER_PAPER  # E1's and E4's sources, near to far
     order_twins: int = 3  # seeds per condition with a batch-order twin (the noise floor)
-    adequacy_factor: int = 4  # training adequacy: a run this many times longer is the reference
     n_bn: int = 512  # target training samples BN statistics are re-estimated on
     small: SmallData = SmallData(steps=300, batch_size=32)
     e2_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",))  # M2 (reuse as initialisation)
@@ -138,7 +137,7 @@ PROFILES = {
     # every code path in seconds: CI and nbval. Numbers mean nothing.
     "smoke": Profile("smoke", image_size=16, n_source=128, n_target=96, n_test=64, widths=widths(2),
                      depth=1, batch_size=16, steps=40, lr=1e-2, seeds=(0, 1), order_twins=1,
-                     adequacy_factor=2, n_bn=64, small=SmallData(steps=6, batch_size=8),
+                     n_bn=64, small=SmallData(steps=6, batch_size=8),
                      grid=_SMOKE_GRID, e2_grid=Grid(("unet",), ("segmentation",)), e2_points=2,
                      e3_dose=Grid(("unet",), ("segmentation",), ("fashion-shift",)),
                      e3_shifts=(0.0, 1.0),

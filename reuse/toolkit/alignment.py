@@ -19,7 +19,9 @@ Entry points:
   gives blocks of ``in_features / C`` inputs per channel. Groups that reach the network
   output, the network input or an op not modelled here stay fixed (identity), with the
   reason.
-- :func:`weight_matching`: the permutation of every group, ``{group: LongTensor[n]}``.
+- :func:`weight_matching`: the permutation of every group, ``{group: LongTensor[n]}``. Its
+  cost uses learnt parameters only: BN running statistics are permuted along but describe
+  the data a model last saw, not what it learnt, and their scale would outweigh the kernels.
 - :func:`apply_permutation`: a permuted copy of a state dict (conv/linear weights and
   biases, BN weights, biases and running statistics); the network's function is unchanged.
 - :func:`aligned_kernel_rmse`: one row per conv layer, raw and aligned RMSE.
@@ -88,10 +90,13 @@ class LayerStatus(NamedTuple):
 class PermutationSpec:
     """``groups``: permutable group -> the slots its permutation acts on; ``sizes``: group
     -> channel count; ``layers``: every conv layer -> :class:`LayerStatus` of its output
-    channels (its input channels follow the group of the layer before it)."""
+    channels (its input channels follow the group of the layer before it); ``buffers``:
+    the slots' state keys that are not learnt parameters (BN running statistics), permuted
+    along but left out of :func:`weight_matching`'s cost."""
     groups: dict[str, tuple[Slot, ...]]
     sizes: dict[str, int]
     layers: dict[str, LayerStatus]
+    buffers: frozenset[str] = frozenset()
 
     def by_key(self) -> dict[str, list[tuple[str, Slot]]]:
         """State key -> ``(group, slot)`` pairs acting on it."""
@@ -338,7 +343,9 @@ def permutation_spec(model: nn.Module) -> PermutationSpec:
                                    reasons[0] if reasons else "")
         if reasons:
             layers[name] = layers[name]._replace(group="")
-    return PermutationSpec(spec_groups, sizes, layers)
+    keys = {slot.key for slots in spec_groups.values() for slot in slots}
+    return PermutationSpec(spec_groups, sizes, layers,
+                           frozenset(keys - {name for name, _ in model.named_parameters()}))
 
 
 def _index(length: int, slots: Iterable[tuple[Slot, torch.Tensor]]) -> torch.Tensor:
@@ -418,9 +425,15 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
     random order (numpy generator seeded by ``seed``); a group's cost matrix
     ``C[i, j] = sum over its slots <W_T[i], W_S'[j]>`` (``W_S'``: the source with every
     other group's current perm applied) is one matmul of the concatenated slot rows
-    ``[n, sum rest]``, float64, and ``linear_sum_assignment`` maximises ``trace``. A perm
-    is replaced only if it raises the objective; stops after a sweep without change or
-    ``max_iter`` sweeps. Computed on the target's device; perms are CPU tensors.
+    ``[n, sum rest]``, float64, and ``linear_sum_assignment`` maximises ``trace``. Only
+    learnt parameters enter the cost (not ``spec.buffers``). A perm is replaced only if it
+    raises the objective; stops after a sweep without change or ``max_iter`` sweeps.
+
+    Coordinate descent is a heuristic, and its objective also counts BN and linear
+    parameters: if the result leaves the conv kernels farther from the target's (summed
+    squared distance) than the identity does, the identity is returned, so that alignment
+    never makes two networks look less alike than they are (e.g. two runs from one theta_0).
+    Computed on the target's device; perms are CPU tensors.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter={max_iter}; allowed: >= 1")
@@ -434,16 +447,16 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
                              f"{tuple(target[key].shape)}; allowed: one architecture")
     original = {key: source[key].detach().to(target[key].device, torch.float64) for key in by_key}
     current = dict(original)            # source with every current perm applied
+    costed = {g: [s for s in slots if s.key not in spec.buffers] for g, slots in spec.groups.items()}
     rows_t = {g: torch.cat([_rows(target[s.key].detach().to(torch.float64), s) for s in slots], 1)
-              for g, slots in spec.groups.items()}
+              for g, slots in costed.items()}
     perms = {g: torch.arange(n) for g, n in spec.sizes.items()}
     names = list(spec.groups)
     rng = np.random.default_rng(seed)
     for _ in range(max_iter):
         changed = False
         for g in (names[i] for i in rng.permutation(len(names))):
-            slots = spec.groups[g]
-            rows_s = torch.cat([_rows(current[s.key], s) for s in slots], 1)
+            rows_s = torch.cat([_rows(current[s.key], s) for s in costed[g]], 1)
             # columns of rows_s are in the current order: undo it to index source channels
             cost = (rows_t[g] @ rows_s.T).cpu()[:, torch.argsort(perms[g])].numpy()
             _, best = linear_sum_assignment(cost, maximize=True)
@@ -452,11 +465,21 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
             if new - old > 1e-12 * max(abs(old), 1.0):
                 perms[g] = torch.from_numpy(best).long()
                 changed = True
-                for key in {s.key for s in slots}:
+                for key in {s.key for s in spec.groups[g]}:
                     current[key] = _permute(original[key], by_key[key], perms)
         if not changed:
             break
+    kernels = [key for key in (f"{name}.weight" for name in spec.layers) if key in by_key]
+    target64 = {key: target[key].detach().to(torch.float64) for key in kernels}
+    if _distance(current, target64, kernels) > _distance(original, target64, kernels):
+        return {g: torch.arange(n) for g, n in spec.sizes.items()}
     return perms
+
+
+def _distance(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+              keys: Iterable[str]) -> float:
+    """Summed squared distance of the tensors ``keys`` of two states."""
+    return sum(float((source[k] - target[k]).square().sum()) for k in keys)
 
 
 def aligned_kernel_rmse(model: nn.Module, source: ModelLike, target: ModelLike,

@@ -34,13 +34,13 @@ POWER = 0.8  # power of the detectable effects printed beside verdicts
 # best input-blind predictor. A same-domain twin (the positive control) is expected near 1
 # and a model from another initialisation (the negative control) near 0; REUSABLE sits
 # midway, so a swap "works" when it keeps at least half of the above-chance performance.
-REUSABLE = 0.5  # J1 (all conv kernels), J2 (one layer), E3 labels, Y1
-LITTLE_LOSS = 0.9  # "can be reused directly", "little loss": C2, C4
+REUSABLE = 0.5  # J1 (all conv kernels), J2 (one layer), E3 labels
+LITTLE_LOSS = 0.9  # "can be reused directly", "little loss": C2, C4, Y1 (first-layer kernels)
 SENSITIVE = 0.5  # "very sensitive": C3 (a swap loses more than half)
 USEFUL_ACCURACY = 0.6  # J3: held-out balanced accuracy of a criterion's threshold
 # conditions whose target model is not this far above chance are excluded from verdicts
 MIN_GAP = {"miou": 0.1, "psnr": 1.0}  # mIoU points; dB
-ADEQUATE = 0.95  # training adequacy: share of a 4x longer run's above-chance gap
+ADEQUATE = 0.95  # training adequacy: a run's last quarter adds less than 1 - ADEQUATE of its gap
 
 
 def verdict(ci_low: float, ci_high: float, margin: float, side: str = "above") -> str:

@@ -213,13 +213,24 @@ def swap_scans(ckpts: pd.DataFrame, sc: OwnModel, device: str = "auto", data_dir
 def selection(scans: pd.DataFrame, margin: float = REUSABLE) -> pd.DataFrame:
     """Per conv layer, the source's single-layer reuse score over seeds and whether the
     layer is selected (:func:`reuse.toolkit.selection.swap_verdicts`: a CI over seeds, or a point estimate
-    with a warning from one seed)."""
+    with a warning from one seed); ``raw_reusable`` is the swaps' own call.
+
+    A single swap can only call a layer reusable where single swaps discriminate: unless the
+    twin's hold and the different-init model's are refuted (:func:`controls`), no layer is
+    selected and ``basis`` says 'undecided: controls failed (...)'."""
     src = scans[(scans.donor == "source") & (scans.set == "single")]
     if src.reuse_score.isna().all():  # theta_T no better than chance: nothing can be judged
         return pd.DataFrame({"layer": src.layer.unique(), "estimate": float("nan"), "ci_low": float("nan"),
                              "ci_high": float("nan"), "n": 0, "reusable": False,
-                             "basis": "none: the target model is no better than chance"})
-    return swap_verdicts(src.drop(columns="donor"), margin=margin)
+                             "basis": "none: the target model is no better than chance",
+                             "raw_reusable": False})
+    table = swap_verdicts(src.drop(columns="donor"), margin=margin).assign(raw_reusable=lambda t: t.reusable)
+    c = controls(scans)
+    _, gate = gated("holds", c["single swaps, positive control"]["verdict"],
+                    c["single swaps, negative control"]["verdict"])
+    if gate == "passed":
+        return table
+    return table.assign(reusable=False, basis=f"undecided: controls failed ({gate.removeprefix('failed: ')})")
 
 
 def joint_checks(ckpts: pd.DataFrame, sc: OwnModel, layers: list[str], device: str = "auto",
@@ -283,6 +294,17 @@ JUDGMENTS = {
 }
 
 
+def controls(scans: pd.DataFrame) -> dict[str, dict]:
+    """The four control judgments of :data:`JUDGMENTS` (:func:`reuse.toolkit.verdicts.mean_verdict`
+    of per-seed mean reuse scores against :data:`REUSABLE`)."""
+    return {
+        "single swaps, positive control": mean_verdict(_per_seed(scans, "twin", "single"), REUSABLE),
+        "single swaps, negative control": mean_verdict(_per_seed(scans, "different_init", "single"), REUSABLE),
+        "joint swap, positive control": mean_verdict(_per_seed(scans, "twin", "all"), REUSABLE),
+        "joint swap, negative control": mean_verdict(_per_seed(scans, "different_init", "all"), REUSABLE),
+    }
+
+
 def verdicts(scans: pd.DataFrame, distances: pd.DataFrame, joint: pd.DataFrame) -> pd.DataFrame:
     """One row per judgment of :data:`JUDGMENTS`: estimate, 95% CI over seeds, verdict
     (three-valued, :func:`reuse.toolkit.verdicts.mean_verdict`), detectable effect, n, controls.
@@ -293,18 +315,13 @@ def verdicts(scans: pd.DataFrame, distances: pd.DataFrame, joint: pd.DataFrame) 
     scores) by their single-layer swaps. A claim stands only where its positive control
     holds and its negative control is refuted; otherwise it is undecided.
     """
-    controls = {
-        "single swaps, positive control": mean_verdict(_per_seed(scans, "twin", "single"), REUSABLE),
-        "single swaps, negative control": mean_verdict(_per_seed(scans, "different_init", "single"), REUSABLE),
-        "joint swap, positive control": mean_verdict(_per_seed(scans, "twin", "all"), REUSABLE),
-        "joint swap, negative control": mean_verdict(_per_seed(scans, "different_init", "all"), REUSABLE),
-    }
-    rows = [{"judgment": name, **v, "controls": "n/a", "raw_verdict": v["verdict"]} for name, v in controls.items()]
+    checks = controls(scans)
+    rows = [{"judgment": name, **v, "controls": "n/a", "raw_verdict": v["verdict"]} for name, v in checks.items()]
     claims = (("selected set as a whole", mean_verdict(joint.joint_reuse_score, REUSABLE), "joint swap"),
               ("RMSE ranks layers", mean_verdict(_rank_rho(distances, scans), 0.0, "below"), "single swaps"))
     for name, v, basis in claims:
-        verdict, gate = gated(v["verdict"], controls[f"{basis}, positive control"]["verdict"],
-                              controls[f"{basis}, negative control"]["verdict"])
+        verdict, gate = gated(v["verdict"], checks[f"{basis}, positive control"]["verdict"],
+                              checks[f"{basis}, negative control"]["verdict"])
         rows.append({"judgment": name, **v, "verdict": verdict, "controls": gate, "raw_verdict": v["verdict"]})
     out = pd.DataFrame(rows)
     out["rule"] = out.judgment.map(JUDGMENTS)
@@ -338,8 +355,9 @@ def findings(table: pd.DataFrame, chosen: pd.DataFrame, joint: pd.DataFrame, dis
                      f"{v.estimate['single swaps, positive control']:.2f} and the different-init model's "
                      f"{v.estimate['single swaps, negative control']:.2f} of theta_T's above-chance accuracy "
                      f"(positive control {verdict['single swaps, positive control']}, negative control "
-                     f"{verdict['single swaps, negative control']}). The {len(layers)} of {len(chosen)} layers "
-                     "they select are therefore no evidence of reusability.")
+                     f"{verdict['single swaps, negative control']}). So no layer is called reusable from the "
+                     f"source: the {int(chosen.raw_reusable.sum())} of {len(chosen)} layers they would select "
+                     "are no evidence of reusability.")
     if len(joint) and joint.n_selected.max() > 0:
         backed_off = (joint.n_kept < joint.n_selected).any()
         lines.append(f"- Swapped together, the selected set keeps {v.estimate['selected set as a whole']:.2f} "

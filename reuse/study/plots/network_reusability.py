@@ -14,8 +14,8 @@ from .common import DONOR_ORDER, NO_SCORES, ORDER, dodge, empty_figure, finite, 
 
 
 def learning_curves(curves: pd.DataFrame) -> plt.Figure:
-    """Primary metric on the monitor split vs optimiser step: every seed's target (thin),
-    the twin, and the first seed's run with 4x the steps (thick), a panel per condition."""
+    """Primary metric on the monitor split vs optimiser step: every seed's target and twin,
+    a panel per condition (training adequacy reads each curve's last quarter)."""
     if curves.empty:
         return empty_figure("no learning curves")
     d = curves.assign(condition=curves.architecture + " / " + curves.task + "\n" + curves.pair)
@@ -23,12 +23,11 @@ def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     ncols = min(4, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
-    colours = {"target": "tab:blue", "twin": "tab:orange", "long": "k"}
+    colours = {"target": "tab:blue", "twin": "tab:orange"}
     for ax, panel in zip(axes.flat, panels):
         p = d[d.condition == panel]
         for (run, seed), g in p.groupby(["run", "seed"], sort=False):
-            ax.plot(g.step, g.value, color=colours.get(run, "grey"), lw=2 if run == "long" else 0.8,
-                    alpha=1 if run == "long" else 0.6, label=run)
+            ax.plot(g.step, g.value, color=colours.get(run, "grey"), lw=0.8, alpha=0.6, label=run)
         ax.set_title(panel, fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("optimiser step")
