@@ -12,7 +12,7 @@ from reuse.study.experiments import network_reusability as e1
 from reuse.study.models import build_model, conv_layer_names, head_layer
 from reuse.study.train import RunSpec
 
-GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-random-labels"))
+GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-scrambled"))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_e1_frame_is_tidy_and_complete(e1_frames):
     assert sorted(unet[unet.measure == "prefix"].k)[::len(unet[unet.measure == "prefix"]) - 1] == [1, n]
     all_conv = unet[unet.measure == "all_conv"]
     assert set(zip(all_conv.donor, all_conv.bn_reestimated)) == {
-        (d, b) for d in common.DONORS for b in (False, True)}
+        (d, b) for d in (*common.DONORS, common.RESET) for b in (False, True)}
     # prefix n and suffix n both swap every kernel: the same as all_conv (BN re-estimated)
     full = unet[(unet.measure.isin(["prefix", "suffix"])) & (unet.k == n)].value
     shared = all_conv[(all_conv.donor == "source") & all_conv.bn_reestimated].value
@@ -61,6 +61,9 @@ def test_e1_verdict_tables_run_on_real_frames(e1_frames):
     table = e1.verdicts(f, cells)
     checks = e1.companion_checks(f, cells)
     assert set(table.verdict) <= {"holds", "refuted", "undecided"}
+    # the source's verdict needs the margin and the theta_0 reset: never more than either part
+    assert {"reset_estimate", "minus_reset_verdict", "reusable"} <= set(table.columns)
+    assert not ((table.reusable == "holds") & (table.minus_reset_verdict != "holds")).any()
     assert list(checks.claim) == ["C1", "C2", "C3", "C4"]
     records = e1.records(table, checks)
     assert len(records) == len(table) + 4 and set(records.columns) >= {"judgment", "verdict"}
