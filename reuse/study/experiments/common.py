@@ -289,6 +289,14 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
     return pd.DataFrame(rows, columns=columns)
 
 
+def all_hold(*verdicts: str) -> str:
+    """The verdict of a claim made of parts that must all hold (a margin and a baseline, say):
+    'holds' when every part holds, 'refuted' when any part is refuted, else 'undecided'."""
+    if "refuted" in verdicts:
+        return "refuted"
+    return "holds" if all(v == "holds" for v in verdicts) else "undecided"
+
+
 def per_seed(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
     """The mean of ``value`` per ``by`` + seed (dropping NaN): the per-seed replicates."""
     return frame.groupby([*by, "seed"], sort=False)[value].mean().dropna().reset_index()

@@ -60,9 +60,9 @@ def dodge(frame: pd.DataFrame, hue: str, width: float = 0.4) -> float | bool:
     return width if frame[hue].nunique() > 1 else False
 
 
-DONOR_ORDER = ["source", "twin", "different_init"]
+DONOR_ORDER = ["source", "twin", "different_init", "theta_0"]
 DONOR_LABELS = {"source": "source", "twin": "same-domain twin (+ control)",
-                "different_init": "different init (- control)"}
+                "different_init": "different init (- control)", "theta_0": "reset to theta_0 (baseline)"}
 
 
 def present(factor: str, frame: pd.DataFrame) -> list[str]:
