@@ -21,7 +21,7 @@ def _points(good: str, seeds=range(6), layers=8, pairs=("a", "b", "c")) -> pd.Da
                 row = {"architecture": "unet", "task": "segmentation", "pair": pair, "seed": seed,
                        "donor": "source", "layer": f"l{i}", "reusable": reusable,
                        "reuse_score": 0.9 if reusable else 0.1}
-                row.update({c: rng.random() for c in e5.CRITERIA})
+                row.update({c: rng.random() for c in (*e5.CRITERIA, *e5.e3.BASELINES)})
                 row[good] = rng.random() * 0.4 + (0.0 if reusable else 0.6)
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -53,6 +53,21 @@ def _auc(points: pd.DataFrame, column: str) -> float:
     # P(a reusable point has the smaller distance), ties count one half
     return float(((pos[:, None] < neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
                  / (len(pos) * len(neg)))
+
+
+def test_a_criterion_must_beat_the_best_weight_blind_baseline():
+    """log size separates the classes, in the direction 'large = reusable' that AUC must find;
+    the RMSE is noise and so loses to it; a criterion as perfect as the baseline is not better."""
+    pts = _points("log_size").assign(log_size=lambda d: -d.log_size)
+    blind = e5.beyond_baselines(pts, criteria=("rmse", "cka")).set_index("criterion")
+    assert set(blind.best) == {"log_size"}
+    assert blind.loc["rmse", "verdict"] == "refuted" and blind.loc["rmse", "ci_high"] < 0
+    duels = e5.head_to_head(pts).set_index("rival")
+    assert duels.loc["log_size", "outcome"] == "loses" and duels.loc["log_size", "family"] == e5.BLIND
+    tied = e5.beyond_baselines(pts.assign(rmse=-pts.log_size), criteria=("rmse",)).iloc[0]
+    assert tied.difference == 0 and tied.verdict != "holds"
+    good = e5.beyond_baselines(_points("rmse"), criteria=("rmse",)).iloc[0]
+    assert good.verdict == "holds"
 
 
 def test_two_noise_criteria_are_not_called_different():

@@ -32,8 +32,8 @@ def test_e2_frames_are_tidy(runner_profile):
     runner, profile = runner_profile
     swaps, cells = e2.swap_scores(runner, profile, GRID)
     n = int(swaps.n_layers.iloc[0])
-    assert len(swaps) == 2 * 2 * 3 * 2 * n  # pairs x seeds x donors x BN variants x layers
-    assert set(swaps.donor) == {"source", "twin", "different_init"} and len(cells) == 4
+    assert len(swaps) == 2 * 2 * 4 * 2 * n  # pairs x seeds x (donors + theta_0 reset) x BN variants x layers
+    assert set(swaps.donor) == {"source", "twin", "different_init", e2.RESET} and len(cells) == 4
     selected = e2.layer_verdicts(swaps, cells.assign(usable=True))
     assert len(selected) == 2 * n and set(selected.verdict) <= {"holds", "refuted", "undecided"}
     table = e2.selection_table(selected)
@@ -47,3 +47,35 @@ def test_e2_frames_are_tidy(runner_profile):
     checks = e2.yosinski_checks(swaps, cells.assign(usable=True), gains)
     assert list(checks.check) == ["Y1", "Y2", "Y3", "Y4"]
     assert len(e2.records(selected, checks)) == len(selected) + 4
+
+
+def _swaps(source: float, reset: float, seeds=range(5)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One layer of one condition: the source and the theta_0 reset near the given scores, the
+    twin near 1 and the different-init control near 0 (controls that behave)."""
+    rng = np.random.default_rng(0)
+    means = {"source": source, e2.RESET: reset, "twin": 0.95, "different_init": 0.05}
+    rows = [{"architecture": "unet", "task": "segmentation", "pair": "a", "seed": s, "donor": donor,
+             "layer": "l0", "index": 0, "n_layers": 1, "depth": 0.0, "bn_reestimated": True,
+             "reuse_score": m + rng.normal(0, 0.02), "delta": m - 1}
+            for s in seeds for donor, m in means.items()]
+    cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "a", "seed": s,
+                           "usable": True} for s in seeds])
+    return pd.DataFrame(rows), cells
+
+
+@pytest.mark.parametrize("reset, verdict", [(0.9, {"undecided", "refuted"}), (0.2, {"holds"})])
+def test_a_layer_is_reusable_only_above_its_theta_0_reset(reset, verdict):
+    swaps, cells = _swaps(0.9, reset)
+    out = e2.layer_verdicts(swaps, cells).iloc[0]
+    assert out.source_verdict == "holds" and out.controls == "passed"  # the margin alone would say holds
+    assert out.verdict in verdict and out.selected == (verdict == {"holds"})
+    assert out.reset_estimate == pytest.approx(reset, abs=0.03)
+    assert out.minus_reset_estimate == pytest.approx(0.9 - reset, abs=0.03)
+    y1 = e2.yosinski_checks(swaps.assign(reuse_score=swaps.reuse_score + 0.05), cells, None, 20)
+    assert y1.set_index("check").loc["Y1", "verdict"] in verdict
+
+
+def test_layer_verdicts_need_the_reset_rows():
+    swaps, cells = _swaps(0.9, 0.2)
+    with pytest.raises(ValueError, match="no 'theta_0' rows"):
+        e2.layer_verdicts(swaps[swaps.donor != e2.RESET], cells)

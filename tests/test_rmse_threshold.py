@@ -74,3 +74,56 @@ def test_dose_and_kernels(runner_profile):
     np.testing.assert_allclose(first["difference"], first["source"] - first["target"])
     pk = e3.per_kernel(runner, profile, [Condition("unet", "autoencoder", "fashion-split", 0)])
     assert (pk.rmse >= 0).all() and pk["index"].notna().all()
+
+
+def _blind_points(seeds=range(6), layers=12, pairs=("a", "b", "c")) -> pd.DataFrame:
+    """Points where the layer's size alone separates the classes (large = reusable, so the
+    baseline must find its direction) and the RMSE is a noisy criterion (held-out balanced
+    accuracy about 0.75: reusable U(0, 1), not reusable U(0.5, 1.5)); the twin's RMSE is tiny
+    and the different-init control's large, so the controls pass."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair in pairs:
+        for seed in seeds:
+            for i in range(layers):
+                reusable = i % 2 == 0
+                size = rng.uniform(1000, 2000) if reusable else rng.uniform(10, 900)
+                base = {"architecture": "unet", "task": "segmentation", "pair": pair, "seed": seed,
+                        "layer": f"l{i}", "depth": rng.random(), "log_size": np.log(size),
+                        "reusable": reusable, "reuse_score": 0.9 if reusable else 0.1}
+                rows += [{**base, "donor": "source", "rmse": rng.uniform(0, 1) + (0 if reusable else 0.5)},
+                         {**base, "donor": "twin", "rmse": 0.01},
+                         {**base, "donor": "different_init", "rmse": 5.0}]
+    return pd.DataFrame(rows)
+
+
+def test_a_criterion_that_a_weight_blind_baseline_beats_is_not_useful():
+    points = _blind_points()
+    row = e3.criterion_table(points, criteria=("rmse",)).iloc[0]
+    assert row.controls == "passed"
+    assert row.acc_verdict == "holds" and 0.65 < row.held_out_accuracy < 0.85  # the old rule: holds
+    assert row.best_baseline == "log_size" and row.baseline_accuracy == 1.0
+    assert row.minus_baseline_verdict == "refuted" and row.minus_baseline_ci_high < 0
+    assert row.verdict == "refuted"
+    baselines = e3.baseline_table(points).set_index("criterion")
+    assert baselines.loc["log_size", "reusable_when"] == "large"
+    assert baselines.loc["log_size", "held_out_accuracy"] == 1.0 == baselines.loc["log_size", "auc"]
+    records = e3.records(pd.DataFrame([row]), None).set_index("judgment")
+    assert records.loc["J3 rmse", "verdict"] == "refuted"
+    assert records.loc["J3 rmse minus the best weight-blind baseline (held-out accuracy)", "estimate"] < 0
+
+
+def test_a_baseline_chooses_its_direction_on_the_training_pairs_only(monkeypatch):
+    points = _blind_points(seeds=[0]).query("donor == 'source'")
+    seen = []
+    real = e3._fit_oriented
+
+    def spy(x, labels):
+        seen.append(set(points.loc[x.index, "pair"]))
+        return real(x, labels)
+    monkeypatch.setattr(e3, "_fit_oriented", spy)
+    assert e3._held_out_accuracy(points, "log_size", oriented=True) == 1.0  # large = reusable, found
+    assert seen == [{"b", "c"}, {"a", "c"}, {"a", "b"}]  # never the held-out pair
+    assert e3._held_out_accuracy(points, "log_size") == 0.5  # small = reusable: no cut beats chance
+    lopo = e3.lopo_table(points, criteria=("rmse",))
+    assert set(lopo[lopo.criterion == "log_size"].reusable_when) == {"large"}

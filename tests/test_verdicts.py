@@ -123,12 +123,13 @@ def test_companion_checks_all_three_ways():
 
 
 # ----------------------------------------------------------------------------- J2, Y1-Y4
-def _swaps(source_by_layer, twin=1.0, other=0.0, pairs=("fashion-split",), noise=0.02):
+def _swaps(source_by_layer, twin=1.0, other=0.0, pairs=("fashion-split",), noise=0.02, reset=0.0):
     rows = []
     rng = np.random.default_rng(0)
     for pair in pairs:
         for index, src in enumerate(source_by_layer):
-            for donor, values in (("source", src), ("twin", twin), ("different_init", other)):
+            for donor, values in (("source", src), ("twin", twin), ("different_init", other),
+                                  (e2.RESET, reset)):
                 values = values if isinstance(values, list) else [values] * 5
                 rows += [{"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
                           "donor": donor, "layer": f"l{index}", "index": index,
@@ -143,8 +144,16 @@ def test_j2_per_layer_all_three_ways_and_gated():
     selected = e2.layer_verdicts(swaps, _cells([("unet", "segmentation", "fashion-split")]))
     assert selected.verdict.tolist() == ["holds", "refuted", "undecided"]
     assert selected.selected.tolist() == [True, False, False]
-    gated = e2.layer_verdicts(_swaps([HOLDS], twin=UNDECIDED), _cells([("unet", "segmentation", "fashion-split")]))
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    gated = e2.layer_verdicts(_swaps([HOLDS], twin=UNDECIDED), cells)
     assert gated.verdict.tolist() == ["undecided"]
+    # above the margin but no better than the layer reset to theta_0: not shown reusable
+    as_reset = e2.layer_verdicts(pd.concat([_swaps([HOLDS], reset=HOLDS),
+                                            _swaps([HOLDS], reset=[x + 0.3 for x in HOLDS]).assign(index=1)]),
+                                 cells)
+    assert as_reset.source_verdict.tolist() == ["holds", "holds"]
+    assert as_reset.minus_reset_verdict.tolist() == ["undecided", "refuted"]
+    assert as_reset.verdict.tolist() == ["undecided", "refuted"]
 
 
 def test_yosinski_checks_all_three_ways():
@@ -185,6 +194,7 @@ def _points(separable: bool, flip: bool = False):
                 x = (0.1 if reusable != flip else 1.0) + 0.05 * rng.random() if separable else rng.random()
                 rows.append({"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
                              "donor": "source", "layer": f"l{i}", "rmse": x, "rel_rmse": x, "floor_ratio": x,
+                             "depth": i / 9, "log_size": np.log(100 + 10 * i),  # blind to the alternation
                              "reuse_score": 0.9 if reusable else 0.1, "reusable": reusable})
                 for donor, value in (("twin", 0.01), ("different_init", 5.0)):
                     rows.append({**rows[-1], "donor": donor, "rmse": value, "rel_rmse": value,

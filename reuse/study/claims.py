@@ -13,7 +13,9 @@ false verdicts likely. So, declared here before the results:
   listed apart and never counted as claims.
 
 A claim's p-value comes from its recorded t interval (:func:`p_value`), so the records
-need ``margin`` and ``side``; a primary claim recorded without a margin keeps its raw
+need ``margin`` and ``side``, or from a recorded ``p`` where the claim has several parts
+(:func:`conjunction_p`: J1 above the margin and above the theta_0 reset, J3 above its
+accuracy margin and above the weight-blind baselines); a primary claim recorded without a margin keeps its raw
 verdict, says so in the ``holm`` column, and still counts in the family's size (as p = 1),
 so that a missing margin never loosens the correction of the others.
 """
@@ -67,6 +69,16 @@ def p_value(estimate: float, ci_low: float, ci_high: float, n: float, margin: fl
     return float(2 * stats.t.sf(abs(estimate - margin) / se, n - 1))
 
 
+def conjunction_p(parts) -> float:
+    """p of a claim made of parts that must all hold, from (p, verdict) per part (an
+    intersection-union test, :func:`reuse.toolkit.verdicts.conjunction`): a claim that holds
+    is as strong as its weakest part (the largest p); a refuted one as its strongest refuting
+    part (the smallest p among them); an undecided one gets the largest p."""
+    parts = [(float(p), v) for p, v in parts]
+    refuting = [p for p, v in parts if v == "refuted"]
+    return float(min(refuting)) if refuting else float(max(p for p, _ in parts))
+
+
 def holm(p) -> np.ndarray:
     """Holm's step-down adjusted p-values (NaN counts as 1: a claim without a p-value still
     belongs to the family); NaN stays NaN in the output."""
@@ -88,7 +100,9 @@ def adjust(records: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
         if column not in out:
             out[column] = np.nan
     out["family"] = out.judgment.map(family)
-    out["p"] = [p_value(r.estimate, r.ci_low, r.ci_high, r.n, r.margin) for r in out.itertuples()]
+    derived = [p_value(r.estimate, r.ci_low, r.ci_high, r.n, r.margin) for r in out.itertuples()]
+    # a claim made of parts records its own p (conjunction_p); the others' comes from their CI
+    out["p"] = out.p.fillna(pd.Series(derived, index=out.index)) if "p" in out else derived
     primary = out.family == "primary"
     out["p_holm"] = np.nan
     out.loc[primary, "p_holm"] = holm(out.p[primary])

@@ -283,41 +283,44 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
     """Per group of ``by``: each donor's mean reuse score over seeds with its CI and verdict
     against ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), the
     source's mean raw metric difference to theta_T (``source_delta``: the reuse score's
-    guard), its ``n`` and ``detectable`` effect, and the gated ``verdict`` with ``controls``.
+    guard), its ``n`` and ``detectable`` effect, the :data:`RESET` baseline
+    (:func:`minus_reset`), and the gated ``verdict`` with ``controls``.
 
-    Where ``frame`` has :data:`RESET` rows, the source must also beat them: ``reset_estimate``
-    and the seed-paired source minus reset (``minus_reset_estimate``, ``_ci_low``,
-    ``_ci_high``, ``_verdict``, against 0); ``reusable`` is then
-    :func:`~reuse.toolkit.verdicts.conjunction` of the two (else the margin's verdict alone).
-    ``verdict`` is ``reusable`` where the twin holds and the different-initialisation control
-    is refuted, else 'undecided' (:func:`reuse.toolkit.verdicts.gated`)."""
+    The source is ``reusable`` when it is above the margin *and*, paired by seed, above the
+    same keys reset to theta_0 (:func:`~reuse.toolkit.verdicts.conjunction`; without reset
+    rows that part is undecided, and so is the claim). ``verdict`` is ``reusable`` where the
+    twin holds and the different-initialisation control is refuted, else 'undecided'
+    (:func:`reuse.toolkit.verdicts.gated`)."""
     stats = ("estimate", "ci_low", "ci_high", "verdict")
-    with_reset = bool((frame.donor == RESET).any())
     rows = []
     for key, g in frame.groupby(by, sort=False):
         row: dict = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        seeds = {d: per_seed(g[g.donor == d], "reuse_score", []).set_index("seed").reuse_score
-                 for d in (*DONORS, RESET)}
         for donor in DONORS:
-            v = mean_verdict(seeds[donor], margin)
+            v = mean_verdict(per_seed(g[g.donor == donor], "reuse_score", []).reuse_score, margin)
             row.update({f"{donor}_{k}": v[k] for k in stats})
             if donor == "source":
                 raw = per_seed(g[g.donor == donor], "delta", [])["delta"]
                 row.update(n=v["n"], detectable=v["detectable"], source_delta=float(raw.mean()))
-        row["reusable"] = row["source_verdict"]
-        if with_reset:
-            diff = (seeds["source"] - seeds[RESET]).dropna()  # paired by seed
-            v = mean_verdict(diff, 0.0)
-            row.update(reset_estimate=float(seeds[RESET].mean()),
-                       **{f"minus_reset_{k}": v[k] for k in stats},
-                       reusable=conjunction(row["source_verdict"], v["verdict"]))
+        row.update(minus_reset(g))
+        row["reusable"] = conjunction(row["source_verdict"], row["minus_reset_verdict"])
         row["verdict"], row["controls"] = gated(row["reusable"], row["twin_verdict"],
                                                 row["different_init_verdict"])
         rows.append(row)
-    reset_columns = ["reset_estimate", *(f"minus_reset_{k}" for k in stats)]
-    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), *(reset_columns if with_reset else []),
-               "source_delta", "n", "detectable", "reusable", "verdict", "controls"]
+    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "reset_estimate",
+               *(f"minus_reset_{k}" for k in stats), "source_delta", "n", "detectable", "reusable",
+               "verdict", "controls"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def minus_reset(frame: pd.DataFrame) -> dict:
+    """The theta_0 reset's mean reuse score (``reset_estimate``) and the source minus the reset,
+    paired by seed, with its t CI and verdict against 0 (``minus_reset_*``): what the source's
+    kernels add over untrained ones. ``frame``: rows of donors 'source' and :data:`RESET`."""
+    score = {d: per_seed(frame[frame.donor == d], "reuse_score", []).set_index("seed").reuse_score
+             for d in ("source", RESET)}
+    v = mean_verdict((score["source"] - score[RESET]).dropna(), 0.0)
+    return {"reset_estimate": float(score[RESET].mean()) if len(score[RESET]) else float("nan"),
+            **{f"minus_reset_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}}
 
 
 def per_seed(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:

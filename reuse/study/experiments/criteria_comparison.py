@@ -17,8 +17,11 @@ Every criterion is oriented as a distance (smaller = more alike), so E3's machin
 (:func:`reuse.study.experiments.rmse_threshold.criterion_table`) scores all of them the same way:
 Spearman rho within condition and pooled, ROC AUC, a threshold fitted leave-one-pair-out with
 its held-out balanced accuracy, CIs from resampling seeds, and the twin / different-init
-controls. :func:`head_to_head` then compares the paper's RMSE with each rival by the
-difference in ROC AUC on the same bootstrap draws. At network level, :func:`network_level`
+controls. :func:`head_to_head` then compares the paper's RMSE with each rival, the
+weight-blind baselines (depth, log size: E3's
+:data:`~reuse.study.experiments.rmse_threshold.BASELINES`) included, by the difference in
+ROC AUC on the same leave-one-seed-out replicates, and :func:`beyond_baselines` asks the same of every
+criterion against the best weight-blind baseline. At network level, :func:`network_level`
 asks whether LogME (You et al. 2021) of the donor's penultimate features predicts E1's
 all-conv reuse score.
 """
@@ -73,14 +76,20 @@ CRITERIA = {
     "reset_loss": Criterion("reset", "data + a forward pass per layer + theta_0",
                             "1 - reuse score of theta_T with the layer reset to theta_0"),
 }
-RIVALS = tuple(c for c in CRITERIA if c != PAPER)
-RULE = (f"each criterion is oriented as a distance. On the source's single-layer swaps (E2, BN "
-        f"re-estimated; reusable = reuse score >= {REUSABLE}) the paper's raw RMSE is compared with "
-        f"each rival by the difference in ROC AUC, 95% CI from resampling seeds: it beats a rival "
-        f"when the CI lies above 0, loses when below, ties when the CI lies within ±{TIE}. "
-        f"The claim 'the paper's RMSE is the best criterion' holds when it beats every rival, is "
-        f"refuted when it loses to one, and is undecided otherwise. Each criterion's own verdict "
-        f"is E3's (held-out balanced accuracy, gated by the twin and different-init controls).")
+BLIND = "weight-blind"  # the family of E3's baselines, which read no trained weight
+RIVALS = (*(c for c in CRITERIA if c != PAPER), *e3.BASELINES)
+RULE = (f"each criterion is oriented as a distance; the weight-blind baselines "
+        f"({', '.join(e3.BASELINES)}: relative depth, log number of weights) are not, and are scored "
+        f"in their better direction (ROC AUC max(AUC, 1 - AUC): it flatters them). On the source's "
+        f"single-layer swaps (E2, BN re-estimated; reusable = reuse score >= {REUSABLE}) the paper's "
+        f"raw RMSE is compared with each rival, baselines included, by the difference in ROC AUC, "
+        f"95% CI from resampling seeds: it beats a rival when the CI lies above 0, loses when below, "
+        f"ties when the CI lies within ±{TIE}. The claim 'the paper's RMSE is the best criterion' "
+        f"holds when it beats every rival, is refuted when it loses to one, and is undecided "
+        f"otherwise. Each criterion's own verdict is E3's J3 (held-out balanced accuracy above "
+        f"the margin and above the best baseline's, gated by the twin and different-init controls); "
+        f"beside it, 'beats the weight-blind baselines' holds when the CI of its AUC minus the best "
+        f"baseline's (the higher AUC on all source points) lies above 0 and is refuted when below.")
 
 
 def _family_values(ev: Evaluator, runs: dict, donors, layers: list[str]) -> tuple[list[dict], dict]:
@@ -185,15 +194,52 @@ def points(e3_points: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
 
 
 def criterion_table(pts: pd.DataFrame) -> pd.DataFrame:
-    """E3's criterion table over every E5 criterion, with each one's family."""
+    """E3's criterion table over every E5 criterion, with each one's family and its AUC minus
+    the best weight-blind baseline's (:func:`beyond_baselines`, columns ``baseline_auc_*``)."""
     table = e3.criterion_table(pts, criteria=tuple(CRITERIA))
     table.insert(1, "family", table.criterion.map(lambda c: CRITERIA[c].family))
+    blind = beyond_baselines(pts).drop(columns="n")
+    blind.columns = ["criterion", *(f"baseline_auc_{c}" for c in blind.columns[1:])]
+    return table.merge(blind, on="criterion", how="left")
+
+
+def baseline_table(pts: pd.DataFrame) -> pd.DataFrame:
+    """E3's weight-blind baselines (:func:`reuse.study.experiments.rmse_threshold.baseline_table`)
+    with their family, to be drawn beside the criteria."""
+    table = e3.baseline_table(pts)
+    table.insert(1, "family", BLIND)
     return table
 
 
-def _auc_difference(frame: pd.DataFrame, rival: str) -> float:
-    f = frame[np.isfinite(frame[PAPER]) & np.isfinite(frame[rival])]
-    return roc_auc(f[PAPER], f.reusable) - roc_auc(f[rival], f.reusable)
+def _auc(frame: pd.DataFrame, column: str) -> float:
+    """ROC AUC of a criterion as a distance, of a weight-blind baseline in its better direction."""
+    score = e3.oriented_auc if column in e3.BASELINES else roc_auc
+    return score(frame[column], frame.reusable)
+
+
+def _auc_difference(frame: pd.DataFrame, rival: str, criterion: str = PAPER) -> float:
+    f = frame[np.isfinite(frame[criterion]) & np.isfinite(frame[rival])]
+    return _auc(f, criterion) - _auc(f, rival)
+
+
+def _family(name: str) -> str:
+    return CRITERIA[name].family if name in CRITERIA else BLIND
+
+
+def beyond_baselines(pts: pd.DataFrame, criteria=tuple(CRITERIA)) -> pd.DataFrame:
+    """Per criterion: the best weight-blind baseline (higher AUC in its better direction on all
+    the source's points: the harder rival) and AUC(criterion) - AUC(that baseline) with its CI
+    over seeds; verdict 'holds' when the criterion beats it (see :data:`RULE`)."""
+    src = pts[pts.donor == "source"]
+    best = max(e3.BASELINES, key=lambda b: np.nan_to_num(_auc(src, b), nan=-1.0))
+    rows = []
+    for crit in criteria:
+        v = cluster_verdict(src, lambda f, c=crit: _auc_difference(f, best, c), 0.0, "above")
+        rows.append({"criterion": crit, "best": best, "difference": v["estimate"], "ci_low": v["ci_low"],
+                     "ci_high": v["ci_high"], "verdict": v["verdict"], "detectable": v["detectable"],
+                     "n": v["n_seeds"]})
+    return pd.DataFrame(rows, columns=["criterion", "best", "difference", "ci_low", "ci_high", "verdict",
+                                       "detectable", "n"])
 
 
 def _outcome(ci_low: float, ci_high: float) -> str:
@@ -207,14 +253,15 @@ def _outcome(ci_low: float, ci_high: float) -> str:
 
 
 def head_to_head(pts: pd.DataFrame) -> pd.DataFrame:
-    """Per rival: AUC(paper's RMSE) - AUC(rival) on the source's points with its CI over
-    seeds (the same draws for both), the verdict of 'the RMSE beats this rival' and the
-    outcome (beats / loses / ties / unclear, see :data:`RULE`)."""
+    """Per rival (weight-blind baselines included, in their better direction): AUC(paper's
+    RMSE) - AUC(rival) on the source's points with its CI over seeds (the same draws for both),
+    the verdict of 'the RMSE beats this rival' and the outcome (beats / loses / ties /
+    unclear, see :data:`RULE`)."""
     src = pts[pts.donor == "source"]
     rows = []
     for rival in RIVALS:
         v = cluster_verdict(src, lambda f, r=rival: _auc_difference(f, r), 0.0, "above")
-        rows.append({"rival": rival, "family": CRITERIA[rival].family, "auc_difference": v["estimate"],
+        rows.append({"rival": rival, "family": _family(rival), "auc_difference": v["estimate"],
                      "ci_low": v["ci_low"], "ci_high": v["ci_high"], "verdict": v["verdict"],
                      "outcome": _outcome(v["ci_low"], v["ci_high"]), "detectable": v["detectable"],
                      "n": v["n_seeds"]})
@@ -328,7 +375,10 @@ def verdict_text(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, 
                          f"held-out balanced accuracy {r.held_out_accuracy:.2f} [{r.acc_ci_low:.2f}, "
                          f"{r.acc_ci_high:.2f}], within-condition rho {r.rho_within:.2f}; twin below the "
                          f"threshold {r.twin_share_below:.0%}, different-init {r.different_init_share_below:.0%}: "
-                         f"**{r.verdict}** (controls {r.controls}).")
+                         f"**{r.verdict}** (controls {r.controls}); AUC minus the best weight-blind baseline "
+                         f"({r.baseline_auc_best}) {r.baseline_auc_difference:+.3f} "
+                         f"[{r.baseline_auc_ci_low:+.3f}, {r.baseline_auc_ci_high:+.3f}]: "
+                         f"{r.baseline_auc_verdict}.")
         else:
             lines.append(f"- {r.criterion}: {r.verdict} ({r.controls}).")
     for r in gains.itertuples():
@@ -352,6 +402,11 @@ def findings(table: pd.DataFrame, duels: pd.DataFrame) -> str:
              f"the paper's RMSE is number {paper_rank} of {len(ranked)}.",
              f"- Criteria whose controls pass (twin below the threshold, different-init above): "
              f"{', '.join(passing) or 'none'}."]
+    if "baseline_auc_verdict" in table:
+        beyond = table[table.baseline_auc_verdict == "holds"].criterion.tolist()
+        lines.append(f"- Criteria whose AUC beats the best weight-blind baseline "
+                     f"({table.baseline_auc_best.iloc[0]}, which reads no trained weight) by a CI above 0: "
+                     f"{', '.join(beyond) or 'none'}.")
     beaten_by = duels[duels.outcome == "loses"].rival.tolist()
     if beaten_by:
         lines.append(f"- Rivals that predict reuse better than the raw RMSE: {', '.join(beaten_by)}.")
@@ -372,6 +427,11 @@ def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: 
               "estimate": getattr(r, "held_out_accuracy", np.nan), "ci_low": getattr(r, "acc_ci_low", np.nan),
               "ci_high": getattr(r, "acc_ci_high", np.nan), "detectable": getattr(r, "detectable", np.nan),
               "n": getattr(r, "n_seeds", np.nan), "controls": r.controls} for r in table.itertuples()]
+    rows += [{"judgment": f"E5 {r.criterion} beats the weight-blind baselines (AUC difference)",
+              "verdict": r.baseline_auc_verdict, "estimate": r.baseline_auc_difference,
+              "ci_low": r.baseline_auc_ci_low, "ci_high": r.baseline_auc_ci_high,
+              "detectable": r.baseline_auc_detectable, "n": getattr(r, "n_seeds", np.nan), "controls": "n/a"}
+             for r in table.itertuples() if hasattr(r, "baseline_auc_verdict")]
     rows += [{"judgment": f"E5 {r.criterion} predicts the init gain (rho < 0)", "verdict": r.verdict,
               "estimate": r.rho, "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,
               "n": r.n, "controls": "n/a"} for r in gains.itertuples()]

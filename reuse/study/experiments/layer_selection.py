@@ -3,7 +3,8 @@
 Per architecture x task x pair x seed and conv layer l:
 
 - :func:`swap_scores` (M1): the reuse score of swapping layer l's kernels from each donor
-  (source, same-domain twin, different-initialisation control) into theta_T, with the
+  (source, same-domain twin, different-initialisation control) into theta_T, and of resetting
+  them to theta_T's own initialisation theta_0 (the baseline a donor must beat), with the
   target's BN statistics kept and re-estimated on target training data;
 - :func:`init_gains` (M2): train on n_T target samples from theta_0 with layer l alone,
   or layers 1..l, taken from theta_S, frozen or fine-tuned; gain g = m(reuse) - m(scratch),
@@ -24,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys
-from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, mean_verdict
+from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, conjunction, mean_verdict
 
 from ..config import Grid, Profile
 from ..train import Runner
@@ -32,10 +33,12 @@ from .common import (
     CONDITION,
     DONORS,
     FACTORS,
+    RESET,
     Evaluator,
     cell_table,
     conditions,
     controlled_verdicts,
+    minus_reset,
     per_seed,
     small_spec,
     swappable,
@@ -48,8 +51,12 @@ from .common import (
 DISTANCE_ORDER = ("fashion-split", "fashion-to-digits")
 PRIMARY_BN = True  # layers are judged after re-estimating BN statistics, as networks are in E1
 RULE = (f"layer l's kernels from the donor swapped into theta_T alone, BN statistics "
-        f"re-estimated on target training data; reusable when the 95% CI over seeds of the mean "
-        f"reuse score lies above {REUSABLE} (refuted when below). A layer's verdict counts only "
+        f"re-estimated on target training data. Reusable from the source when both hold: the 95% "
+        f"CI over seeds of the mean reuse score lies above {REUSABLE}, and the 95% CI of the "
+        f"per-seed difference source minus theta_0 reset (the layer set back to theta_T's untrained "
+        f"initialisation, same BN handling) lies above 0: a layer that keeps the margin untrained "
+        f"shows nothing about the source's kernels. Refuted when the score's CI lies below "
+        f"{REUSABLE} or the difference's below 0, else undecided. A layer's verdict counts only "
         f"where its own controls behave: the twin's layer holds and the different-initialisation "
         f"control's layer is refuted.")
 
@@ -57,7 +64,8 @@ RULE = (f"layer l's kernels from the donor swapped into theta_T alone, BN statis
 def swap_scores(runner: Runner, profile: Profile, grid: Grid | None = None,
                 reestimate=(False, True)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """M1 per conv layer: (swaps, cells). Swaps: one row per condition x donor x layer x BN
-    re-estimation with architecture, task, pair, seed, donor, layer, index, n_layers,
+    re-estimation (donor :data:`RESET`: the layer reset to theta_0, the baseline a donor must
+    beat) with architecture, task, pair, seed, donor, layer, index, n_layers,
     depth (index / (n_layers - 1): 0 = first conv, 1 = last), bn_reestimated, metric,
     value, target_value, chance, delta, reuse_score."""
     grid = profile.grid if grid is None else grid
@@ -69,9 +77,10 @@ def swap_scores(runner: Runner, profile: Profile, grid: Grid | None = None,
         evaluators.append(ev)
         n = len(ev.swap_layers)
         key_sets = [kernel_keys(runs["target"].state, [layer]) for layer in ev.swap_layers]
-        for donor in DONORS:
+        for donor in (*DONORS, RESET):
             for reest in reestimate:
-                scored = ev.swap_rows(runs[donor], key_sets, reest)
+                scored = (ev.reset_rows(key_sets, reest) if donor == RESET
+                          else ev.swap_rows(runs[donor], key_sets, reest))
                 rows += [{**row, "donor": donor, "layer": layer, "index": index, "n_layers": n,
                           "depth": index / max(n - 1, 1), "bn_reestimated": reest}
                          for index, (layer, row) in enumerate(zip(ev.swap_layers, scored))]
@@ -135,8 +144,13 @@ def init_gains(runner: Runner, profile: Profile, grid: Grid | None = None,
 
 def layer_verdicts(swaps: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per architecture x task x pair x layer: each donor's mean single-layer reuse score
-    (BN re-estimated) over usable seeds with its CI and verdict; ``verdict`` is the
-    source's where the layer's controls behave, else 'undecided'; ``selected`` when it holds."""
+    (BN re-estimated) over usable seeds with its CI and verdict, the theta_0 reset's score and
+    the source minus the reset (:func:`minus_reset`); ``verdict`` is :data:`RULE`'s (the source
+    above the margin and above the reset) where the layer's controls behave, else 'undecided';
+    ``selected`` when it holds."""
+    if RESET not in set(swaps.donor):
+        raise ValueError(f"swaps have no {RESET!r} rows (donors {sorted(set(swaps.donor))}): J2 needs the "
+                         "reset baseline; compute them with swap_scores")
     d = usable_only(swaps, cells)
     out = controlled_verdicts(d[d.bn_reestimated == PRIMARY_BN], [*CONDITION, "index", "layer"], REUSABLE)
     out["selected"] = out.verdict == "holds"
@@ -145,7 +159,8 @@ def layer_verdicts(swaps: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
 def selection_table(selected: pd.DataFrame) -> pd.DataFrame:
     """One row per architecture x task x pair: layers, how many are selected, refuted and
-    undecided, how many layers pass each control, and the selected layers."""
+    undecided, how many beat their theta_0 reset, how many pass each control, and the
+    selected layers."""
     rows = []
     for key, g in selected.groupby(CONDITION, sort=False):
         g = g.sort_values("index")
@@ -153,11 +168,13 @@ def selection_table(selected: pd.DataFrame) -> pd.DataFrame:
                      "holds": int((g.verdict == "holds").sum()),
                      "refuted": int((g.verdict == "refuted").sum()),
                      "undecided": int((g.verdict == "undecided").sum()),
+                     "above_reset": int((g.minus_reset_verdict == "holds").sum()),
                      "twin_holds": int((g.twin_verdict == "holds").sum()),
                      "different_init_refuted": int((g.different_init_verdict == "refuted").sum()),
                      "selected_layers": ", ".join(g[g.selected].layer) or "none"})
     return pd.DataFrame(rows, columns=[*CONDITION, "n_layers", "holds", "refuted", "undecided",
-                                       "twin_holds", "different_init_refuted", "selected_layers"])
+                                       "above_reset", "twin_holds", "different_init_refuted",
+                                       "selected_layers"])
 
 
 def first_k(selected: pd.DataFrame) -> pd.DataFrame:
@@ -184,8 +201,9 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     """Yosinski et al. 2014's observations, three-valued, from the source's single-layer
     swaps (BN re-estimated) of usable cells; seeds are the replicates.
 
-    - Y1 first-layer kernels are general: r(first layer) above LITTLE_LOSS (each seed's
-      value averaged over conditions; Student-t CI over seeds).
+    - Y1 first-layer kernels are general: r(first layer) above LITTLE_LOSS and above the
+      first layer reset to theta_0 (each seed's value averaged over conditions; Student-t CIs
+      over seeds; the ``minus_reset_*`` columns; holds when both hold, refuted when either is).
     - Y2 transfer costs more with depth: Spearman rho(depth, r) within each condition,
       averaged over conditions, below 0 (CI from resampling seeds).
     - Y3 costs grow with domain distance: per seed, the mean r over layers on
@@ -194,12 +212,13 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
       above 0 (per seed, averaged over conditions, layers and sets).
     """
     d = usable_only(swaps, cells)
-    d = d[(d.donor == "source") & (d.bn_reestimated == PRIMARY_BN)]
-    rows = []
-    first = per_seed(d[d["index"] == 0], "reuse_score", [])
-    rows.append(("Y1", "first-layer kernels are general (transfer with little loss)",
-                 f"r(first layer) above {LITTLE_LOSS}",
-                 mean_verdict(first.reuse_score, LITTLE_LOSS, "above")))
+    d = d[d.bn_reestimated == PRIMARY_BN]
+    first, d = d[d["index"] == 0], d[d.donor == "source"]
+    y1 = mean_verdict(per_seed(first[first.donor == "source"], "reuse_score", []).reuse_score, LITTLE_LOSS)
+    y1.update(minus_reset(first))
+    y1["verdict"] = conjunction(y1["verdict"], y1["minus_reset_verdict"])
+    rows = [("Y1", "first-layer kernels are general (transfer with little loss)",
+             f"r(first layer) above {LITTLE_LOSS} and above the first layer reset to theta_0", y1)]
     y2 = cluster_verdict(d, _within_spearman, 0.0, "below")
     y2["n"] = y2["n_seeds"]
     rows.append(("Y2", "transfer costs more the deeper the layer",
@@ -216,21 +235,26 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
         rows.append(("Y4", "fine-tuning recovers what freezing loses",
                      "gain(fine-tuned) - gain(frozen) above 0",
                      mean_verdict(per_seed(wide, "d", []).d, 0.0, "above")))
-    return pd.DataFrame([{"check": c, "statement": st, "rule": rule,
-                          **{k: v[k] for k in ("estimate", "ci_low", "ci_high", "n", "verdict",
-                                               "detectable")}}
+    keys = ("estimate", "ci_low", "ci_high", "n", "verdict", "detectable", "reset_estimate",
+            "minus_reset_estimate", "minus_reset_ci_low", "minus_reset_ci_high", "minus_reset_verdict")
+    return pd.DataFrame([{"check": c, "statement": st, "rule": rule, **{k: v.get(k, np.nan) for k in keys}}
                          for c, st, rule, v in rows])
 
 
 def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
     """The notebook's computed findings, one Markdown line each."""
     lines = [f"- J2 {r.architecture}/{r.task}/{r.pair}: {r.holds} of {r.n_layers} layers reusable, "
-             f"{r.refuted} not, {r.undecided} undecided (controls: the twin holds in {r.twin_holds}, "
+             f"{r.refuted} not, {r.undecided} undecided ({r.above_reset} beat their theta_0 reset; "
+             f"controls: the twin holds in {r.twin_holds}, "
              f"the different-init control is refuted in {r.different_init_refuted}); selected: "
              f"{r.selected_layers}." for r in table.itertuples()]
     lines += [f"- {r.check} ({r.statement}; {r.rule}): **{r.verdict}** ({r.estimate:.3g} "
               f"[{r.ci_low:.3g}, {r.ci_high:.3g}], n = {int(r.n)} seeds, smallest detectable effect "
-              f"{r.detectable:.2g})." for r in checks.itertuples()]
+              f"{r.detectable:.2g})"
+              + (f"; minus the theta_0 reset {r.minus_reset_estimate:+.3g} [{r.minus_reset_ci_low:+.3g}, "
+                 f"{r.minus_reset_ci_high:+.3g}]: {r.minus_reset_verdict}"
+                 if isinstance(r.minus_reset_verdict, str) else "") + "."
+              for r in checks.itertuples()]
     return "\n".join(lines)
 
 
@@ -245,9 +269,13 @@ def findings(selected: pd.DataFrame) -> str:
              f"{int((selected.controls == 'passed').sum())} layers can be judged."]
     ok = selected[selected.controls == "passed"]
     if len(ok):
-        lines.append(f"- Of those, {int((ok.verdict == 'holds').sum())} are reusable from the source, "
+        margin_only = ok[(ok.source_verdict == "holds") & (ok.minus_reset_verdict != "holds")]
+        lines.append(f"- Of those, {int((ok.verdict == 'holds').sum())} are reusable from the source "
+                     f"(above the margin and above the theta_0 reset), "
                      f"{int((ok.verdict == 'refuted').sum())} are not and "
-                     f"{int((ok.verdict == 'undecided').sum())} are undecided.")
+                     f"{int((ok.verdict == 'undecided').sum())} are undecided; {len(margin_only)} keep the "
+                     f"margin but do not beat the layer reset to theta_0, so the margin alone does not show "
+                     f"that the source's kernels matter there.")
         by_depth = ok.assign(half=np.where(ok["index"] < ok.groupby(CONDITION)["index"].transform("max") / 2,
                                            "first half", "second half"))
         shares = by_depth.groupby("half").selected.mean()

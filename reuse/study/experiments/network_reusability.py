@@ -21,6 +21,7 @@ from reuse.toolkit.criteria import kernel_keys
 from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdict
 
+from .. import claims
 from ..config import Grid, Profile
 from ..train import Runner
 from .common import (
@@ -169,8 +170,7 @@ def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
     lines = []
     for r in table.itertuples():
         reset = (f"minus the theta_0 reset {r.minus_reset_estimate:+.2f} [{r.minus_reset_ci_low:+.2f}, "
-                 f"{r.minus_reset_ci_high:+.2f}] ({r.minus_reset_verdict}), " if "minus_reset_verdict" in table
-                 else "")
+                 f"{r.minus_reset_ci_high:+.2f}] ({r.minus_reset_verdict}), ")
         lines.append(f"- J1 {r.architecture}/{r.task}/{r.pair}: **{r.verdict}** (source "
                      f"{r.source_estimate:.2f} [{r.source_ci_low:.2f}, {r.source_ci_high:.2f}], {reset}raw "
                      f"difference to theta_T {r.source_delta:+.3g}, n = "
@@ -235,7 +235,11 @@ def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
     rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
              "estimate": r.source_estimate, "ci_low": r.source_ci_low, "ci_high": r.source_ci_high,
              "detectable": r.detectable, "n": r.n, "controls": r.controls, "margin": REUSABLE,
-             "side": "above"} for r in table.itertuples()]
+             "side": "above", "p": claims.conjunction_p([
+                 (claims.p_value(r.source_estimate, r.source_ci_low, r.source_ci_high, r.n, REUSABLE),
+                  r.source_verdict),
+                 (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
+                  r.minus_reset_verdict)])} for r in table.itertuples()]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",
               "margin": r.margin, "side": r.side} for r in checks.itertuples()]

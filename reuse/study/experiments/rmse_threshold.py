@@ -5,11 +5,15 @@
   different-initialisation control, and the batch-order twins (the noise floor);
 - :func:`noise_floor`: per condition and layer, the order twins' RMSE with its CI over seeds;
 - :func:`points`: one point per (cell, layer, donor): raw RMSE, relative RMSE and RMSE
-  divided by the floor, beside E2's single-layer reuse score and whether it is reusable;
+  divided by the floor, the weight-blind baselines (depth, log size), beside E2's
+  single-layer reuse score and whether it is reusable;
 - :func:`criterion_table`: for each criterion, on the source's points, Spearman's rho
   pooled and within condition, ROC AUC, and a threshold fitted leave-one-pair-out with its
-  held-out balanced accuracy, all with CIs from resampling seeds; J3's verdict and the
-  controls (the twin's layers must fall below the threshold, the different-init ones above);
+  held-out balanced accuracy, all with CIs from resampling seeds; the same accuracy minus
+  the best weight-blind baseline's; J3's verdict and the controls (the twin's layers must
+  fall below the threshold, the different-init ones above);
+- :func:`baseline_table`: the weight-blind baselines alone, each in the direction it picks
+  on the training pairs;
 - :func:`dose_response`: RMSE and reuse score against the shift strength of fashion-shift;
 - :func:`kernels` / :func:`per_kernel`: kernels and per-kernel RMSE for pictures.
 """
@@ -27,6 +31,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_ke
 from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
 from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, cluster_verdict, gated, mean_verdict
 
+from .. import claims
 from ..config import Grid, Profile
 from ..train import Runner
 from .common import (
@@ -44,14 +49,24 @@ from .common import (
 from .layer_selection import PRIMARY_BN
 
 CRITERIA = ("rmse", "rel_rmse", "floor_ratio")
+# criteria that read no trained weight: what a kernel criterion must beat to show it reads the weights.
+# depth: index / (n_layers - 1) over the swappable conv layers (0 = first, 1 = last); log_size: log of
+# the layer's number of weights. Their direction is not declared: each fit picks it (_fit_oriented).
+BASELINES = ("depth", "log_size")
 COMPARISONS = (*DONORS, "order")
 RULE = (f"a layer is labelled reusable when its single-layer reuse score (E2, BN re-estimated) is "
         f"at least {REUSABLE}. For each criterion, a threshold (reusable when the criterion is at "
-        f"most the threshold) is fitted on the source's points of all pairs but one and scored on "
-        f"the held-out pair; J3 holds for the criterion when the 95% CI (resampling seeds) of the "
-        f"mean held-out balanced accuracy lies above {USEFUL_ACCURACY}, and is refuted when it "
-        f"lies below. Controls, with the threshold fitted on all source points: most of the "
-        f"twin's layers (CI of the share above 0.5) must fall at or below it, and most of the "
+        f"most the threshold, declared in advance) is fitted on the source's points of all pairs "
+        f"but one and scored on the held-out pair; so are the weight-blind baselines "
+        f"({', '.join(BASELINES)}: the layer's relative depth and log number of weights), each "
+        f"taking, on the training pairs only, the direction (small or large = reusable) with the "
+        f"better balanced accuracy there. J3 holds for the criterion when both (i) the 95% CI "
+        f"(resampling seeds) of its mean held-out balanced accuracy lies above {USEFUL_ACCURACY} "
+        f"and (ii) the 95% CI of that accuracy minus the best baseline's (the one with the higher "
+        f"held-out accuracy on all the source's points: the harder comparison) lies above 0; it "
+        f"is refuted when (i)'s CI lies below {USEFUL_ACCURACY} or (ii)'s below 0, else undecided. "
+        f"Controls, with the threshold fitted on all source points: most of the twin's layers (CI "
+        f"of the share above 0.5) must fall at or below it, and most of the "
         f"different-initialisation control's layers above it.")
 
 
@@ -91,8 +106,9 @@ def noise_floor(distances: pd.DataFrame) -> pd.DataFrame:
 
 def points(distances: pd.DataFrame, swaps: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """One point per usable (cell, layer, donor): rmse, rel_rmse, floor_ratio (rmse / the
-    condition-layer's noise floor), E2's single-layer reuse score (BN re-estimated) and
-    ``reusable`` (score >= REUSABLE). Layers without a floor get floor_ratio NaN."""
+    condition-layer's noise floor), the weight-blind baselines depth and log_size
+    (:data:`BASELINES`), E2's single-layer reuse score (BN re-estimated) and ``reusable``
+    (score >= REUSABLE). Layers without a floor get floor_ratio NaN."""
     d = distances[distances.comparison.isin(DONORS)].rename(columns={"comparison": "donor"})
     s = swaps[swaps.bn_reestimated == PRIMARY_BN][[*FACTORS, "donor", "layer", "reuse_score"]]
     p = d.merge(s, on=[*FACTORS, "donor", "layer"], how="inner", validate="one_to_one")
@@ -102,6 +118,7 @@ def points(distances: pd.DataFrame, swaps: pd.DataFrame, cells: pd.DataFrame) ->
     p = p.merge(noise_floor(distances)[[*CONDITION, "layer", "floor_rmse"]],
                 on=[*CONDITION, "layer"], how="left")
     p["floor_ratio"] = p.rmse / p.floor_rmse
+    p["log_size"] = np.log(p.n_weights)
     p = usable_only(p, cells)
     p = p[np.isfinite(p.reuse_score)].copy()
     p["reusable"] = p.reuse_score >= REUSABLE
@@ -115,17 +132,51 @@ def _fit_or_nan(x, labels) -> float:
     return fit_threshold(x, labels)[0]
 
 
-def _held_out_accuracy(frame: pd.DataFrame, criterion: str) -> float:
-    """Mean over pairs of the balanced accuracy, on the pair, of the threshold fitted on
-    the other pairs (NaN when no pair can be scored)."""
-    accs = []
+def _fit_oriented(x, labels) -> tuple[float, float]:
+    """(sign, threshold) of "reusable when sign * x <= threshold" for a column whose direction
+    was not declared (a weight-blind baseline): both directions are fitted on these points and
+    the one with the better balanced accuracy here is kept (small = reusable on a tie). Callers
+    pass training points only, so the direction is never chosen on held-out data."""
+    x, labels = np.asarray(x, dtype=float), np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        return 1.0, float("nan")
+    fits = [(sign, *fit_threshold(sign * x, labels)) for sign in (1.0, -1.0)]
+    sign, threshold, _ = max(fits, key=lambda f: f[2])  # the first, small = reusable, on a tie
+    return sign, threshold
+
+
+def _lopo(frame: pd.DataFrame, column: str, oriented: bool) -> list[tuple]:
+    """Per held-out pair: (pair, sign, threshold, balanced accuracy on the pair) of the rule fitted
+    on the other pairs; ``oriented``: the direction is fitted too (:func:`_fit_oriented`), else
+    small = reusable. NaN threshold and accuracy where the training pairs have one class."""
+    out = []
     for pair in frame.pair.unique():
         train, test = frame[frame.pair != pair], frame[frame.pair == pair]
-        t = _fit_or_nan(train[criterion], train.reusable)
-        if np.isfinite(t):
-            accs.append(threshold_accuracy(test[criterion], test.reusable, t))
-    accs = [a for a in accs if np.isfinite(a)]
+        sign, t = (_fit_oriented(train[column], train.reusable) if oriented
+                   else (1.0, _fit_or_nan(train[column], train.reusable)))
+        acc = threshold_accuracy(sign * test[column], test.reusable, t) if np.isfinite(t) else np.nan
+        out.append((pair, sign, t, acc))
+    return out
+
+
+def _held_out_accuracy(frame: pd.DataFrame, column: str, oriented: bool = False) -> float:
+    """Mean over pairs of the balanced accuracy, on the pair, of the threshold fitted on
+    the other pairs (NaN when no pair can be scored)."""
+    accs = [acc for *_, acc in _lopo(frame, column, oriented) if np.isfinite(acc)]
     return float(np.mean(accs)) if accs else float("nan")
+
+
+def _minus_baseline(frame: pd.DataFrame, criterion: str, baseline: str) -> float:
+    """Held-out accuracy of ``criterion`` minus that of the weight-blind ``baseline``, on the same points."""
+    return _held_out_accuracy(frame, criterion) - _held_out_accuracy(frame, baseline, oriented=True)
+
+
+def oriented_auc(x, labels) -> float:
+    """ROC AUC of a column whose direction was not declared, in its better direction on these
+    points (max of AUC and 1 - AUC): it flatters a weight-blind baseline, so a criterion that
+    beats it beats the baseline at its best."""
+    auc = roc_auc(x, labels)
+    return max(auc, 1 - auc) if np.isfinite(auc) else auc
 
 
 def _within_spearman(frame: pd.DataFrame, criterion: str) -> float:
@@ -142,8 +193,10 @@ def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Se
 
 def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
     """One row per criterion (columns of ``pts``, smaller = more alike; see the module
-    docstring): threshold, held-out balanced accuracy with CI, verdict, detectable effect,
-    pooled and within-condition Spearman rho and ROC AUC with CIs, and the two controls."""
+    docstring): threshold, held-out balanced accuracy with CI (``acc_*``), detectable effect,
+    the best weight-blind baseline's held-out accuracy and the criterion's minus the best
+    baseline's with CI (``minus_baseline_*``), pooled and within-condition Spearman rho and ROC
+    AUC with CIs, the two controls and J3's ``verdict`` (:data:`RULE`)."""
     rows = []
     for crit in criteria:
         src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
@@ -151,11 +204,15 @@ def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
         if src.pair.nunique() < 2 or src.empty:
             rows.append({**row, "verdict": "undecided", "controls": "not run: fewer than two pairs"})
             continue
-        held = cluster_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY, "above")
+        held = cluster_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY,
+                                 "above")
         pooled = cluster_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
-                                 0.0, "below")
+                                   0.0, "below")
         within = cluster_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below")
         auc = cluster_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above")
+        baseline_accs = {b: _held_out_accuracy(src, b, oriented=True) for b in BASELINES}
+        best = max(baseline_accs, key=lambda b: np.nan_to_num(baseline_accs[b], nan=-1.0))
+        blind = cluster_verdict(src, lambda f, c=crit, b=best: _minus_baseline(f, c, b), 0.0, "above")
         threshold = _fit_or_nan(src[crit], src.reusable)
         controls = {}
         for donor in ("twin", "different_init"):  # "most of its layers fall below": twin holds, other refuted
@@ -165,6 +222,10 @@ def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
                     "held_out_accuracy": held["estimate"], "acc_ci_low": held["ci_low"],
                     "acc_ci_high": held["ci_high"], "acc_verdict": held["verdict"],
                     "detectable": held["detectable"],
+                    "best_baseline": best, "baseline_accuracy": baseline_accs[best],
+                    "minus_baseline": blind["estimate"], "minus_baseline_ci_low": blind["ci_low"],
+                    "minus_baseline_ci_high": blind["ci_high"], "minus_baseline_verdict": blind["verdict"],
+                    "minus_baseline_detectable": blind["detectable"],
                     "rho_pooled": pooled["estimate"], "rho_pooled_ci_low": pooled["ci_low"],
                     "rho_pooled_ci_high": pooled["ci_high"],
                     "rho_within": within["estimate"], "rho_within_ci_low": within["ci_low"],
@@ -175,25 +236,50 @@ def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
                     "different_init_share_below": controls["different_init"]["estimate"],
                     "different_init_verdict": controls["different_init"]["verdict"],
                     "n_seeds": held["n_seeds"]})
-        row["verdict"], row["controls"] = gated(held["verdict"], controls["twin"]["verdict"],
+        row["verdict"], row["controls"] = gated(conjunction(held["verdict"], blind["verdict"]),
+                                                controls["twin"]["verdict"],
                                                 controls["different_init"]["verdict"])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
-    """Per criterion x held-out pair: the threshold fitted on the other pairs' source points
-    and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""
+def baseline_table(pts: pd.DataFrame) -> pd.DataFrame:
+    """One row per weight-blind baseline (:data:`BASELINES`), on the source's points: the
+    direction it takes on all of them (reusable_when small or large), its held-out balanced
+    accuracy (direction and threshold fitted on the training pairs) and its ROC AUC in the better
+    direction (:func:`oriented_auc`), with CIs from resampling seeds. No verdict: a baseline is
+    what a criterion is measured against."""
     rows = []
-    for crit in criteria:
-        src = pts[(pts.donor == "source") & np.isfinite(pts[crit])]
-        for pair in src.pair.unique():
-            train, test = src[src.pair != pair], src[src.pair == pair]
-            t = _fit_or_nan(train[crit], train.reusable)
-            rows.append({"criterion": crit, "pair": pair, "threshold": t, "n_points": len(test),
-                         "balanced_accuracy": threshold_accuracy(test[crit], test.reusable, t)
-                         if np.isfinite(t) else np.nan})
-    return pd.DataFrame(rows, columns=["criterion", "pair", "threshold", "n_points", "balanced_accuracy"])
+    for b in BASELINES:
+        src = pts[(pts.donor == "source") & np.isfinite(pts[b])]
+        if src.pair.nunique() < 2:
+            rows.append({"criterion": b, "n_points": len(src)})
+            continue
+        held = cluster_verdict(src, lambda f, c=b: _held_out_accuracy(f, c, oriented=True),
+                                 USEFUL_ACCURACY, "above")
+        auc = cluster_verdict(src, lambda f, c=b: oriented_auc(f[c], f.reusable), 0.5, "above")
+        sign, _ = _fit_oriented(src[b], src.reusable)
+        rows.append({"criterion": b, "n_points": len(src), "reusable_when": "small" if sign > 0 else "large",
+                     "held_out_accuracy": held["estimate"], "acc_ci_low": held["ci_low"],
+                     "acc_ci_high": held["ci_high"], "auc": auc["estimate"], "auc_ci_low": auc["ci_low"],
+                     "auc_ci_high": auc["ci_high"], "n_seeds": held["n_seeds"]})
+    return pd.DataFrame(rows, columns=["criterion", "n_points", "reusable_when", "held_out_accuracy",
+                                       "acc_ci_low", "acc_ci_high", "auc", "auc_ci_low", "auc_ci_high",
+                                       "n_seeds"])
+
+
+def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+    """Per criterion or weight-blind baseline x held-out pair: the threshold fitted on the other
+    pairs' source points, the direction (reusable_when small, or large: baselines choose it on
+    those pairs) and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""
+    rows = []
+    for column in (*criteria, *BASELINES):
+        src = pts[(pts.donor == "source") & np.isfinite(pts[column])]
+        for pair, sign, t, acc in _lopo(src, column, oriented=column in BASELINES):
+            rows.append({"criterion": column, "pair": pair, "reusable_when": "small" if sign > 0 else "large",
+                         "threshold": t, "n_points": int((src.pair == pair).sum()), "balanced_accuracy": acc})
+    return pd.DataFrame(rows, columns=["criterion", "pair", "reusable_when", "threshold", "n_points",
+                                       "balanced_accuracy"])
 
 
 def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None,
@@ -297,7 +383,11 @@ def verdict_text(table: pd.DataFrame, dose: pd.DataFrame | None) -> str:
         lines.append(
             f"- J3 {r.criterion}: **{r.verdict}** (held-out balanced accuracy {r.held_out_accuracy:.2f} "
             f"[{r.acc_ci_low:.2f}, {r.acc_ci_high:.2f}] vs {USEFUL_ACCURACY}, smallest detectable effect "
-            f"{r.detectable:.2f}; threshold {r.threshold:.4g}; Spearman rho pooled {r.rho_pooled:.2f} "
+            f"{r.detectable:.2f}: {r.acc_verdict}; minus the best weight-blind baseline "
+            f"({r.best_baseline}, {r.baseline_accuracy:.2f}) {r.minus_baseline:+.2f} "
+            f"[{r.minus_baseline_ci_low:+.2f}, {r.minus_baseline_ci_high:+.2f}] vs 0: "
+            f"{r.minus_baseline_verdict}; threshold {r.threshold:.4g}; "
+            f"Spearman rho pooled {r.rho_pooled:.2f} "
             f"[{r.rho_pooled_ci_low:.2f}, {r.rho_pooled_ci_high:.2f}], within condition {r.rho_within:.2f} "
             f"[{r.rho_within_ci_low:.2f}, {r.rho_within_ci_high:.2f}]; AUC {r.auc:.2f} "
             f"[{r.auc_ci_low:.2f}, {r.auc_ci_high:.2f}]; twin layers below the threshold "
@@ -310,8 +400,8 @@ def verdict_text(table: pd.DataFrame, dose: pd.DataFrame | None) -> str:
     return "\n".join(lines)
 
 
-def findings(table: pd.DataFrame) -> str:
-    """What the criterion verdicts mean, computed from them."""
+def findings(table: pd.DataFrame, baselines: pd.DataFrame) -> str:
+    """What the criterion verdicts mean, computed from them and the weight-blind baselines."""
     judged = table[table.columns.intersection(["held_out_accuracy"])].dropna()
     if judged.empty:
         return "- The criteria could not be fitted (fewer than two pairs, or one class only)."
@@ -321,6 +411,13 @@ def findings(table: pd.DataFrame) -> str:
              f"{', '.join(table[table.verdict == 'holds'].criterion) or 'none'}, is refuted for "
              f"{', '.join(table[table.verdict == 'refuted'].criterion) or 'none'} and undecided for "
              f"{', '.join(table[table.verdict == 'undecided'].criterion) or 'none'}."]
+    judged_b = baselines.dropna(subset=["held_out_accuracy"])
+    if len(judged_b):
+        lines.append("- Weight-blind baselines, which read no trained weight: " + "; ".join(
+            f"{r.criterion} (reusable when {r.reusable_when}) {r.held_out_accuracy:.2f} "
+            f"[{r.acc_ci_low:.2f}, {r.acc_ci_high:.2f}]" for r in judged_b.itertuples())
+            + f". Criteria whose accuracy is not above the best of them by a CI above 0: "
+            f"{', '.join(table[table.minus_baseline_verdict != 'holds'].criterion) or 'none'}.")
     for r in table.itertuples():
         if np.isfinite(getattr(r, "rho_within", np.nan)) and np.isfinite(r.rho_pooled):
             lines.append(f"- {r.criterion}: within a condition rho = {r.rho_within:.2f}, pooled "
@@ -331,11 +428,24 @@ def findings(table: pd.DataFrame) -> str:
 
 
 def records(table: pd.DataFrame, dose: pd.DataFrame | None) -> pd.DataFrame:
-    """Every verdict of the notebook (J3 per criterion, the dose response), one row each."""
-    rows = [{"judgment": f"J3 {r.criterion}", "verdict": r.verdict,
-             "estimate": getattr(r, "held_out_accuracy", np.nan), "ci_low": getattr(r, "acc_ci_low", np.nan),
-             "ci_high": getattr(r, "acc_ci_high", np.nan), "detectable": getattr(r, "detectable", np.nan),
-             "n": getattr(r, "n_seeds", np.nan), "controls": r.controls} for r in table.itertuples()]
+    """Every verdict of the notebook (J3 per criterion, the dose response), one row each:
+    ``J3 <criterion>`` is the claim (both parts, gated by the controls) with the held-out
+    accuracy as its estimate and the p of both parts (:func:`reuse.study.claims.conjunction_p`);
+    part (ii), the comparison with the best weight-blind baseline, is in ``table``."""
+    rows = []
+    for r in table.itertuples():
+        n, parts = getattr(r, "n_seeds", np.nan), []
+        if hasattr(r, "minus_baseline"):
+            parts = [(claims.p_value(r.held_out_accuracy, r.acc_ci_low, r.acc_ci_high, n, USEFUL_ACCURACY),
+                      r.acc_verdict),
+                     (claims.p_value(r.minus_baseline, r.minus_baseline_ci_low, r.minus_baseline_ci_high, n, 0.0),
+                      r.minus_baseline_verdict)]
+        rows.append({"judgment": f"J3 {r.criterion}", "verdict": r.verdict,
+                     "estimate": getattr(r, "held_out_accuracy", np.nan),
+                     "ci_low": getattr(r, "acc_ci_low", np.nan), "ci_high": getattr(r, "acc_ci_high", np.nan),
+                     "detectable": getattr(r, "detectable", np.nan), "n": n, "controls": r.controls,
+                     "margin": USEFUL_ACCURACY, "side": "above",
+                     "p": claims.conjunction_p(parts) if parts else np.nan})
     if dose is not None:
         rows += [{"judgment": f"dose: rho(shift, {r.measure})", "verdict": r.verdict, "estimate": r.estimate,
                   "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,

@@ -9,12 +9,13 @@ import pandas as pd
 from .common import empty_figure
 
 FAMILY_COLOURS = {"weights": "tab:blue", "alignment": "tab:purple", "activations": "tab:green",
-                  "reset": "tab:orange"}
+                  "reset": "tab:orange", "weight-blind": "tab:grey"}
 
 
 def ranking(table: pd.DataFrame, duels: pd.DataFrame, tie: float) -> plt.Figure:
     """Left: each criterion's ROC AUC for 'reusable' with its 95% CI over seeds, best first
-    (0.5 = chance). Right: the paper's RMSE minus each rival in AUC, with the tie band."""
+    (0.5 = chance; rows of family 'weight-blind', the baselines, in their better direction).
+    Right: the paper's RMSE minus each rival in AUC, with the tie band."""
     if "auc" not in table or not np.isfinite(table.auc).any():
         return empty_figure("no criterion could be scored (fewer than two pairs or one class only)")
     t = table[np.isfinite(table.auc)].sort_values("auc")

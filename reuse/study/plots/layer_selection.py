@@ -49,7 +49,8 @@ def layer_heatmaps(frame: pd.DataFrame, value: str, column: str, title: str,
 
 def selected_layers(swaps: pd.DataFrame, margin: float) -> plt.Figure:
     """Single-layer reuse score per layer (BN statistics re-estimated) with 95% CIs over
-    seeds, hue = donor, a panel per condition; the dashed line is the margin."""
+    seeds, hue = donor (theta_0: the layer reset to its initialisation, the baseline a donor
+    must beat), a panel per condition; the dashed line is the margin."""
     d = finite(swaps[swaps.bn_reestimated]).copy()
     if d.empty:
         return empty_figure(NO_SCORES)

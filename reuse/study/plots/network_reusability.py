@@ -83,7 +83,7 @@ def ladder(table: pd.DataFrame, margin: float, rungs: list[str]) -> plt.Figure:
             ax.errorbar([xi], [r.source_estimate], yerr=[[r.source_estimate - r.source_ci_low],
                                                          [r.source_ci_high - r.source_estimate]],
                         fmt="o", color=VERDICT_COLOURS.get(r.verdict, "k"))
-        if "reset_estimate" in g:
+        if g.reset_estimate.notna().any():
             ax.plot([0, len(g)], [g.reset_estimate.mean()] * 2, ":", color="k", label="reset to theta_0")
         for verdict_, colour in VERDICT_COLOURS.items():
             ax.plot([], [], "o", color=colour, label=f"J1 {verdict_}")
