@@ -34,7 +34,8 @@ def test_e1_frame_is_tidy_and_complete(e1_frames):
     assert sorted(unet[unet.measure == "prefix"].k)[::len(unet[unet.measure == "prefix"]) - 1] == [1, n]
     all_conv = unet[unet.measure == "all_conv"]
     assert set(zip(all_conv.donor, all_conv.bn_reestimated)) == {
-        (d, b) for d in (*common.DONORS, common.RESET) for b in (False, True)}
+        (d, b) for d in (*common.DONORS, common.RESET) for b in (False, True)} | {
+        (d, True) for d in e1.STRANGERS}  # the profile's strangers grid is UNet segmentation
     # prefix n and suffix n both swap every kernel: the same as all_conv (BN re-estimated)
     full = unet[(unet.measure.isin(["prefix", "suffix"])) & (unet.k == n)].value
     shared = all_conv[(all_conv.donor == "source") & all_conv.bn_reestimated].value
@@ -65,8 +66,9 @@ def test_e1_verdict_tables_run_on_real_frames(e1_frames):
     assert {"reset_estimate", "minus_reset_verdict", "reusable"} <= set(table.columns)
     assert not ((table.reusable == "holds") & (table.minus_reset_verdict != "holds")).any()
     assert list(checks.claim) == ["C1", "C2", "C3", "C4"]
-    records = e1.records(table, checks)
-    assert len(records) == len(table) + 4 and set(records.columns) >= {"judgment", "verdict"}
+    regimes = e1.regimes(f, cells)
+    records = e1.records(table, checks, regimes)
+    assert len(records) == len(table) + 4 + 2 * len(regimes) and set(records.columns) >= {"judgment", "verdict"}
 
 
 def test_excluded_cells_are_listed_with_their_numbers():
@@ -81,8 +83,10 @@ def test_excluded_cells_are_listed_with_their_numbers():
 def test_specs_of_a_condition_share_theta0_and_split_the_target(runner_profile):
     runner, profile = runner_profile
     sp = common.specs(runner, profile, common.Condition("unet", "segmentation", "fashion-split", 0))
-    assert {s.init_seed for k, s in sp.items() if k != "different_init"} == {0}
-    assert sp["different_init"].init_seed == common.DIFFERENT_INIT_OFFSET
+    strangers = ("different_init", "stranger")
+    assert {s.init_seed for k, s in sp.items() if k not in strangers} == {0}
+    assert sp["different_init"].init_seed == sp["stranger"].init_seed == common.DIFFERENT_INIT_OFFSET
+    assert sp["stranger"].replace(init_seed=0) == sp["source"]
     assert (sp["target"].block, sp["twin"].block) == (0, 1)
     assert sp["twin"].order_seed != sp["target"].order_seed != sp["order"].order_seed
     assert sp["target"].width == profile.width("unet")
@@ -143,3 +147,16 @@ def test_session_and_output_dirs(fake_fashion):
     assert prof.grid.architectures == ("unet",) and prof.grid.tasks == get_profile("smoke").grid.tasks
     figures, results = common.output_dirs("smoke")
     assert str(figures) == "../figures/smoke" and str(results) == "../results/smoke"
+
+
+def test_strangers_regime_is_measured_raw_and_weight_matched(e1_frames):
+    """UNet segmentation is the tiny profile's strangers grid: a source from another theta_0,
+    swapped in raw and after weight matching, one row each per condition and seed."""
+    f, cells = e1_frames
+    strangers = f[f.donor.isin(e1.STRANGERS)]
+    assert set(strangers.architecture) == {"unet"} and strangers.bn_reestimated.all()
+    assert strangers.groupby(["pair", "seed"]).donor.nunique().eq(2).all()
+    table = e1.regimes(f, cells)
+    assert {"siblings_verdict", "strangers_verdict", "strangers_aligned_verdict",
+            "matching_gain_estimate"} <= set(table.columns) or table.empty
+    assert "strangers" in e1.regime_text(table) or table.empty

@@ -71,7 +71,7 @@ def test_a_layer_is_reusable_only_above_its_theta_0_reset(reset, verdict):
     assert out.verdict in verdict and out.selected == (verdict == {"holds"})
     assert out.reset_estimate == pytest.approx(reset, abs=0.03)
     assert out.minus_reset_estimate == pytest.approx(0.9 - reset, abs=0.03)
-    y1 = e2.yosinski_checks(swaps.assign(reuse_score=swaps.reuse_score + 0.05), cells, None, 20)
+    y1 = e2.yosinski_checks(swaps.assign(reuse_score=swaps.reuse_score + 0.05), cells, None)
     assert y1.set_index("check").loc["Y1", "verdict"] in verdict
 
 

@@ -70,9 +70,10 @@ def _cells(conditions, seeds=SEEDS, usable=True):
                          for a, t, p in conditions for s in seeds])
 
 
-def _all_conv(source, twin=(1.0, 0.98, 1.02, 0.99, 1.01), other=(0.0, 0.05, -0.05, 0.02, -0.02)):
+def _all_conv(source, twin=(1.0, 0.98, 1.02, 0.99, 1.01), other=(0.0, 0.05, -0.05, 0.02, -0.02),
+              reset=(0.01, 0.03, -0.02, 0.0, 0.02)):
     rows = []
-    for donor, values in (("source", source), ("twin", twin), ("different_init", other)):
+    for donor, values in (("source", source), ("twin", twin), ("different_init", other), ("theta_0", reset)):
         rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
                   "measure": "all_conv", "bn_reestimated": True, "donor": donor, "reuse_score": x,
                   "delta": x - 1}
@@ -86,6 +87,17 @@ def test_j1(values, expected):
     cells = _cells([("unet", "segmentation", "fashion-split")])
     table = e1.verdicts(_all_conv(values), cells)
     assert table.verdict.tolist() == [expected] and table.controls.tolist() == ["passed"]
+
+
+def test_j1_needs_the_source_above_its_theta_0_reset_too():
+    """A source above the margin whose kernels do no better than theta_0's is not reusable
+    *from the source*; without reset rows nothing is claimed."""
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    as_good_as_reset = e1.verdicts(_all_conv(HOLDS, reset=HOLDS), cells).iloc[0]
+    assert as_good_as_reset.source_verdict == "holds" and as_good_as_reset.verdict != "holds"
+    frame = _all_conv(HOLDS)
+    no_reset = e1.verdicts(frame[frame.donor != "theta_0"], cells).iloc[0]
+    assert no_reset.source_verdict == "holds" and no_reset.verdict == "undecided"
 
 
 def test_j1_is_undecided_when_a_control_fails_and_drops_unusable_cells():

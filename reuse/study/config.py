@@ -85,6 +85,9 @@ class Profile:
     # experiments
     grid: Grid = Grid(("unet", "pspnet", "plain"), ("segmentation", "autoencoder"), MAIN_PAIRS)
     ladder: tuple[str, ...] = LADDER_PAPER  # E1's and E4's sources, near to far
+    # E1's strangers regime over the ladder: the source trained from another theta_0,
+    # swapped into theta_T raw and after weight matching (architectures x tasks)
+    strangers: Grid = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"))
     order_twins: int = 3  # seeds per condition with a batch-order twin (the noise floor)
     n_bn: int = 512  # target training samples BN statistics are re-estimated on
     small: SmallData = SmallData(steps=300, batch_size=32)
@@ -142,6 +145,7 @@ PROFILES = {
                      e3_dose=Grid(("unet",), ("segmentation",), ("fashion-shift",)),
                      e3_shifts=(0.0, 1.0),
                      ladder=("fashion-shifted@0.25", "fashion-split", "fashion-scrambled"),
+                     strangers=Grid(("unet",), ("segmentation",)),
                      e4_grid=Grid(("unet",), ("segmentation",),
                                   ("fashion-shifted@0.25", "fashion-split", "fashion-scrambled")),
                      e4_fractions=(0.25, 1.0), e4_random_draws=1,
@@ -157,6 +161,7 @@ PROFILES = {
                      widths=widths(8), depth=2, batch_size=32, steps=800, lr=3e-3,
                      seeds=(0, 1, 2, 3, 4), workers=2, small=SmallData(steps=200, batch_size=32),
                      grid=Grid(("unet", "pspnet"), ("segmentation",), MAIN_PAIRS), ladder=LADDER_QUICK,
+                     strangers=Grid(("pspnet",), ("segmentation",)),
                      # the small-data runs (M2, E4) on PSPNet only: on 2 cores each UNet run
                      # costs twice as much, and the 30 minutes would not hold
                      e2_grid=Grid(("pspnet",), ("segmentation",)), e2_points=2,

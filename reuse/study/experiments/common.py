@@ -38,7 +38,7 @@ from ..train import Runner, RunSpec, TrainedRun
 DIFFERENT_INIT_OFFSET = 1000  # init seed of the different-initialisation control: seed + this
 TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: block 1)
 ORDER_OFFSET = 2000  # order seed of the batch-order twin: seed + this
-ROLES = ("source", "target", "twin", "order", "different_init")
+ROLES = ("source", "target", "twin", "order", "different_init", "stranger")
 DONORS = ("source", "twin", "different_init")
 # the baseline of every swap judgment: the same keys of theta_T put back to their initial
 # values theta_0 (Zhang, Bengio & Singer 2019's re-initialisation test), BN handled alike
@@ -140,6 +140,8 @@ def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[s
         "twin": target.replace(block=1, order_seed=c.seed + TWIN_OFFSET),
         "order": target.replace(order_seed=c.seed + ORDER_OFFSET),
         "different_init": target.replace(init_seed=c.seed + DIFFERENT_INIT_OFFSET),
+        # the strangers regime: the source's data and order from the control's theta_0
+        "stranger": base.replace(domain="source", n_train=n_src, init_seed=c.seed + DIFFERENT_INIT_OFFSET),
     }
     unknown = set(roles) - set(all_specs)
     if unknown:
@@ -206,8 +208,13 @@ class Evaluator:
         """One row per key set: theta_T with those keys reset to its initialisation theta_0
         (Zhang, Bengio & Singer 2019's re-initialisation test), scored (memoised)."""
         theta_0 = self.runner.build(self.target.spec).state_dict()
-        return self._rows(f"theta_0:{self.target.spec.key}", theta_0, state_digest(theta_0), key_sets,
-                          reestimate)
+        return self.state_rows(f"theta_0:{self.target.spec.key}", theta_0, key_sets, reestimate)
+
+    def state_rows(self, donor_id: str, donor_state: dict[str, torch.Tensor], key_sets: list[list[str]],
+                   reestimate: bool = False) -> list[dict]:
+        """One row per key set: theta_T with those keys from ``donor_state`` (any state of the
+        architecture, named ``donor_id`` in the memo), scored (memoised under its digest)."""
+        return self._rows(donor_id, donor_state, state_digest(donor_state), key_sets, reestimate)
 
     def _rows(self, donor_id: str, donor_state: dict[str, torch.Tensor], donor_digest: str,
               key_sets: list[list[str]], reestimate: bool) -> list[dict]:

@@ -17,13 +17,14 @@ import sys
 import numpy as np
 import pandas as pd
 
+from reuse.toolkit.alignment import apply_permutation, permutation_spec, weight_matching
 from reuse.toolkit.criteria import kernel_keys
 from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdict
 
 from .. import claims
 from ..config import Grid, Profile
-from ..train import Runner
+from ..train import Runner, TrainedRun
 from .common import (
     CONDITION,
     DONORS,
@@ -46,6 +47,7 @@ TYPE_SETS = {
     "bn_affine": ("bn_weight", "bn_bias"), "bn_stats": ("bn_running_mean", "bn_running_var"),
 }
 CURVE_POINTS = 6  # k values of the prefix and suffix curves (each swap re-estimates BN: costly)
+STRANGERS = ("stranger", "stranger_aligned")  # the strangers regime's donors, raw and weight-matched
 PRIMARY_BN = True  # J1 judges the swap after re-estimating BN statistics (see RULE)
 RULE = (f"all conv kernels of the donor swapped into theta_T, BN statistics re-estimated on "
         f"target training data; reusable when the 95% CI over seeds of the mean reuse score "
@@ -67,11 +69,17 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool =
     grid = ladder_grid(profile) if grid is None else grid
     conds = conditions(grid, profile.seeds)
     runs = trained(runner, profile, conds, roles=("source", "target", *DONORS[1:]))
+    strange = [i for i, c in enumerate(conds) if c.architecture in profile.strangers.architectures
+               and c.task in profile.strangers.tasks] if full else []
+    for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], roles=("stranger",))):
+        runs[i] = {**runs[i], **r}
     rows, evaluators = [], []
     for i, (c, r) in enumerate(zip(conds, runs)):
         ev = Evaluator(runner, profile, c, r["target"])
         evaluators.append(ev)
         rows += _measure(ev, r, full and c.pair in profile.grid.pairs)
+        if "stranger" in r:
+            rows += _strangers(ev, r["stranger"])
         if runner.progress:
             print(f"  scored {i + 1}/{len(conds)} {c.architecture}/{c.task}/{c.pair} seed {c.seed}",
                   file=sys.stderr, flush=True)
@@ -105,6 +113,53 @@ def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
         for (name, _), row in zip(sets.items(), ev.swap_rows(runs[donor], list(sets.values()))):
             add([row], measure="param_type", donor=donor, param_type=name)
     return out
+
+
+def _strangers(ev: Evaluator, stranger: TrainedRun) -> list[dict]:
+    """The strangers regime: all conv kernels of a source trained from another theta_0,
+    swapped into theta_T as they are and after weight matching (Ainsworth et al. 2023)
+    permutes its channels onto theta_T's; BN statistics re-estimated."""
+    kernels = kernel_keys(ev.target.state, ev.swap_layers)
+    spec = permutation_spec(ev.model)
+    aligned = apply_permutation(spec, weight_matching(spec, stranger.state, ev.target.state), stranger.state)
+    rows = ev.swap_rows(stranger, [kernels], PRIMARY_BN) + ev.state_rows(
+        f"aligned:{stranger.spec.key}:{ev.target.spec.key}", aligned, [kernels], PRIMARY_BN)
+    return [{**row, "measure": "all_conv", "donor": donor, "bn_reestimated": PRIMARY_BN, "k": len(ev.swap_layers),
+             "n_layers": len(ev.swap_layers), "param_type": "kernels"}
+            for row, donor in zip(rows, STRANGERS)]
+
+
+def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """The all-conv swap per rung in each regime measured: *siblings* (the source, shared
+    theta_0) and *strangers* (a source from another theta_0, raw and weight-matched), each
+    mean reuse score over seeds with its CI and verdict against :data:`REUSABLE`, and the
+    seed-paired gain of weight matching (aligned minus raw, against 0). Exploratory."""
+    d = usable_only(frame, cells)
+    d = d[(d.measure == "all_conv") & (d.bn_reestimated == PRIMARY_BN)]
+    rows = []
+    for key, g in d.groupby(CONDITION, sort=False):
+        if not g.donor.isin(STRANGERS).any():
+            continue
+        score = {name: per_seed(g[g.donor == name], "reuse_score", []).set_index("seed").reuse_score
+                 for name in ("source", *STRANGERS)}
+        row = dict(zip(CONDITION, key))
+        for name, regime in (("source", "siblings"), *zip(STRANGERS, ("strangers", "strangers_aligned"))):
+            v = mean_verdict(score[name], REUSABLE)
+            row.update({f"{regime}_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")})
+        v = mean_verdict((score[STRANGERS[1]] - score[STRANGERS[0]]).dropna(), 0.0)
+        row.update({f"matching_gain_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}, n=v["n"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def regime_text(table: pd.DataFrame) -> str:
+    """One line per rung measured in the strangers regime."""
+    return "\n".join(
+        f"- regimes, {r.architecture}/{r.task}/{r.pair}: siblings {r.siblings_estimate:.2f} ({r.siblings_verdict}), "
+        f"strangers {r.strangers_estimate:.2f} ({r.strangers_verdict}), strangers after weight matching "
+        f"{r.strangers_aligned_estimate:.2f} ({r.strangers_aligned_verdict}); matching adds "
+        f"{r.matching_gain_estimate:+.2f} [{r.matching_gain_ci_low:+.2f}, {r.matching_gain_ci_high:+.2f}] "
+        f"({r.matching_gain_verdict}, n = {r.n})." for r in table.itertuples())
 
 
 def verdicts(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -229,7 +284,7 @@ def ladder_text(table: pd.DataFrame, rungs: list[str]) -> str:
     return "\n".join(lines)
 
 
-def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFrame) -> pd.DataFrame:
     """Every verdict of the notebook, one row each, for results/ and the summary (J1 with
     the source's score against the margin; its verdict also needs the reset comparison)."""
     rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
@@ -240,6 +295,11 @@ def records(table: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
                   r.source_verdict),
                  (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
                   r.minus_reset_verdict)])} for r in table.itertuples()]
+    rows += [{"judgment": f"strangers{suffix} {r.architecture}/{r.task}/{r.pair}: all-conv swap reusable",
+              "verdict": getattr(r, f"strangers{suffix}_verdict"), "estimate": getattr(r, f"strangers{suffix}_estimate"),
+              "ci_low": getattr(r, f"strangers{suffix}_ci_low"), "ci_high": getattr(r, f"strangers{suffix}_ci_high"),
+              "detectable": np.nan, "n": r.n, "controls": "n/a", "margin": REUSABLE, "side": "above"}
+             for r in regime_table.itertuples() for suffix in ("", "_aligned")]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",
               "margin": r.margin, "side": r.side} for r in checks.itertuples()]

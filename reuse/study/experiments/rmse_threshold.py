@@ -29,7 +29,7 @@ from torch import nn
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_kernel_rmse
 from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
-from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, cluster_verdict, gated, mean_verdict
+from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, cluster_verdict, conjunction, gated, mean_verdict
 
 from .. import claims
 from ..config import Grid, Profile
