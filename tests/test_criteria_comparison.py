@@ -107,8 +107,25 @@ def test_points_refuse_missing_criteria():
 
 
 def test_network_table_without_segmentation_is_undecided():
-    out = e5.network_table(pd.DataFrame(columns=["seed", "donor", "logme", "reuse_score"]))
+    out = e5.network_table(pd.DataFrame(columns=["seed", "donor", "logme", "reuse_score"]), pd.DataFrame())
     assert out.verdict.tolist() == ["undecided"]
+
+
+def test_logme_is_compared_within_one_target_against_fine_tuning_gains():
+    """Two targets whose LogME scales differ by 100: pooled, the scale would decide the
+    correlation; within each target LogME ranks the sources as their fine-tuning gains do."""
+    net, gains = [], []
+    for arch, scale, offset in (("unet", 1.0, 0.0), ("pspnet", 100.0, 0.5)):
+        for s in range(5):
+            for rank, pair in enumerate(("near", "middle", "far")):
+                cell = {"architecture": arch, "task": "segmentation", "pair": pair, "seed": s}
+                for donor, logme in (("source", scale * (3 - rank)), ("twin", 5.0 + s), ("different_init", 1.0)):
+                    net.append({**cell, "donor": donor, "logme": logme, "reuse_score": 0.5})
+                gains.append({**cell, "n_T": 60, "strategy": "reuse_all", "difference": offset - 0.1 * rank})
+    out = e5.network_table(pd.DataFrame(net), pd.DataFrame(gains)).set_index("measure")
+    row = out.loc["rho(LogME of the source, E4 fine-tuning gain at n_T 60), within one target"]
+    assert row.estimate == pytest.approx(1.0) and row.verdict == "holds"
+    assert out.loc["LogME twin - LogME different-init (control)", "verdict"] == "holds"
 
 
 def test_ranking_figure_draws_every_criterion():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-
 # the main grid's pairs (E2, E3, E5): three far rungs of the ladder, one target (fashion 5-9)
 MAIN_PAIRS = ("fashion-split", "digits-to-fashion", "fashion-scrambled")
 # the source ladder of E1 and E4, near to far, every rung with fashion-split's target (the
@@ -135,7 +134,8 @@ def widths(base: int) -> dict[str, int]:
     return {"unet": 2 * base, "plain": 2 * base, "pspnet": base}
 
 
-_SMOKE_GRID = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"), ("fashion-split", "fashion-scrambled"))
+_SMOKE_GRID = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"),
+                   ("fashion-split", "fashion-scrambled"))
 PROFILES = {
     # every code path in seconds: CI and nbval. Numbers mean nothing.
     "smoke": Profile("smoke", image_size=16, n_source=128, n_target=96, n_test=64, widths=widths(2),

@@ -315,10 +315,12 @@ def _head_input(ev: Evaluator, model: torch.nn.Module, head: str) -> torch.Tenso
 def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cells: pd.DataFrame,
                   grid: Grid | None = None) -> pd.DataFrame:
     """One row per usable condition x donor: LogME (You et al. 2021) of the donor's features
-    at the head's input (upsampled bilinearly to the label map), one sample per pixel (:data:`MAX_POSITIONS` drawn), on the target
-    test images and their per-pixel classes, beside E1's all-conv reuse score of that donor
-    (BN re-estimated). Segmentation only (LogME needs class labels)."""
-    grid = profile.grid if grid is None else grid
+    at the head's input (upsampled bilinearly to the label map), one sample per pixel
+    (:data:`MAX_POSITIONS` drawn), on the target test images and their per-pixel classes,
+    beside E1's all-conv reuse score of that donor (BN re-estimated). Over E4's grid (the
+    source ladder: one target per architecture x task) by default; segmentation only (LogME
+    needs class labels)."""
+    grid = profile.e4_grid if grid is None else grid
     conds = [c for c in conditions(grid, profile.seeds) if c.task == "segmentation"]
     e1 = e1_frame[(e1_frame.measure == "all_conv") & (e1_frame.bn_reestimated == PRIMARY_BN)]
     rows = []
@@ -338,27 +340,41 @@ def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cell
     return usable_only(out.merge(score, on=[*FACTORS, "donor"], how="inner"), cells)
 
 
-def network_table(net: pd.DataFrame) -> pd.DataFrame:
-    """LogME against E1: Spearman rho between the source's LogME and its all-conv reuse score
-    across conditions (CI over seeds; holds when above 0), and the controls: the twin's LogME
-    minus the different-init control's, per seed (holds when the twin is placed above)."""
+def _within_target_rho(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Per seed: Spearman rho of ``x`` and ``y`` across the sources of one architecture x
+    task (one target, so LogME values are comparable), averaged over targets."""
+    def rho(g: pd.DataFrame) -> float:
+        ok = g[[x, y]].dropna()
+        return stats.spearmanr(ok[x], ok[y]).statistic if ok[x].nunique() > 1 and ok[y].nunique() > 1 else np.nan
+    rhos = [{"seed": key[-1], "rho": rho(g)} for key, g in frame.groupby(["architecture", "task", "seed"])]
+    return pd.DataFrame(rhos, columns=["seed", "rho"]).groupby("seed").rho.mean().dropna()
+
+
+def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
+    """LogME within one target (across the ladder's sources, per seed; t CI over seeds; holds
+    when above 0): against E1's all-conv reuse score, and against what LogME was made to
+    predict, the fine-tuning gain (E4's reuse_all minus scratch, per n_T; ``gains``:
+    :func:`reuse.study.experiments.small_data.differences`); and the control: the twin's
+    LogME minus the different-init control's, per seed (holds when the twin is placed above)."""
     if net.empty:
         return pd.DataFrame([{"measure": "LogME (needs a segmentation condition)", "estimate": np.nan,
                               "ci_low": np.nan, "ci_high": np.nan, "verdict": "undecided",
                               "detectable": np.nan, "n": 0}])
     src = net[net.donor == "source"]
-    rho = cluster_verdict(src, lambda f: stats.spearmanr(f.logme, f.reuse_score).statistic
-                          if f.logme.nunique() > 1 else np.nan, 0.0, "above")
+    keep = ("estimate", "ci_low", "ci_high", "verdict", "detectable", "n")
+    rows = [{"measure": "rho(LogME of the source, E1 all-conv reuse score), within one target",
+             **{k: v for k, v in mean_verdict(_within_target_rho(src, "logme", "reuse_score"), 0.0).items()
+                if k in keep}}]
+    reuse_all = gains[gains.strategy == "reuse_all"]
+    for n_t, g in reuse_all.groupby("n_T"):
+        both = src.merge(g[[*FACTORS, "difference"]], on=FACTORS, how="inner")
+        v = mean_verdict(_within_target_rho(both, "logme", "difference"), 0.0)
+        rows.append({"measure": f"rho(LogME of the source, E4 fine-tuning gain at n_T {n_t}), within one target",
+                     **{k: v[k] for k in keep}})
     wide = net.pivot_table(index=[*CONDITION, "seed"], columns="donor", values="logme").reset_index()
-    diff = (wide.twin - wide.different_init).groupby(wide.seed).mean()
-    ctl = mean_verdict(diff, 0.0, "above")
-    return pd.DataFrame([
-        {"measure": "rho(LogME of the source, E1 all-conv reuse score)", "estimate": rho["estimate"],
-         "ci_low": rho["ci_low"], "ci_high": rho["ci_high"], "verdict": rho["verdict"],
-         "detectable": rho["detectable"], "n": rho["n_seeds"]},
-        {"measure": "LogME twin - LogME different-init (control)", "estimate": ctl["estimate"],
-         "ci_low": ctl["ci_low"], "ci_high": ctl["ci_high"], "verdict": ctl["verdict"],
-         "detectable": ctl["detectable"], "n": ctl["n"]}])
+    ctl = mean_verdict((wide.twin - wide.different_init).groupby(wide.seed).mean(), 0.0, "above")
+    rows.append({"measure": "LogME twin - LogME different-init (control)", **{k: ctl[k] for k in keep}})
+    return pd.DataFrame(rows)
 
 
 def verdict_text(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: pd.DataFrame) -> str:

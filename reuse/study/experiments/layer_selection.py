@@ -47,8 +47,8 @@ from .common import (
 )
 
 # a priori order of domain distance (a choice, not measured): fashion-split keeps the input
-# statistics, fashion-to-digits changes the images themselves
-DISTANCE_ORDER = ("fashion-split", "fashion-to-digits")
+# statistics, digits-to-fashion's source has other images altogether
+DISTANCE_ORDER = ("fashion-split", "digits-to-fashion")
 PRIMARY_BN = True  # layers are judged after re-estimating BN statistics, as networks are in E1
 RULE = (f"layer l's kernels from the donor swapped into theta_T alone, BN statistics "
         f"re-estimated on target training data. Reusable from the source when both hold: the 95% "
@@ -177,17 +177,6 @@ def selection_table(selected: pd.DataFrame) -> pd.DataFrame:
                                        "selected_layers"])
 
 
-def first_k(selected: pd.DataFrame) -> pd.DataFrame:
-    """k per architecture x task: the number of leading layers selected in every pair of
-    ``selected`` (the "reuse first k" strategy of E4)."""
-    rows = []
-    for (arch, task), g in selected.groupby(["architecture", "task"], sort=False):
-        ok = g.groupby("index").selected.all().sort_index()
-        k = int(np.argmin(ok.to_numpy())) if not ok.all() else len(ok)
-        rows.append({"architecture": arch, "task": task, "k": k})
-    return pd.DataFrame(rows, columns=["architecture", "task", "k"])
-
-
 def _within_spearman(frame: pd.DataFrame) -> float:
     """Mean over conditions of Spearman's rho(depth, reuse score) within the condition."""
     rhos = []
@@ -207,7 +196,7 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     - Y2 transfer costs more with depth: Spearman rho(depth, r) within each condition,
       averaged over conditions, below 0 (CI from resampling seeds).
     - Y3 costs grow with domain distance: per seed, the mean r over layers on
-      fashion-to-digits minus fashion-split (matched on architecture and task) below 0.
+      digits-to-fashion minus fashion-split (matched on architecture and task) below 0.
     - Y4 fine-tuning recovers what freezing loses: M2 gain(fine-tuned) - gain(frozen)
       above 0 (per seed, averaged over conditions, layers and sets).
     """

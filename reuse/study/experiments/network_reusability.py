@@ -32,8 +32,8 @@ from .common import (
     Evaluator,
     cell_table,
     conditions,
-    ladder_grid,
     controlled_verdicts,
+    ladder_grid,
     per_seed,
     trained,
     usable_only,
@@ -124,9 +124,9 @@ def _strangers(ev: Evaluator, stranger: TrainedRun) -> list[dict]:
     aligned = apply_permutation(spec, weight_matching(spec, stranger.state, ev.target.state), stranger.state)
     rows = ev.swap_rows(stranger, [kernels], PRIMARY_BN) + ev.state_rows(
         f"aligned:{stranger.spec.key}:{ev.target.spec.key}", aligned, [kernels], PRIMARY_BN)
-    return [{**row, "measure": "all_conv", "donor": donor, "bn_reestimated": PRIMARY_BN, "k": len(ev.swap_layers),
-             "n_layers": len(ev.swap_layers), "param_type": "kernels"}
-            for row, donor in zip(rows, STRANGERS)]
+    n = len(ev.swap_layers)
+    return [{**row, "measure": "all_conv", "donor": donor, "bn_reestimated": PRIMARY_BN, "k": n, "n_layers": n,
+             "param_type": "kernels"} for row, donor in zip(rows, STRANGERS)]
 
 
 def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +147,8 @@ def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
             v = mean_verdict(score[name], REUSABLE)
             row.update({f"{regime}_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")})
         v = mean_verdict((score[STRANGERS[1]] - score[STRANGERS[0]]).dropna(), 0.0)
-        row.update({f"matching_gain_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}, n=v["n"])
+        row.update({f"matching_gain_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")},
+                   n=v["n"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -155,7 +156,8 @@ def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 def regime_text(table: pd.DataFrame) -> str:
     """One line per rung measured in the strangers regime."""
     return "\n".join(
-        f"- regimes, {r.architecture}/{r.task}/{r.pair}: siblings {r.siblings_estimate:.2f} ({r.siblings_verdict}), "
+        f"- regimes, {r.architecture}/{r.task}/{r.pair}: siblings {r.siblings_estimate:.2f} "
+        f"({r.siblings_verdict}), "
         f"strangers {r.strangers_estimate:.2f} ({r.strangers_verdict}), strangers after weight matching "
         f"{r.strangers_aligned_estimate:.2f} ({r.strangers_aligned_verdict}); matching adds "
         f"{r.matching_gain_estimate:+.2f} [{r.matching_gain_ci_low:+.2f}, {r.matching_gain_ci_high:+.2f}] "
@@ -293,13 +295,12 @@ def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFram
              "side": "above", "p": claims.conjunction_p([
                  (claims.p_value(r.source_estimate, r.source_ci_low, r.source_ci_high, r.n, REUSABLE),
                   r.source_verdict),
-                 (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
-                  r.minus_reset_verdict)])} for r in table.itertuples()]
-    rows += [{"judgment": f"strangers{suffix} {r.architecture}/{r.task}/{r.pair}: all-conv swap reusable",
-              "verdict": getattr(r, f"strangers{suffix}_verdict"), "estimate": getattr(r, f"strangers{suffix}_estimate"),
-              "ci_low": getattr(r, f"strangers{suffix}_ci_low"), "ci_high": getattr(r, f"strangers{suffix}_ci_high"),
+                 (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n,
+                                 0.0), r.minus_reset_verdict)])} for r in table.itertuples()]
+    rows += [{"judgment": f"{regime} {r.architecture}/{r.task}/{r.pair}: all-conv swap reusable",
+              **{k: getattr(r, f"{regime}_{k}") for k in ("verdict", "estimate", "ci_low", "ci_high")},
               "detectable": np.nan, "n": r.n, "controls": "n/a", "margin": REUSABLE, "side": "above"}
-             for r in regime_table.itertuples() for suffix in ("", "_aligned")]
+             for r in regime_table.itertuples() for regime in ("strangers", "strangers_aligned")]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",
               "margin": r.margin, "side": r.side} for r in checks.itertuples()]

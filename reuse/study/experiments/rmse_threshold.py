@@ -29,7 +29,14 @@ from torch import nn
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_kernel_rmse
 from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
-from reuse.toolkit.verdicts import REUSABLE, USEFUL_ACCURACY, cluster_verdict, conjunction, gated, mean_verdict
+from reuse.toolkit.verdicts import (
+    REUSABLE,
+    USEFUL_ACCURACY,
+    cluster_verdict,
+    conjunction,
+    gated,
+    mean_verdict,
+)
 
 from .. import claims
 from ..config import Grid, Profile
@@ -438,8 +445,8 @@ def records(table: pd.DataFrame, dose: pd.DataFrame | None) -> pd.DataFrame:
         if hasattr(r, "minus_baseline"):
             parts = [(claims.p_value(r.held_out_accuracy, r.acc_ci_low, r.acc_ci_high, n, USEFUL_ACCURACY),
                       r.acc_verdict),
-                     (claims.p_value(r.minus_baseline, r.minus_baseline_ci_low, r.minus_baseline_ci_high, n, 0.0),
-                      r.minus_baseline_verdict)]
+                     (claims.p_value(r.minus_baseline, r.minus_baseline_ci_low, r.minus_baseline_ci_high, n,
+                                     0.0), r.minus_baseline_verdict)]
         rows.append({"judgment": f"J3 {r.criterion}", "verdict": r.verdict,
                      "estimate": getattr(r, "held_out_accuracy", np.nan),
                      "ci_low": getattr(r, "acc_ci_low", np.nan), "ci_high": getattr(r, "acc_ci_high", np.nan),

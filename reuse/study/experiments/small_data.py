@@ -137,7 +137,8 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
             strategies[("random", d)] = [layers[j] for j in idx]
         factors = {**c.factors(), "n_T": scratch.n_train, "fraction": f}
         decisions.append({**factors, "j1": verdict_a, "strict_a": verdict_a == "holds", **fit,
-                          "n_layers": len(layers), "n_rule": len(rule_layers), "n_rmse_only": len(rmse_layers),
+                          "n_layers": len(layers), "n_rule": len(rule_layers),
+                          "n_rmse_only": len(rmse_layers),
                           "rule_layers": ", ".join(rule_layers), "rmse_only_layers": ", ".join(rmse_layers),
                           "oracle_layers": ", ".join(oracle),
                           "twin_picked": len(_picked(r["twin"].state, small_state, layers, fit)),
@@ -299,8 +300,8 @@ def records(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, contro
     rows = [_record(f"{r.claim} {r.statement} ({r.task}, n_T {r.n_T})", r) for r in heads.itertuples()]
     for where, frame in (("all rungs", tests), (HARM_PAIR, harm)):
         rows += [_record(f"{r.comparison} ({r.task}, n_T {r.n_T}, {where})", r) for r in frame.itertuples()]
-    rows += [_record(f"control: (b) picks most layers of the {r.control} ({r.task}, fraction {r.fraction})", r)
-             for r in controls.itertuples()]
+    rows += [_record(f"control: (b) picks most layers of the {r.control} ({r.task}, fraction {r.fraction})",
+                     r) for r in controls.itertuples()]
     return pd.DataFrame(rows)
 
 
