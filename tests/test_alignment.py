@@ -216,3 +216,20 @@ def test_matching_that_would_raise_the_conv_distance_keeps_the_identity():
     perms = weight_matching(spec, source, target)
     assert torch.equal(perms["0"], torch.arange(4))
     assert _conv_distance(spec, apply_permutation(spec, perms, source), target) == 0
+
+
+def test_a_head_of_another_size_is_ignored_and_the_rest_still_aligns():
+    """A stranger with another number of classes (digits' 11 outputs against 3): its head
+    cannot enter the cost, so it is ignored; the permuted trunk is still recovered, and
+    without ``ignore`` the mismatch is an error naming the key."""
+    target = _model("unet").state_dict()
+    spec = permutation_spec(_model("unet"))
+    hidden = _random_perms(spec, 3)
+    source = apply_permutation(spec, hidden, target)
+    source["head.weight"] = torch.randn(11, *source["head.weight"].shape[1:])
+    source["head.bias"] = torch.randn(11)
+    with pytest.raises(ValueError, match="head.weight"):
+        weight_matching(spec, source, target)
+    perms = weight_matching(spec, source, target, ignore=["head.weight", "head.bias"])
+    aligned = apply_permutation(spec, perms, source)
+    assert all(torch.equal(aligned[k], target[k]) for k in target if not k.startswith("head."))

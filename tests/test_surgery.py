@@ -77,8 +77,20 @@ def test_mismatched_architectures_raise_with_names():
     unet = build_model("unet", "segmentation", 1, 4, 4, 2)
     with pytest.raises(ValueError, match="only in target: down.0.0.0.weight"):
         surgery.swap(unet, build_model("pspnet", "segmentation", 1, 4, 4, 2), [])
+    wide = build_model("unet", "segmentation", 1, 4, 8, 2)
     with pytest.raises(ValueError, match=r"shape of down.0.0.0.weight: target \(4, 1, 3, 3\) vs source \(8, 1, 3, 3\)"):
-        surgery.swap(unet, build_model("unet", "segmentation", 1, 4, 8, 2), [])
+        surgery.swap(unet, wide, ["down.0.0.0.weight"])
+    with pytest.raises(ValueError, match=r"shape of down.0.0.0.weight"):
+        surgery.check_compatible(unet, wide)
+
+
+def test_a_source_with_another_head_gives_every_other_layer():
+    """Digits' 11 outputs against 5 classes: the trunk can be swapped, the head cannot."""
+    target, other = build_model("unet", "segmentation", 1, 6, 4, 2), build_model("unet", "segmentation", 1, 11, 4, 2)
+    out = surgery.swap_state(target.state_dict(), other.state_dict(), ["down.0.0.0.weight"])
+    assert torch.equal(out["down.0.0.0.weight"], other.state_dict()["down.0.0.0.weight"])
+    with pytest.raises(ValueError, match="shape of head.weight"):
+        surgery.swap_state(target.state_dict(), other.state_dict(), ["head.weight"])
 
 
 def test_reestimate_bn_matches_the_data_statistics():

@@ -57,9 +57,6 @@ SAME_TARGET = {"fashion-random-labels": "fashion-split", "fashion-shifted": "fas
                "digits-to-fashion": "fashion-split", "fashion-scrambled": "fashion-split"}
 # pairs that differ from another only in class labels: for auto-encoding they are that pair
 LABELS_ONLY = ("fashion-random-labels",)
-# pairs whose target classes are the source's (segmentation output channel k means the same
-# class on both sides); elsewhere a segmentation head swap would be a relabelling
-LABELS_ALIGNED = ("fashion-shift", "fashion-shifted")
 SCRAMBLE_SEED = 4242  # fixes the pixel permutation of fashion-scrambled's source targets
 TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
 CLASSIFICATION = "classification"  # the torchvision classifier of notebook 06

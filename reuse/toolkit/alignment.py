@@ -416,7 +416,7 @@ def _rows(tensor: torch.Tensor, slot: Slot) -> torch.Tensor:
 
 
 def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state: ModelLike,
-                    max_iter: int = 100, seed: int = 0) -> dict[str, torch.Tensor]:
+                    max_iter: int = 100, seed: int = 0, ignore: Iterable[str] = ()) -> dict[str, torch.Tensor]:
     """Permutations ``{group: LongTensor[n]}`` that align the source's channels to the
     target's (Ainsworth et al. 2023, algorithm 1), for :func:`apply_permutation` on the
     source.
@@ -433,6 +433,8 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
     parameters: if the result leaves the conv kernels farther from the target's (summed
     squared distance) than the identity does, the identity is returned, so that alignment
     never makes two networks look less alike than they are (e.g. two runs from one theta_0).
+    Keys in ``ignore`` (e.g. a head whose classes differ between the two) enter neither the
+    cost nor that check, and may differ in shape along the axes that are not permuted.
     Computed on the target's device; perms are CPU tensors.
     """
     if max_iter < 1:
@@ -440,18 +442,20 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
     source, target = load_state(source_state, what="source"), load_state(target_state, what="target")
     _check_state(spec, source, "source")
     _check_state(spec, target, "target")
-    by_key = spec.by_key()
-    for key in by_key:
+    by_key, ignore = spec.by_key(), set(ignore)
+    for key in set(by_key) - ignore:
         if source[key].shape != target[key].shape:
             raise ValueError(f"{key}: source {tuple(source[key].shape)} vs target "
                              f"{tuple(target[key].shape)}; allowed: one architecture")
     original = {key: source[key].detach().to(target[key].device, torch.float64) for key in by_key}
     current = dict(original)            # source with every current perm applied
-    costed = {g: [s for s in slots if s.key not in spec.buffers] for g, slots in spec.groups.items()}
+    costed = {g: [s for s in slots if s.key not in spec.buffers and s.key not in ignore]
+              for g, slots in spec.groups.items()}
+    costed = {g: slots for g, slots in costed.items() if slots}  # a group of ignored keys only stays put
     rows_t = {g: torch.cat([_rows(target[s.key].detach().to(torch.float64), s) for s in slots], 1)
               for g, slots in costed.items()}
     perms = {g: torch.arange(n) for g, n in spec.sizes.items()}
-    names = list(spec.groups)
+    names = list(costed)
     rng = np.random.default_rng(seed)
     for _ in range(max_iter):
         changed = False
@@ -469,11 +473,17 @@ def weight_matching(spec: PermutationSpec, source_state: ModelLike, target_state
                     current[key] = _permute(original[key], by_key[key], perms)
         if not changed:
             break
-    kernels = [key for key in (f"{name}.weight" for name in spec.layers) if key in by_key]
+    kernels = [key for key in (f"{name}.weight" for name in spec.layers) if key in by_key and key not in ignore]
     target64 = {key: target[key].detach().to(torch.float64) for key in kernels}
     if _distance(current, target64, kernels) > _distance(original, target64, kernels):
         return {g: torch.arange(n) for g, n in spec.sizes.items()}
     return perms
+
+
+def mismatched(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
+    """Keys of both states whose shapes differ (a head with another number of classes): the
+    ``ignore`` of :func:`weight_matching` for such a pair."""
+    return [k for k, v in target.items() if k in source and source[k].shape != v.shape]
 
 
 def _distance(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
@@ -493,8 +503,9 @@ def aligned_kernel_rmse(model: nn.Module, source: ModelLike, target: ModelLike,
     input channels are.
     """
     spec = permutation_spec(model)
-    source_state = load_state(source, what="source")
-    perms = weight_matching(spec, source_state, target, max_iter=max_iter, seed=seed)
+    source_state, target = load_state(source, what="source"), load_state(target, what="target")
+    perms = weight_matching(spec, source_state, target, max_iter=max_iter, seed=seed,
+                            ignore=mismatched(source_state, target))
     raw = kernel_rmse(source_state, target, layers)
     aligned = kernel_rmse(apply_permutation(spec, perms, source_state), target, raw["layer"])
     status = [spec.layers.get(name, LayerStatus(False, "", "not a traced conv layer"))

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from .checkpoints import ModelLike, load_state
-from .criteria import check_layers, conv_layers, kernel_rmse
+from .criteria import check_layers, conv_layers, kernel_keys, kernel_rmse
 from .scan import ScoreFn, reuse_or_nan, swapper
 from .surgery import check_compatible
 from .verdicts import mean_verdict
@@ -77,10 +77,6 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
         model = target_state  # the architecture for the joint check (copied there)
     source_state = load_state(source_state, what="source")
     target_state = load_state(target_state, what="target")
-    try:
-        check_compatible(target_state, source_state)
-    except ValueError as err:
-        raise ValueError(f"select_layers needs two models of the same architecture: {err}") from None
     if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):  # NaN fails
         raise ValueError(f"threshold={threshold!r}; allowed: None (no criterion) or a number >= 0 "
                          "(inf reuses every layer)")
@@ -88,6 +84,10 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
     layers = check_layers(target_state, layers)
     if not layers:
         raise ValueError("layers is empty; pass conv layer names or None for all of them")
+    try:  # the layers judged must match; another head (other classes) may differ
+        check_compatible(target_state, source_state, kernel_keys(target_state, layers))
+    except ValueError as err:
+        raise ValueError(f"select_layers needs two models of the same architecture: {err}") from None
     table = kernel_rmse(source_state, target_state, layers)
     layers = list(table.layer)
     table["criterion"] = criterion

@@ -45,13 +45,16 @@ def parameter_types(model: nn.Module) -> dict[str, tuple[str, str]]:
 
 
 def check_compatible(target: dict[str, torch.Tensor] | nn.Module,
-                     source: dict[str, torch.Tensor] | nn.Module) -> None:
-    """Raise ``ValueError`` listing the first mismatched names or shapes of two models."""
+                     source: dict[str, torch.Tensor] | nn.Module, keys: Iterable[str] | None = None) -> None:
+    """Raise ``ValueError`` listing the first mismatched names or shapes of two models. Names
+    must match everywhere; shapes only on ``keys`` when given (a source whose head has
+    another number of classes can still give every other layer)."""
     t, s = (_state(m) for m in (target, source))
+    shaped = set(t) if keys is None else set(_names("keys", keys))
     problems = [f"only in target: {k}" for k in t if k not in s]
     problems += [f"only in source: {k}" for k in s if k not in t]
     problems += [f"shape of {k}: target {tuple(t[k].shape)} vs source {tuple(s[k].shape)}"
-                 for k in t if k in s and t[k].shape != s[k].shape]
+                 for k in t if k in s and k in shaped and t[k].shape != s[k].shape]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ValueError("source and target architectures differ: " + "; ".join(problems[:5]) + more)
@@ -109,11 +112,12 @@ def swap_state(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor],
                keys: Iterable[str]) -> dict[str, torch.Tensor]:
     """A new state: ``target`` with the entries ``keys`` taken from ``source``.
 
-    Non-finite values in a taken entry are an error; an entry of another floating dtype
-    (a half-precision checkpoint, say) is cast to the target's, with a warning.
+    Only the taken entries must match in name and shape (the source's head may have another
+    number of classes). Non-finite values in a taken entry are an error; an entry of another
+    floating dtype (a half-precision checkpoint, say) is cast to the target's, with a warning.
     """
-    check_compatible(target, source)
     keys = _names("keys", keys)
+    check_compatible(target, source, keys)
     unknown = [k for k in keys if k not in target]
     if unknown:
         raise ValueError(f"keys not in the model: {unknown[:5]}")

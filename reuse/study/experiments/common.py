@@ -30,7 +30,7 @@ from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import LABELS_ALIGNED, LABELS_ONLY, TASKS, parse_pair, target_pair
+from ..data import LABELS_ONLY, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
 from ..train import Runner, RunSpec, TrainedRun
@@ -163,8 +163,7 @@ class Evaluator:
     """Scores states of one architecture on a condition's target test split.
 
     ``layers``: every conv layer in forward order; ``swap_layers``: those a swap may take
-    (the segmentation head is left out where the pair's classes differ: there, output
-    channel k is another class on each side, and swapping it would measure a relabelling).
+    (all but the head, :func:`swappable`).
     BN statistics are re-estimated on the first ``profile.n_bn`` target training samples.
     """
 
@@ -182,7 +181,7 @@ class Evaluator:
         self.chance = chance_level(c.task, train_y, self.y, self.n_out)[self.metric]
         self.model = runner.model(target)
         self.layers = conv_layer_names(self.model)
-        self.swap_layers = swappable(c.task, c.pair, self.layers)
+        self.swap_layers = swappable(self.layers)
         # what fixes a score besides the states: scores are memoised on disk under this
         self._identity = {"target": spec.key, "pair": c.pair, "shift": c.shift, "seed": spec.data_seed,
                           "n_test": len(self.x), "n_bn": len(self.bn_x), "precision": self.precision}
@@ -241,10 +240,15 @@ class Evaluator:
                 "reuse_score": reuse_score(value, self.target_value, self.chance)}
 
 
-def swappable(task: str, pair: str, layers: list[str]) -> list[str]:
-    """The conv layers (in forward order, head last) a swap may take: all but the
-    segmentation head where the pair's classes differ (see :class:`Evaluator`)."""
-    return layers if task != "segmentation" or parse_pair(pair)[0] in LABELS_ALIGNED else layers[:-1]
+def swappable(layers: list[str]) -> list[str]:
+    """The conv layers (in forward order, head last) a swap may take: all but the head.
+
+    The head is the task's read-out: where classes differ, its channel k is another class
+    on each side (a swap would measure a relabelling), and where they agree, swapping it
+    too hands over the whole network, so that even a model of another initialisation keeps
+    everything (the negative control fails). One rule for every rung of the ladder keeps
+    its swaps comparable."""
+    return layers[:-1]
 
 
 def small_spec(target: RunSpec, n: int, small: SmallData) -> RunSpec:

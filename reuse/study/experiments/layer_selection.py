@@ -115,7 +115,7 @@ def init_gains(runner: Runner, profile: Profile, grid: Grid | None = None,
         source, target = runs["source"].spec, runs["target"].spec
         n_t = max(2, round(profile.e2_fraction * target.n_train))
         scratch = small_spec(target, n_t, profile.small)
-        layers = swappable(c.task, c.pair, conv_layers(runs["target"].state))
+        layers = swappable(conv_layers(runs["target"].state))
         todo = []
         for index in layer_points(len(layers), profile.e2_points):
             for kind, chosen in (("single", [layers[index]]), ("prefix", layers[:index + 1])):

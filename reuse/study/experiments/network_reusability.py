@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from reuse.toolkit.alignment import apply_permutation, permutation_spec, weight_matching
+from reuse.toolkit.alignment import apply_permutation, mismatched, permutation_spec, weight_matching
 from reuse.toolkit.criteria import kernel_keys
 from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdict
@@ -121,7 +121,10 @@ def _strangers(ev: Evaluator, stranger: TrainedRun) -> list[dict]:
     permutes its channels onto theta_T's; BN statistics re-estimated."""
     kernels = kernel_keys(ev.target.state, ev.swap_layers)
     spec = permutation_spec(ev.model)
-    aligned = apply_permutation(spec, weight_matching(spec, stranger.state, ev.target.state), stranger.state)
+    # a head whose classes differ (digits' 10 against 5) is never swapped: it stays out of the cost
+    perms = weight_matching(spec, stranger.state, ev.target.state,
+                            ignore=mismatched(stranger.state, ev.target.state))
+    aligned = apply_permutation(spec, perms, stranger.state)
     rows = ev.swap_rows(stranger, [kernels], PRIMARY_BN) + ev.state_rows(
         f"aligned:{stranger.spec.key}:{ev.target.spec.key}", aligned, [kernels], PRIMARY_BN)
     n = len(ev.swap_layers)

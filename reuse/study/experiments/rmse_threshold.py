@@ -86,7 +86,7 @@ def kernel_distances(runner: Runner, profile: Profile, grid: Grid | None = None)
     frames = []
     for c, runs in zip(conds, trained(runner, profile, conds)):
         target = runs["target"].state
-        layers = swappable(c.task, c.pair, conv_layers(target))
+        layers = swappable(conv_layers(target))
         for comparison in COMPARISONS:
             if comparison in runs:
                 f = kernel_rmse(runs[comparison].state, target, layers)
@@ -373,7 +373,7 @@ def per_kernel(runner: Runner, profile: Profile, conds: list[Condition]) -> pd.D
     for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target"))):
         model = runner.model(runs["target"])
         transposed = [n for n, m in model.named_modules() if isinstance(m, nn.ConvTranspose2d)]
-        layers = swappable(c.task, c.pair, conv_layers(runs["target"].state))
+        layers = swappable(conv_layers(runs["target"].state))
         f = per_kernel_rmse(runs["source"].state, runs["target"].state, layers, transposed)
         f["index"] = f.layer.map({n: i for i, n in enumerate(layers)})
         frames.append(f.assign(**c.factors()))
