@@ -7,7 +7,7 @@ import pytest
 from reuse.study.config import Grid
 from reuse.study.experiments import layer_selection as e2
 
-GRID = Grid(("unet",), ("autoencoder",), ("fashion-split", "fashion-to-digits"))
+GRID = Grid(("unet",), ("autoencoder",), ("fashion-split", "digits-to-fashion"))
 
 
 def test_layer_points_spread_from_first_to_last():
@@ -16,16 +16,6 @@ def test_layer_points_spread_from_first_to_last():
     assert e2.layer_points(8, 1) == [0]
     with pytest.raises(ValueError, match="points=0"):
         e2.layer_points(8, 0)
-
-
-def test_first_k_is_the_leading_run_selected_in_every_pair():
-    sel = pd.DataFrame([{"architecture": "unet", "task": "seg", "pair": p, "index": i, "selected": ok}
-                        for p, row in (("a", [True, True, False, True]), ("b", [True, False, True, True]))
-                        for i, ok in enumerate(row)])
-    assert int(e2.first_k(sel).k.iloc[0]) == 1
-    assert int(e2.first_k(sel[sel.pair == "a"]).k.iloc[0]) == 2
-    assert int(e2.first_k(sel.assign(selected=True)).k.iloc[0]) == 4
-    assert e2.first_k(sel.iloc[:0]).empty
 
 
 def test_e2_frames_are_tidy(runner_profile):
