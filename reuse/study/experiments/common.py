@@ -30,7 +30,7 @@ from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import LABELS_ONLY, TASKS, parse_pair, target_pair
+from ..data import LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
 from ..train import Runner, RunSpec, TrainedRun
@@ -70,7 +70,11 @@ def conditions(grid: Grid, seeds, shift: float = 0.5) -> list[Condition]:
     """
     architectures = check_choices("architectures", grid.architectures, ARCHITECTURES)
     tasks = check_choices("tasks", grid.tasks, TASKS)
-    doses = {p: parse_pair(p)[1] for p in ([grid.pairs] if isinstance(grid.pairs, str) else grid.pairs)}
+    pairs = [grid.pairs] if isinstance(grid.pairs, str) else list(grid.pairs)
+    if not pairs:
+        raise ValueError(f"pairs={pairs!r}; allowed: one or more of {', '.join(PAIRS)} "
+                         "('<pair>@<s>' for doses)")
+    doses = {p: parse_pair(p)[1] for p in pairs}  # parse_pair names a bad pair or dose
     return [Condition(a, t, p, s, shift if p == "fashion-shift" else dose or 0.0)
             for a in architectures for t in tasks for p, dose in doses.items() for s in seeds
             if t == "segmentation" or p not in LABELS_ONLY]
