@@ -15,7 +15,11 @@ steps, prints both figures and their ratio, and checks the two give the same num
 (g) on the CPU, how the quick profile trains: two worker processes of one thread each vs
     one process of two threads (the same runs, bit-identical weights);
 (h) on the CPU, a 2-worker Dask LocalCluster (``reuse run --cluster local:2``) vs serial
-    one-thread training (bit-identical weights).
+    one-thread training (bit-identical weights);
+(i) on the CPU, what the code-path pins cost (``reuse.CPU_PINS``: oneDNN and ATen capped at
+    AVX2, for bits that travel): the same runs trained in fresh processes with the caps lifted
+    (the baseline) and kept, alternately; ``agree`` says whether the weights are the same bits
+    (on a CPU without AVX-512 they are, and the ratio is noise).
 
 Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
 temporary folder), so the script needs no download. Results go to
@@ -29,12 +33,15 @@ temporary folder), so the script needs no download. Results go to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
+import os
 import platform
 import re
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -204,6 +211,45 @@ def _race(baseline: Runner, fast: Runner, specs: list[RunSpec], device: torch.de
     base_runs, t_base = _timed(lambda: baseline.train_many(specs), device)
     fast_runs, t_fast = _timed(lambda: fast.train_many(specs), device)
     return base_runs, t_base, fast_runs, t_fast
+
+
+# ----------------------------------------------------------------------------- (i)
+# The pins are environment variables each library reads once per process, so the two sides
+# run in fresh processes (not in this one, as every other section does), alternately.
+_TRAIN_IN_FRESH_PROCESS = """
+import json, sys, time
+from reuse.study.spec import state_digest
+from reuse.study.train import Runner, RunSpec
+a = json.loads(sys.argv[1])
+runner = Runner("cpu", cache_dir=None, data_dir=a["folder"], progress=False, threads=1, precision="fp32")
+specs = [RunSpec(**s) for s in a["specs"]]
+runner.train_many([specs[0].replace(steps=2)])  # warm-up, not timed
+start = time.perf_counter()
+runs = runner.train_many(specs)
+print(json.dumps({"seconds": time.perf_counter() - start, "digests": [state_digest(r.state) for r in runs]}))
+"""
+
+
+def native_isa() -> str:
+    """The instruction set ATen picks on this CPU when nothing caps it."""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def train_fresh(specs: list[RunSpec], folder: Path, pinned: bool) -> dict:
+    """Seconds and weight digests of ``specs`` trained in a fresh one-thread process, with
+    the pins of ``reuse.CPU_PINS`` in force or the ISA caps lifted."""
+    env = dict(os.environ)
+    if pinned:
+        env.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    else:
+        env.update(ONEDNN_MAX_CPU_ISA="ALL", ATEN_CPU_CAPABILITY=native_isa().lower())
+    arg = json.dumps({"folder": str(folder), "specs": [dataclasses.asdict(s) for s in specs]})
+    out = subprocess.run([sys.executable, "-c", _TRAIN_IN_FRESH_PROCESS, arg], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _same_weights(a: list, b: list) -> bool:
@@ -418,6 +464,19 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
                "LocalCluster of 2 one-thread workers", t_serial, t_dask,
                len(specs) * specs[0].steps * spec.batch_size, "img/s", same, None)
+
+    # (i) the code-path pins (oneDNN and ATen capped at AVX2) vs the CPU's own best paths:
+    # fresh processes, alternately, the faster of two tries each
+    if dev.type == "cpu":
+        specs = [spec.replace(init_seed=300 + i, steps=sizes["worker_steps"])
+                 for i in range(sizes["worker_runs"] // 2)]
+        tries = [(pinned, train_fresh(specs, folder, pinned)) for _ in range(2) for pinned in (False, True)]
+        free = [t for pinned, t in tries if not pinned]
+        kept = [t for pinned, t in tries if pinned]
+        record("i", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: the CPU's own paths "
+               f"(ATen {native_isa()}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
+               min(t["seconds"] for t in kept), len(specs) * specs[0].steps * spec.batch_size, "img/s",
+               free[0]["digests"] == kept[0]["digests"], None)
 
     # (e) memory
     memory = {"cpu_peak_rss_mib": _rss_mib(),

@@ -24,8 +24,10 @@ def test_keys_values_and_params():
     assert set(prov["packages"]) == set(PACKAGES)
     assert prov["packages"]["torch"] != "not installed"
     assert prov["device"]
-    # the CPU class that fixes the last bits of CPU results, with the MKL branch reuse pins
-    assert set(prov["cpu"]) == {"model", "vendor", "mkl_cbwr"} and prov["cpu"]["mkl_cbwr"] == "COMPATIBLE"
+    # the CPU class that fixes the last bits of CPU results, with the code paths reuse pins
+    assert set(prov["cpu"]) == {"model", "vendor", "mkl_cbwr", "onednn_isa", "aten_isa"}
+    assert (prov["cpu"]["mkl_cbwr"], prov["cpu"]["onednn_isa"]) == ("COMPATIBLE", "AVX2")
+    assert prov["cpu"]["aten_isa"] != "AVX512"  # capped where the CPU has it
     assert prov["params"] == params and prov["params"] is not params
     json.dumps(prov)  # JSON-ready
 

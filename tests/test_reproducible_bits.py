@@ -1,6 +1,9 @@
-"""Bits that travel: two runs that touch MKL, trained from an empty cache, give the weights
-stored here (SHA-256 of the state dict), on this CPU and, with MKL pinned to its
-vendor-independent branch (``reuse``'s ``MKL_CBWR``), on another.
+"""Bits that travel: two runs, trained from an empty cache, give the weights stored here
+(SHA-256 of the state dict) on any x86-64 CPU with AVX2, because ``import reuse`` pins the
+code paths that otherwise follow the CPU (``reuse.CPU_PINS``: MKL's vendor-independent
+branch, oneDNN and ATen capped at AVX2). Shown on an AMD EPYC with AVX2 only, on CI's
+machine and on an Intel Xeon with AVX-512 and AMX, where lifting the oneDNN cap
+(``ONEDNN_MAX_CPU_ISA=ALL``) changes both digests.
 
 The small-data PSPNet run trains on 12 real Fashion-MNIST images in batches of 3: its 1x1
 stride-1 convolutions at a batch below 16 are the ones that reach MKL. The ResNet-18 run
@@ -16,10 +19,11 @@ import torch
 
 from reuse.study.spec import RunSpec, state_digest
 from reuse.study.train import Runner
+from reuse.toolkit.provenance import cpu_class
 
 EXPECTED = {
-    "pspnet_small_data": "5fe85da693699064fe928a5cc27d822ef0e497b51752f9096da29668e7f335c4",
-    "resnet18": "d448d22554b7bb513e9e06a879a6e47c4d990213e55cb7af0199756e685bb4c9",
+    "pspnet_small_data": "2036b11994819f56bd862d08eb466730e3b08b8a47de973d002ff6bbdebbdeb7",
+    "resnet18": "930466dbee605f1a3c62fc760f77b5faf070ce95274ad3d103051e06099e6c71",
 }
 SPECS = {
     "pspnet_small_data": RunSpec("pspnet", "segmentation", "fashion-split", domain="target", n_train=12,
@@ -33,10 +37,12 @@ def test_importing_reuse_pins_mkl_in_a_fresh_process():
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
-    code = "import reuse, os, torch; print(os.environ['MKL_CBWR'])"
+    from reuse import CPU_PINS
+
+    env = {k: v for k, v in os.environ.items() if k not in CPU_PINS}
+    code = "import reuse, os, torch; print(*(os.environ[k] for k in reuse.CPU_PINS))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "COMPATIBLE"
+    assert out.stdout.split() == ["COMPATIBLE", "AVX2", "avx2"]
 
 
 @pytest.mark.parametrize("name", list(SPECS))

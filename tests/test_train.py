@@ -127,7 +127,7 @@ def test_cache_is_filed_by_precision_and_threads(fake_fashion, tmp_path):
     cpu = torch.device("cpu")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == sorted(
         compute_class(cpu, precision, threads) for precision, threads in [("bf16", 1), ("fp32", 1), ("fp32", 2)])
-    assert compute_class(cpu, "fp32", 1).endswith(f"-{cpu_class()['vendor']}-mkl{cpu_class()['mkl_cbwr']}")
+    assert compute_class(cpu, "fp32", 1).endswith(f"-{cpu_class()['vendor']}-mklCOMPATIBLE-dnnAVX2-aten{cpu_class()['aten_isa']}")
     assert _runner(tmp_path, precision="fp32").train(spec).cached
     assert two.settings()["threads"] == 2 and bf16.settings()["precision"] == "bf16"
 

@@ -172,7 +172,7 @@ def test_yosinski_checks_all_three_ways():
     cells = _cells([("unet", "segmentation", p) for p in e2.DISTANCE_ORDER])
     decreasing = [[0.97] * 5, [0.8] * 5, [0.6] * 5, [0.4] * 5]
     near = _swaps(decreasing, pairs=("fashion-split",))
-    far = _swaps([[x - 0.05 for x in layer] for layer in decreasing], pairs=("fashion-to-digits",))
+    far = _swaps([[x - 0.05 for x in layer] for layer in decreasing], pairs=(e2.DISTANCE_ORDER[1],))
     gains = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
                            "layer": "l0", "set": "single", "mode": m, "gain": g + 0.01 * s}
                           for s in SEEDS for m, g in (("frozen", 0.0), ("finetuned", 0.1))])
@@ -180,14 +180,14 @@ def test_yosinski_checks_all_three_ways():
     assert checks.to_dict() == {"Y1": "holds", "Y2": "holds", "Y3": "holds", "Y4": "holds"}
     increasing = [[0.1] * 5, [0.4] * 5, [0.6] * 5, [0.8] * 5]
     near = _swaps(increasing, pairs=("fashion-split",))
-    far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=("fashion-to-digits",))
+    far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=(e2.DISTANCE_ORDER[1],))
     flipped = gains.assign(mode=gains["mode"].map({"frozen": "finetuned", "finetuned": "frozen"}))
     checks = e2.yosinski_checks(pd.concat([near, far]), cells, flipped).set_index("check").verdict
     assert checks.to_dict() == {"Y1": "refuted", "Y2": "refuted", "Y3": "refuted", "Y4": "refuted"}
     flat = [UNDECIDED, UNDECIDED[::-1]]
     vague_gains = gains.assign(gain=np.where(gains["mode"] == "frozen", 0.0,
                                              np.where(gains.seed % 2 == 0, 0.2, -0.2)))
-    checks = e2.yosinski_checks(pd.concat([_swaps(flat, noise=0.3), _swaps(flat, pairs=("fashion-to-digits",),
+    checks = e2.yosinski_checks(pd.concat([_swaps(flat, noise=0.3), _swaps(flat, pairs=(e2.DISTANCE_ORDER[1],),
                                                                                noise=0.3)]),
                                 cells, vague_gains).set_index("check").verdict
     assert set(checks) == {"undecided"}

@@ -60,12 +60,12 @@ def code_fingerprint(modules: tuple[str, ...]) -> str:
 
 def compute_class(device: torch.device, precision: str, threads: int) -> str:
     """The cache folder name: precision, threads and what picks the code path (the CPU
-    vendor and MKL branch, or the GPU's name)."""
+    vendor and the MKL, oneDNN and ATen code paths, or the GPU's name)."""
     if device.type == "cuda":
         where = "cuda-" + torch.cuda.get_device_name(device)
     elif device.type == "cpu":
         cpu = cpu_class()
-        where = f"cpu-{cpu['vendor']}-mkl{cpu['mkl_cbwr']}"
+        where = f"cpu-{cpu['vendor']}-mkl{cpu['mkl_cbwr']}-dnn{cpu['onednn_isa']}-aten{cpu['aten_isa']}"
     else:
         where = device.type
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{precision}-t{threads}-{where}")

@@ -28,7 +28,7 @@ def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
     (tracked files modified; ``None`` when the commit is unknown), ``timestamp_utc``
     (ISO 8601), ``python``, ``packages`` (name -> version), ``platform``,
     ``device`` (CUDA device name when CUDA is available, else the CPU model), ``cpu``
-    (:func:`cpu_class`: model, vendor and the MKL code path in force, which fix the
+    (:func:`cpu_class`: model, vendor and the code paths in force, which fix the
     rounding of CPU results) and ``params`` (a copy of ``params``).
     """
     commit, dirty = _git_commit()
@@ -106,9 +106,17 @@ def _device() -> str:
 
 def cpu_class() -> dict[str, str]:
     """The CPU facts that decide the last bits of CPU results: ``model``, ``vendor``
-    (``GenuineIntel``, ``AuthenticAMD``, ...; MKL picks its code path by it) and ``mkl_cbwr``
-    (the MKL branch in force, pinned by :mod:`reuse`; ``unset`` when none)."""
-    return {"model": _cpu_model(), "vendor": _cpu_vendor(), "mkl_cbwr": os.environ.get("MKL_CBWR", "unset")}
+    (``GenuineIntel``, ``AuthenticAMD``, ...; MKL picks its code path by it), ``mkl_cbwr``
+    (the MKL branch in force), ``onednn_isa`` (the highest instruction set oneDNN may use)
+    and ``aten_isa`` (the one ATen's kernels run on), all pinned by :mod:`reuse`; ``unset``
+    where nothing caps them."""
+    try:
+        import torch
+        aten = torch.backends.cpu.get_cpu_capability()
+    except ImportError:
+        aten = UNKNOWN
+    return {"model": _cpu_model(), "vendor": _cpu_vendor(), "mkl_cbwr": os.environ.get("MKL_CBWR", "unset"),
+            "onednn_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"), "aten_isa": aten}
 
 
 def _cpuinfo(field: str) -> str | None:
