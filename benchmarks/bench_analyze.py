@@ -6,7 +6,8 @@ Goals: issue 10, kernels only under 5 s and, with 1,000 test images, every singl
 under 3 s wall, interpreter included, and ``reuse analyze --help`` under 1 s. Each case runs
 as a user runs it, ``python -m reuse analyze ...`` in a fresh process (so the wall time
 includes starting Python and importing torch), ``--repeat`` times; the median wall time is
-printed with the command's own time (``seconds`` in analyze.json). With ``--baseline REV``
+printed with the process's CPU time (user + system: what other work on the machine inflates
+least) and the command's own time (``seconds`` in analyze.json). With ``--baseline REV``
 the same cases run on that commit's code (``git archive`` into a temporary folder) and the
 ratio now / baseline is printed beside them. Checkpoints share one init, the source nudged;
 the images are random (a dataset function, ``--dataset``), which costs as much as real ones.
@@ -21,6 +22,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,21 +62,25 @@ def _cases(n_images: int) -> dict[str, list[str]]:
 
 
 def _run(code: Path, folder: Path, name: str, extra: list[str], threads: int, repeat: int) -> dict:
-    """Median wall time of ``repeat`` fresh processes, and the command's own time."""
+    """Median wall and CPU time of ``repeat`` fresh processes, and the command's own time."""
     out = folder / f"out-{name}"
     cmd = [sys.executable, "-m", "reuse", "analyze", *extra]
     if extra != ["--help"]:
         cmd[4:4] = [str(folder / "source.pt"), str(folder / "target.pt")]
         cmd += ["--out", str(out), "--force", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": f"{code}{os.pathsep}{folder}"}
-    walls, inner = [], []
+    walls, cpus, inner = [], [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=folder, capture_output=True)
         walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if out.exists():
             inner.append(json.loads((out / "analyze.json").read_text())["summary"]["seconds"])
-    return {"wall_s": statistics.median(walls), "analyze_s": statistics.median(inner) if inner else None}
+    return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus),
+            "analyze_s": statistics.median(inner) if inner else None}
 
 
 def _baseline_code(rev: str, into: Path) -> Path:
@@ -114,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reuse analyze, resnet18 3x32x32, 10 classes, {args.threads} thread(s), torch {torch.__version__}, "
           f"median of {args.repeat}" + (f"; baseline {args.baseline}" if args.baseline else ""))
     for name, now, then in rows:
-        line = f"  {name:<28} wall {now['wall_s']:6.2f} s"
+        line = f"  {name:<28} wall {now['wall_s']:6.2f} s  cpu {now['cpu_s']:6.2f} s"
         line += f" (analyze itself {now['analyze_s']:5.2f} s)" if now["analyze_s"] is not None else " " * 26
         if then:
-            line += f"   baseline {then['wall_s']:6.2f} s   x{now['wall_s'] / then['wall_s']:.2f}"
+            line += (f"   baseline wall {then['wall_s']:6.2f} s  cpu {then['cpu_s']:6.2f} s   "
+                     f"x{now['wall_s'] / then['wall_s']:.2f} wall, x{now['cpu_s'] / then['cpu_s']:.2f} cpu")
         print(line)
     return 0
 

@@ -93,7 +93,6 @@ from .relations import RELATIONS
 
 PROG = "reuse analyze"
 TASKS = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY
-SETS = ("single", "prefix", "suffix", "all")  # scan.SETS, which a test keeps equal
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,17 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # argparse has printed its message
         return int(stop.code or 0)
+    from . import analyze_inputs, analyze_report, analyze_tables, scan  # torch: after parsing, not for --help
+
     start = time.perf_counter()
-    from . import analyze_inputs, analyze_report, analyze_tables  # torch: after parsing, not for --help
 
     InputError = analyze_inputs.InputError
     try:
         if args.n_images < 1 or args.bn_images < 0 or args.image_size < 1 or args.batch_size < 1:
             raise InputError("--n-images, --image-size and --batch-size must be >= 1 and --bn-images >= 0")
-        bad = [s for s in args.sets.split(",") if s.strip() not in SETS]
+        bad = [s for s in args.sets.split(",") if s.strip() not in scan.SETS]
         if bad:
             raise InputError(f"--sets {args.sets!r}: unknown {bad}; allowed: a comma-separated "
-                             f"list of {', '.join(SETS)}")
+                             f"list of {', '.join(scan.SETS)}")
         for folder in args.path:
             if not Path(folder).is_dir():
                 raise InputError(f"--path {folder}: no such folder; allowed: a folder holding the "

@@ -34,7 +34,6 @@ RELATIONS = {
             "a passing layer here is not shown to carry more than its initialisation.",
             "J3 and E5: the raw kernel RMSE did not predict reusable layers better than weight-blind "
             "baselines (the layer's size); read the distances as description, the swaps as evidence.",
-            "The joint check matters: layers that pass one by one can fail together.",
         ],
     },
     "fine-tuned": {
@@ -44,7 +43,7 @@ RELATIONS = {
         "verdict": "could have stayed frozen",
         "short": "freeze",
         "reuse": "the fine-tuned model keeps its score with these layers swapped back to the source's",
-        "next": "next time, freeze the layers listed and fine-tune the rest (less to train, less "
+        "next": "freeze the layers listed when you next fine-tune, and train the rest (less to train, less "
                 "to overfit on small data); confirm with one such run against your fine-tuned model",
         "findings": [
             "Not measured by the study for this relation: its notebooks compare siblings; no layer's "
