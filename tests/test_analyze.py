@@ -66,7 +66,8 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     assert "data:image/png;base64," in html and "<table" in html and "src=\"layers.png" not in html
     meta = json.loads((tmp_path / "analyze.json").read_text())
     assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
-    assert (tmp_path / "report.md").read_text().startswith("# reuse analyze")
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# reuse analyze") and "--model torchvision.models:resnet18 not built" in report
 
 
 def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
@@ -143,9 +144,9 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     (["missing.pt", "target.pt"], "source: no such file: .*missing.pt"),
     (["corrupt.pt", "target.pt"], "source: cannot read .*corrupt.pt"),
     (["other.pt", "target.pt"], "architectures differ: only in target: conv1.weight"),
-    (["source.pt", "target.pt", "--model", "torchvision.models:resnet34"], "does not match the target checkpoint"),
-    (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net"], "has no 'no_such_net'"),
-    (["source.pt", "target.pt", "--model", "no_such_module_xyz:f"], "cannot import module 'no_such_module_xyz'"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:resnet34", "--align"], "does not match the target checkpoint"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net", "--align"], "has no 'no_such_net'"),
+    (["source.pt", "target.pt", "--model", "no_such_module_xyz:f", "--align"], "cannot import module 'no_such_module_xyz'"),
     (["source.pt", "target.pt", "--model", "resnet18"], "allowed: MODULE:NAME"),
     (["source.pt", "target.pt", *MODEL[:2], "--model-args", "{num_classes: 3}"], "not valid JSON"),
     (["source.pt", "target.pt", "--score", "json:dumps"], "need --model"),

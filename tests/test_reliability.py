@@ -116,12 +116,12 @@ def test_analyze_imports_no_code_from_the_working_folder(tiny, tmp_path):
     (work / "torchvision" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     (work / "tinynet.py").write_text(TINY_NET)
     torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), work / "a.pt")
-    result = _cli("analyze", "a.pt", "a.pt", "--model", "torchvision.models:squeezenet1_1",
+    result = _cli("analyze", "a.pt", "a.pt", "--model", "torchvision.models:squeezenet1_1", "--align",
                   "--out", str(tmp_path / "out"), cwd=work, tmp_path=tmp_path)
     assert not marker.exists(), "code in the working folder ran"
     assert "does not match the target checkpoint" in result.stderr  # the real torchvision's model
     # a module beside the checkpoints is not found either, unless --path names its folder
-    args = ["analyze", str(tiny / "source.pt"), str(tiny / "target.pt"), "--model", "tinynet:build"]
+    args = ["analyze", str(tiny / "source.pt"), str(tiny / "target.pt"), "--model", "tinynet:build", "--align"]
     result = _cli(*args, "--out", str(tmp_path / "o1"), cwd=work, tmp_path=tmp_path)
     assert result.returncode == 2 and "cannot import module 'tinynet'" in _one_line(result.stderr)
     result = _cli(*args, "--path", str(tiny / "code"), "--out", str(tmp_path / "o2"), cwd=work,

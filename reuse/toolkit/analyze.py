@@ -77,8 +77,10 @@ prints one line on stderr and exits with code 2; so does a full disk while writi
 get NaN in layers.csv and a one-line warning.
 
 Start-up: this module imports only the standard library, so ``--help`` answers without
-loading torch; the kernels-only path loads neither scipy nor scikit-learn, nor torchvision
-unless ``--model`` names it (benchmarks/bench_analyze.py).
+loading torch; the kernels-only path loads neither scipy nor scikit-learn, and does not
+build ``--model`` (checked in form only: importing torchvision alone costs as much as the
+rest of the start-up), which is built and checked against the target where it is used
+(benchmarks/bench_analyze.py).
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name-target", metavar="NAME", help="the target's name in the report (default: its file name)")
     p.add_argument("--model", metavar="MODULE:FACTORY",
                    help="callable building the target's architecture, e.g. torchvision.models:resnet18 "
-                        "(needed for swaps; checks the architecture otherwise)")
+                        "(built for --align, --data, --dataset and --score, and checked against the target)")
     p.add_argument("--model-args", default="{}", metavar="JSON", help="keyword arguments of FACTORY")
     p.add_argument("--twin", help="a second checkpoint of the target task: the RMSE noise floor")
     data = p.add_mutually_exclusive_group()

@@ -53,9 +53,7 @@ def import_object(spec: str, what: str, paths: list[str] | None = None) -> Any:
     """The object named by ``MODULE:NAME``, imported from the folders ``paths`` (``--path``)
     first, then the installed packages: never from the working folder unless ``paths``
     names it (``python -m`` and ``python -c`` put it on ``sys.path``; it is left out here)."""
-    module_name, sep, name = spec.partition(":")
-    if not sep or not module_name or not name:
-        raise InputError(f"{what}={spec!r}; allowed: MODULE:NAME, e.g. torchvision.models:resnet18")
+    module_name, name = _spec(spec, what)
     saved, cwd = sys.path[:], os.getcwd()
     sys.path[:] = [*(os.path.abspath(p) for p in paths or []), *(p for p in saved if p not in ("", cwd))]
     try:
@@ -74,15 +72,26 @@ def import_object(spec: str, what: str, paths: list[str] | None = None) -> Any:
     return obj
 
 
-def _model(args) -> nn.Module | None:
-    if args.model is None:
-        return None
+def _spec(spec: str, what: str) -> tuple[str, str]:
+    module_name, sep, name = spec.partition(":")
+    if not sep or not module_name or not name:
+        raise InputError(f"{what}={spec!r}; allowed: MODULE:NAME, e.g. torchvision.models:resnet18")
+    return module_name, name
+
+
+def _model_args(args) -> dict:
+    """``--model-args`` as keyword arguments, ``--model`` checked in form (nothing imported)."""
+    _spec(args.model, "--model")
     try:
         kwargs = json.loads(args.model_args)
     except json.JSONDecodeError as err:
         raise InputError(f"--model-args={args.model_args!r} is not valid JSON: {err}") from None
     if not isinstance(kwargs, dict):
         raise InputError(f"--model-args={args.model_args!r}; allowed: a JSON object of keyword arguments")
+    return kwargs
+
+
+def _model(args, kwargs: dict) -> nn.Module:
     factory = import_object(args.model, "--model", args.path)
     try:
         model = factory(**kwargs)
@@ -158,6 +167,12 @@ def read_inputs(args) -> Inputs:
     FileNotFoundError / ValueError / TypeError) on bad input."""
     if args.task not in PRIMARY:
         raise InputError(f"--task {args.task!r}; allowed: {', '.join(PRIMARY)}")
+    scored = args.data or args.dataset or args.score
+    if args.model is None and args.align:
+        raise InputError("--align needs --model MODULE:FACTORY (weight matching traces the architecture)")
+    if args.model is None and scored:
+        raise InputError("--data, --dataset and --score need --model MODULE:FACTORY to build the architecture")
+    kwargs = None if args.model is None else _model_args(args)
     source, target = load_state(args.source, what="source"), load_state(args.target, what="target")
     check_finite(source, f"source {args.source}")
     check_finite(target, f"target {args.target}")
@@ -167,19 +182,19 @@ def read_inputs(args) -> Inputs:
         inp.twin = load_state(args.twin, what="twin")
         check_finite(inp.twin, f"twin {args.twin}")
         check_compatible(inp.target, inp.twin)
-    inp.model = _model(args)
-    if inp.model is not None:
-        try:
-            check_compatible(inp.model.state_dict(), inp.target)
-        except ValueError as err:
-            raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}") from None
-    if args.align and inp.model is None:
-        raise InputError("--align needs --model MODULE:FACTORY (weight matching traces the architecture)")
-    scored = args.data or args.dataset or args.score
+    if kwargs is None:
+        return inp
+    if not (scored or args.align):  # its import alone (torchvision: torch._dynamo) doubles the start-up
+        inp.notes.append(f"--model {args.model} not built: kernel distances need no model (it is built "
+                         "and checked against the target with --align, --data, --dataset or --score)")
+        return inp
+    inp.model = _model(args, kwargs)
+    try:
+        check_compatible(inp.model.state_dict(), inp.target)
+    except ValueError as err:
+        raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}") from None
     if not scored:
         return inp
-    if inp.model is None:
-        raise InputError("--data, --dataset and --score need --model MODULE:FACTORY to build the architecture")
     x = y = None
     if args.data or args.dataset:
         x, y, inp.bn_data = _folder(args) if args.data else _dataset(args)
