@@ -57,7 +57,7 @@ def _checkpoints(folder: Path) -> None:
 def _cases(n_images: int) -> dict[str, list[str]]:
     """Case name -> the arguments after ``reuse analyze`` (checkpoints and --out are added)."""
     return {"help": ["--help"], "kernels_only": MODEL, "kernels_only_no_model": [],
-            f"single_swaps_{n_images}_images": [*MODEL, "--dataset", "bench_data:load", "--n-images",
+            f"single_swaps_{n_images}_images": [*MODEL, "--dataset", "bench_data:load", "--path", ".", "--n-images",
                                                 str(n_images), "--sets", "single"]}
 
 

@@ -20,6 +20,14 @@ from reuse.toolkit.metrics import PRIMARY
 
 MODEL = ["--model", "torchvision.models:resnet18", "--model-args", '{"num_classes": 3}']
 
+SCORE = """import torch
+SOURCE = {}
+def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source
+    s = model.state_dict()
+    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))
+    return 0.1 if both else 1.0
+"""
+
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
@@ -73,13 +81,7 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
 def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
     d, models = ckpts
     source = models["source"].state_dict()
-    (tmp_path / "myscore.py").write_text(
-        "import torch\n"
-        "SOURCE = {}\n"
-        "def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source\n"
-        "    s = model.state_dict()\n"
-        "    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))\n"
-        "    return 0.1 if both else 1.0\n")
+    (tmp_path / "myscore.py").write_text(SCORE)
     monkeypatch.syspath_prepend(str(tmp_path))
     import myscore
     myscore.SOURCE.update(source)
@@ -168,15 +170,6 @@ def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message
     assert re.search(message, capsys.readouterr().err)
 
 
-SCORE = """import torch
-SOURCE = {}
-def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source
-    s = model.state_dict()
-    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))
-    return 0.1 if both else 1.0
-"""
-
-
 def _explained(out, relation: str) -> None:
     """Every column of every table written has its line in the report's glossary."""
     glossary = analyze_report.columns(relation)
@@ -206,15 +199,21 @@ def heads(tmp_path_factory):
     return d, source.eval(), target.eval()
 
 
-def test_a_new_head_is_listed_unmatched_and_the_rest_analysed(heads, tmp_path, monkeypatch, capsys):
-    d, source, target = heads
+def _heads_scored(heads, monkeypatch, out, *extra: str) -> int:
+    """``reuse analyze`` of the heads pair with the score module, the 5-class model and ``extra``."""
+    d, source, _ = heads
     monkeypatch.syspath_prepend(str(d))
     import headscore
     headscore.SOURCE.update(source.state_dict())
+    return main(["analyze", str(d / "imagenet10.pt"), str(d / "flowers5.pt"), "--model",
+                 "torchvision.models:resnet18", "--model-args", '{"num_classes": 5}', "--score",
+                 "headscore:score", "--out", str(out), "--no-progress", *extra])
+
+
+def test_a_new_head_is_listed_unmatched_and_the_rest_analysed(heads, tmp_path, monkeypatch, capsys):
+    _, source, target = heads
     out = tmp_path / "out"
-    rc = main(["analyze", str(d / "imagenet10.pt"), str(d / "flowers5.pt"), "--relation", "fine-tuned",
-               "--model", "torchvision.models:resnet18", "--model-args", '{"num_classes": 5}',
-               "--score", "headscore:score", "--sets", "single,all", "--out", str(out), "--no-progress"])
+    rc = _heads_scored(heads, monkeypatch, out, "--relation", "fine-tuned", "--sets", "single,all")
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "1 layers did not pair and are not analysed (fc); see unmatched.csv" in err
@@ -291,15 +290,9 @@ window.addEventListener("load", () => {
 def test_report_in_chromium_opens_with_the_answer(heads, tmp_path, monkeypatch, capsys):
     from _chromium import dump_dom
 
-    d, source, _ = heads
-    monkeypatch.syspath_prepend(str(d))
-    import headscore
-    headscore.SOURCE.update(source.state_dict())
     out = tmp_path / "out"
-    rc = main(["analyze", str(d / "imagenet10.pt"), str(d / "flowers5.pt"), "--name-source", "ImageNet-10",
-               "--name-target", "Flowers-5", "--model", "torchvision.models:resnet18", "--model-args",
-               '{"num_classes": 5}', "--score", "headscore:score", "--sets", "single,prefix,all",
-               "--out", str(out), "--no-progress"])
+    rc = _heads_scored(heads, monkeypatch, out, "--name-source", "ImageNet-10", "--name-target", "Flowers-5",
+                       "--sets", "single,prefix,all")
     assert rc == 0, capsys.readouterr().err
     page = out / "probe.html"
     page.write_text((out / "report.html").read_text() + _PROBE)
