@@ -76,6 +76,7 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# reuse analyze") and "--model torchvision.models:resnet18 not built" in report
+    _explained(tmp_path, "siblings")
 
 
 def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
@@ -118,6 +119,7 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     assert "6 test images" in (out / "report.md").read_text()
     layers = pd.read_csv(out / "layers.csv")
     assert layers[["cka", "cka_debiased"]].notna().all().all() and layers.cka.between(0, 1 + 1e-9).all()
+    _explained(out, "siblings")
     # the target against itself: every layer's outputs are identical, CKA 1
     same = tmp_path / "same"
     rc = main(["analyze", str(d / "target.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
@@ -140,6 +142,7 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     layers = pd.read_csv(tmp_path / "out" / "layers.csv")
     assert layers.permuted.all() and (layers.rmse > 0).any()
     assert layers.aligned_rmse.max() < 1e-9
+    _explained(tmp_path / "out", "siblings")
 
 
 @pytest.mark.parametrize("args, message", [
