@@ -49,7 +49,7 @@ class Inputs:
     notes: list[str] = field(default_factory=list)
 
 
-def import_object(spec: str, what: str, paths: list[str] | None = None) -> Any:
+def _import(spec: str, what: str, paths: list[str] | None = None) -> Any:
     """The object named by ``MODULE:NAME``, imported from the folders ``paths`` (``--path``)
     first, then the installed packages: never from the working folder unless ``paths``
     names it (``python -m`` and ``python -c`` put it on ``sys.path``; it is left out here)."""
@@ -92,7 +92,7 @@ def _model_args(args) -> dict:
 
 
 def _model(args, kwargs: dict) -> nn.Module:
-    factory = import_object(args.model, "--model", args.path)
+    factory = _import(args.model, "--model", args.path)
     try:
         model = factory(**kwargs)
     except TypeError as err:
@@ -124,7 +124,7 @@ def _folder(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
 
 
 def _dataset(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    out = import_object(args.dataset, "--dataset", args.path)()
+    out = _import(args.dataset, "--dataset", args.path)()
     if not (isinstance(out, (tuple, list)) and len(out) in (2, 3)
             and all(isinstance(t, torch.Tensor) for t in out)):
         raise InputError(f"--dataset {args.dataset} returned {type(out).__name__}; allowed: a tuple "
@@ -134,7 +134,7 @@ def _dataset(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     return x, y, x_bn
 
 
-def renames(args) -> dict[str, str]:
+def _renames(args) -> dict[str, str]:
     """``{OLD: NEW}`` from ``--map`` and the lines of ``--map-file`` (blank lines and ``#``
     comments skipped)."""
     entries = [("--map", e) for e in args.map]
@@ -154,7 +154,7 @@ def _paired(args, source: dict[str, torch.Tensor], target: dict[str, torch.Tenso
     """The target's state with the source's paired entries, the paired conv layers, the paired
     keys and the unmatched layers; the refusal that names every difference where no conv layer
     pairs."""
-    pairing = pair_layers(source, target, renames(args))
+    pairing = pair_layers(source, target, _renames(args))
     paired = set(pairing.layers)
     layers = [name for name in conv_layers(target) if name in paired]
     if not layers:
@@ -206,7 +206,7 @@ def read_inputs(args) -> Inputs:
             raise InputError(f"--bn-images {args.bn_images}: the data gave "
                              f"{0 if inp.bn_data is None else len(inp.bn_data)} BN images; at least 2 needed")
     if args.score:
-        inp.score_fn = import_object(args.score, "--score", args.path)
+        inp.score_fn = _import(args.score, "--score", args.path)
         inp.notes.append(f"scores from {args.score} (no chance level: swaps judged by score / target score)")
         return inp
     n_outputs = None

@@ -46,7 +46,7 @@ def parse_map(entries: Iterable[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
-def layer_of(key: str) -> str:
+def _layer(key: str) -> str:
     """The layer (module name) a state key belongs to: ``layer1.0.conv1.weight`` -> ``layer1.0.conv1``."""
     return key.rpartition(".")[0] or key
 
@@ -60,7 +60,7 @@ def _rename(state: Mapping[str, torch.Tensor], renames: Mapping[str, str], targe
     for old, new in renames.items():
         for name, keys, side in ((old, state, "source"), (new, target_keys, "target")):
             if not any(_under(k, name) for k in keys):
-                examples = sorted({layer_of(k) for k in keys})[:4]
+                examples = sorted({_layer(k) for k in keys})[:4]
                 raise ValueError(f"--map {old}={new}: {name!r} is not a layer or block of the {side}; "
                                  f"allowed: {_MAP_FORM}, with names such as {examples}")
     by_length = sorted(renames, key=len, reverse=True)
@@ -95,12 +95,12 @@ def pair_layers(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.T
         if reason is None:
             layers.append(layer)
         else:
-            rows.append({"source_layer": "" if keys_s is None else layer_of(origin[keys_s[0]]),
+            rows.append({"source_layer": "" if keys_s is None else _layer(origin[keys_s[0]]),
                          "target_layer": layer, "reason": reason})
-    rows += [{"source_layer": layer_of(origin[keys[0]]), "target_layer": "", "reason": "only in source"}
+    rows += [{"source_layer": _layer(origin[keys[0]]), "target_layer": "", "reason": "only in source"}
              for layer, keys in groups_s.items() if layer not in groups_t]
     paired = set(layers)
-    keys = [k for k in target if layer_of(k) in paired]
+    keys = [k for k in target if _layer(k) in paired]
     return Pairing({k: renamed[k] for k in keys}, keys, layers, pd.DataFrame(rows, columns=UNMATCHED_COLUMNS))
 
 
@@ -111,7 +111,7 @@ def _under(key: str, name: str) -> bool:
 def _groups(state: Mapping[str, torch.Tensor]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key in state:
-        out.setdefault(layer_of(key), []).append(key)
+        out.setdefault(_layer(key), []).append(key)
     return out
 
 
