@@ -148,7 +148,7 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["missing.pt", "target.pt"], "source: no such file: .*missing.pt"),
     (["corrupt.pt", "target.pt"], "source: cannot read .*corrupt.pt"),
-    (["other.pt", "target.pt"], "architectures differ: only in target: conv1.weight"),
+    (["other.pt", "target.pt"], "architectures differ: only in target: conv1.weight.*and 121 more"),
     (["source.pt", "target.pt", "--model", "torchvision.models:resnet34", "--align"], "does not match the target checkpoint"),
     (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net", "--align"], "has no 'no_such_net'"),
     (["source.pt", "target.pt", "--model", "no_such_module_xyz:f", "--align"], "cannot import module 'no_such_module_xyz'"),

@@ -159,7 +159,7 @@ def _paired(args, source: dict[str, torch.Tensor], target: dict[str, torch.Tenso
     layers = [name for name in conv_layers(target) if name in paired]
     if not layers:
         check_compatible(target, pairing.source)  # raises, naming the differences
-    return {**target, **pairing.source}, layers, pairing.keys, pairing.unmatched
+    return {**target, **{k: pairing.source[k] for k in pairing.keys}}, layers, pairing.keys, pairing.unmatched
 
 
 def read_inputs(args) -> Inputs:

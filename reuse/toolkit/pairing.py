@@ -24,7 +24,7 @@ _MAP_FORM = "OLD=NEW (a layer or block name of the source = its name in the targ
 class Pairing:
     """The outcome of :func:`pair_layers`."""
 
-    source: dict[str, torch.Tensor]  # the source's entries under the target's names (renamed)
+    source: dict[str, torch.Tensor]  # the source's state, renamed: every entry, under the target's names
     keys: list[str]                  # state keys of the paired layers, in the target's order
     layers: list[str]                # paired layers (target names), in the target's order
     unmatched: pd.DataFrame          # one row per layer that does not pair: UNMATCHED_COLUMNS
@@ -101,7 +101,7 @@ def pair_layers(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.T
              for layer, keys in groups_s.items() if layer not in groups_t]
     paired = set(layers)
     keys = [k for k in target if _layer(k) in paired]
-    return Pairing({k: renamed[k] for k in keys}, keys, layers, pd.DataFrame(rows, columns=UNMATCHED_COLUMNS))
+    return Pairing(renamed, keys, layers, pd.DataFrame(rows, columns=UNMATCHED_COLUMNS))
 
 
 def _under(key: str, name: str) -> bool:
