@@ -1,8 +1,11 @@
 """`reuse analyze` run in-process on tiny torchvision checkpoints: outputs and error exits."""
 
 import copy
+import html
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,8 +15,18 @@ import torchvision
 from PIL import Image
 
 from reuse.__main__ import main
+from reuse.toolkit import analyze, analyze_report
+from reuse.toolkit.metrics import PRIMARY
 
 MODEL = ["--model", "torchvision.models:resnet18", "--model-args", '{"num_classes": 3}']
+
+SCORE = """import torch
+SOURCE = {}
+def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source
+    s = model.state_dict()
+    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))
+    return 0.1 if both else 1.0
+"""
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +45,8 @@ def ckpts(tmp_path_factory):
     torch.save(target.state_dict(), d / "target.pt")
     torch.save(models["twin"].state_dict(), d / "twin.pt")
     (d / "corrupt.pt").write_bytes(b"\x00garbage")
-    torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), d / "resnet34.pt")
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)).state_dict(),
+               d / "other.pt")  # no layer in common with resnet18
     return d, {k: m.eval() for k, m in models.items()}
 
 
@@ -60,19 +74,15 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     assert "data:image/png;base64," in html and "<table" in html and "src=\"layers.png" not in html
     meta = json.loads((tmp_path / "analyze.json").read_text())
     assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
-    assert (tmp_path / "report.md").read_text().startswith("# reuse analyze")
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# reuse analyze") and "--model torchvision.models:resnet18 not built" in report
+    _explained(tmp_path, "siblings")
 
 
 def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
     d, models = ckpts
     source = models["source"].state_dict()
-    (tmp_path / "myscore.py").write_text(
-        "import torch\n"
-        "SOURCE = {}\n"
-        "def score(model):  # 1.0, but 0.1 once conv1 and layer1.0.conv1 are both from the source\n"
-        "    s = model.state_dict()\n"
-        "    both = all(torch.equal(s[n + '.weight'], SOURCE[n + '.weight']) for n in ('conv1', 'layer1.0.conv1'))\n"
-        "    return 0.1 if both else 1.0\n")
+    (tmp_path / "myscore.py").write_text(SCORE)
     monkeypatch.syspath_prepend(str(tmp_path))
     import myscore
     myscore.SOURCE.update(source)
@@ -87,7 +97,7 @@ def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monke
     joint = pd.read_csv(out / "joint.csv")
     assert joint.passes.tolist() == [False, True] and joint.dropped[1] == "conv1"
     printed = capsys.readouterr().out
-    assert "BACKED OFF: dropped conv1; 19 layers kept" in printed
+    assert "BACKED OFF: dropped conv1; 19 kept" in printed
     report = (out / "report.md").read_text()
     assert "BACKED OFF" in report and "point estimate" in report
     assert json.loads((out / "analyze.json").read_text())["summary"]["backed_off"] is True
@@ -109,6 +119,7 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     assert "6 test images" in (out / "report.md").read_text()
     layers = pd.read_csv(out / "layers.csv")
     assert layers[["cka", "cka_debiased"]].notna().all().all() and layers.cka.between(0, 1 + 1e-9).all()
+    _explained(out, "siblings")
     # the target against itself: every layer's outputs are identical, CKA 1
     same = tmp_path / "same"
     rc = main(["analyze", str(d / "target.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
@@ -131,24 +142,180 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     layers = pd.read_csv(tmp_path / "out" / "layers.csv")
     assert layers.permuted.all() and (layers.rmse > 0).any()
     assert layers.aligned_rmse.max() < 1e-9
+    _explained(tmp_path / "out", "siblings")
 
 
 @pytest.mark.parametrize("args, message", [
     (["missing.pt", "target.pt"], "source: no such file: .*missing.pt"),
     (["corrupt.pt", "target.pt"], "source: cannot read .*corrupt.pt"),
-    (["resnet34.pt", "target.pt"], "architectures differ"),
-    (["source.pt", "target.pt", "--model", "torchvision.models:resnet34"], "does not match the checkpoints"),
-    (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net"], "has no 'no_such_net'"),
-    (["source.pt", "target.pt", "--model", "no_such_module_xyz:f"], "cannot import module 'no_such_module_xyz'"),
+    (["other.pt", "target.pt"], "architectures differ: only in target: conv1.weight.*and 121 more"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:resnet34", "--align"], "does not match the target checkpoint"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net", "--align"], "has no 'no_such_net'"),
+    (["source.pt", "target.pt", "--model", "no_such_module_xyz:f", "--align"], "cannot import module 'no_such_module_xyz'"),
     (["source.pt", "target.pt", "--model", "resnet18"], "allowed: MODULE:NAME"),
     (["source.pt", "target.pt", *MODEL[:2], "--model-args", "{num_classes: 3}"], "not valid JSON"),
     (["source.pt", "target.pt", "--score", "json:dumps"], "need --model"),
     (["source.pt", "target.pt", *MODEL, "--sets", "single,middle"], "unknown \\['middle'\\]"),
-    (["source.pt", "target.pt", "--task", "ranking"], "invalid choice: 'ranking'"),
+    (["source.pt", "target.pt", "--task", "ranking"], "--task 'ranking'; allowed: classification"),
+    (["source.pt", "target.pt", "--relation", "cousins"], "invalid choice: 'cousins'"),
+    (["source.pt", "target.pt", "--map", "conv1"], "--map 'conv1'; allowed: OLD=NEW"),
+    (["source.pt", "target.pt", "--map", "conv1=a=b"], "--map 'conv1=a=b'; allowed: OLD=NEW"),
+    (["source.pt", "target.pt", "--map", "stem=conv1"], "--map stem=conv1: 'stem' is not a layer or block of the source"),
+    (["source.pt", "target.pt", "--map", "conv1=stem"], "--map conv1=stem: 'stem' is not a layer or block of the target"),
+    (["source.pt", "target.pt", "--map", "conv1=fc", "--map", "conv1=bn1"], "'conv1' is already mapped"),
+    (["source.pt", "target.pt", "--map-file", "missing.txt"], "--map-file .*missing.txt: cannot read it"),
     (["source.pt", "target.pt", "--align"], "--align needs --model"),
 ])
 def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message):
     d, _ = ckpts
-    args = [str(d / a) if a.endswith(".pt") else a for a in args]
+    args = [str(d / a) if a.endswith((".pt", ".txt")) else a for a in args]
     assert main(["analyze", *args, "--out", str(tmp_path)]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def _explained(out, relation: str) -> None:
+    """Every column of every table written has its line in the report's glossary."""
+    glossary = analyze_report.columns(relation)
+    for name in analyze_report.TABLES:
+        if (out / f"{name}.csv").exists():
+            missing = set(pd.read_csv(out / f"{name}.csv").columns) - set(glossary[name])
+            assert not missing, f"{name}.csv: columns without a line in the report: {missing}"
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    """A resnet18 source with 10 classes, fine-tuned into a 5-class target (a new head), and a
+    score module that knows the source's kernels."""
+    d = tmp_path_factory.mktemp("heads")
+    torch.manual_seed(1)
+    source = torchvision.models.resnet18(weights=None, num_classes=10)
+    target = torchvision.models.resnet18(weights=None, num_classes=5)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    target.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        for name, p in target.named_parameters():
+            if not name.startswith("fc."):
+                p.add_(0.2 * p.std() * torch.randn_like(p) if p.numel() > 1 else 0)
+    torch.save(source.state_dict(), d / "imagenet10.pt")
+    torch.save(target.state_dict(), d / "flowers5.pt")
+    (d / "headscore.py").write_text(SCORE)
+    return d, source.eval(), target.eval()
+
+
+def _heads_scored(heads, monkeypatch, out, *extra: str) -> int:
+    """``reuse analyze`` of the heads pair with the score module, the 5-class model and ``extra``."""
+    d, source, _ = heads
+    monkeypatch.syspath_prepend(str(d))
+    import headscore
+    headscore.SOURCE.update(source.state_dict())
+    return main(["analyze", str(d / "imagenet10.pt"), str(d / "flowers5.pt"), "--model",
+                 "torchvision.models:resnet18", "--model-args", '{"num_classes": 5}', "--score",
+                 "headscore:score", "--out", str(out), "--no-progress", *extra])
+
+
+def test_a_new_head_is_listed_unmatched_and_the_rest_analysed(heads, tmp_path, monkeypatch, capsys):
+    _, source, target = heads
+    out = tmp_path / "out"
+    rc = _heads_scored(heads, monkeypatch, out, "--relation", "fine-tuned", "--sets", "single,all")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "1 layers did not pair and are not analysed (fc); see unmatched.csv" in err
+    unmatched = pd.read_csv(out / "unmatched.csv", keep_default_na=False)
+    assert unmatched.to_dict("records") == [
+        {"source_layer": "fc", "target_layer": "fc", "reason": "shape differs (source (10, 512) vs target (5, 512))"}]
+    layers = pd.read_csv(out / "layers.csv")
+    assert len(layers) == 20 and "fc" not in set(layers.layer)
+    for row in layers.itertuples():
+        assert row.rmse == pytest.approx(_numpy_rmse(source, target, row.layer), rel=1e-9)
+    swaps = pd.read_csv(out / "swaps.csv")
+    assert list(swaps.set) == ["single"] * 20 + ["all"] and swaps.n_layers.iloc[-1] == 20
+    meta = json.loads((out / "analyze.json").read_text())
+    assert meta["params"]["relation"] == "fine-tuned" and meta["summary"]["relation"] == "fine-tuned"
+    assert meta["summary"]["source_name"] == "imagenet10.pt" and meta["summary"]["unmatched"][0]["target_layer"] == "fc"
+    assert len(meta["summary"]["layers_to_reuse"]) == 19
+    report = (out / "report.md").read_text()
+    answer = report[report.index("## Answer"):report.index("## What the study found")]
+    assert "**19 of 20 paired conv layers could have stayed frozen**" in answer
+    assert "BACKED OFF: dropped conv1" in answer and "One pair of checkpoints" in answer
+    assert "**Unmatched layers** (not analysed; `unmatched.csv`): fc (shape differs" in answer
+    assert "Not measured by the study for this relation" in report
+    assert "how far fine-tuning moved this layer" in report
+    assert "imagenet10.pt \u2192 flowers5.pt" in report.splitlines()[0]
+    _explained(out, "fine-tuned")
+
+
+def _renamed(state: dict, old: str, new: str) -> dict:
+    return {(new + k[len(old):] if k.startswith(old + ".") else k): v for k, v in state.items()}
+
+
+def test_map_pairs_renamed_layers(ckpts, tmp_path, capsys):
+    d, models = ckpts
+    torch.save(_renamed(models["source"].state_dict(), "layer1", "stage1"), tmp_path / "renamed.pt")
+    args = ["analyze", str(tmp_path / "renamed.pt"), str(d / "target.pt"), *MODEL, "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0, capsys.readouterr().err
+    unmatched = pd.read_csv(tmp_path / "plain" / "unmatched.csv", keep_default_na=False)
+    assert set(unmatched.reason) == {"only in source", "only in target"} and len(unmatched) == 2 * 8  # 2 blocks of conv1, bn1, conv2, bn2
+    assert "stage1.0.conv1" in set(unmatched.source_layer) and "layer1.0.conv1" in set(unmatched.target_layer)
+    assert len(pd.read_csv(tmp_path / "plain" / "layers.csv")) == 20 - 4
+    (tmp_path / "map.txt").write_text("# the source calls its first stage stage1\nstage1 = layer1  # a block\n\n")
+    for how in (["--map", "stage1=layer1"], ["--map-file", str(tmp_path / "map.txt")]):
+        out = tmp_path / how[0].strip("-")
+        assert main([*args, *how, "--name-source", "my source", "--out", str(out)]) == 0, capsys.readouterr().err
+        assert pd.read_csv(out / "unmatched.csv").empty
+        layers = pd.read_csv(out / "layers.csv")
+        assert len(layers) == 20
+        for row in layers.itertuples():
+            assert row.rmse == pytest.approx(_numpy_rmse(models["source"], models["target"], row.layer), rel=1e-9)
+        assert "my source \u2192 target.pt" in (out / "report.md").read_text().splitlines()[0]
+
+
+# After the load event (images decoded): what a person sees, as JSON in a <pre>.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const answer = document.querySelector("#answer");
+  const pre = document.createElement("pre");
+  pre.id = "reuse-probe";
+  pre.textContent = JSON.stringify({
+    title: document.querySelector("h1").textContent,
+    headings: [...document.querySelectorAll("h2")].map(h => h.textContent),
+    answer: answer ? answer.innerText : "",
+    images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    explained: [...document.querySelectorAll("dl.columns dd")].filter(dd => dd.textContent.trim()).length,
+    columns: [...document.querySelectorAll("table:not(#answer table) th")].length,
+  });
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_report_in_chromium_opens_with_the_answer(heads, tmp_path, monkeypatch, capsys):
+    from _chromium import dump_dom
+
+    out = tmp_path / "out"
+    rc = _heads_scored(heads, monkeypatch, out, "--name-source", "ImageNet-10", "--name-target", "Flowers-5",
+                       "--sets", "single,prefix,all")
+    assert rc == 0, capsys.readouterr().err
+    page = out / "probe.html"
+    page.write_text((out / "report.html").read_text() + _PROBE)
+    dom = dump_dom(page.as_uri())
+    found = re.search(r'<pre id="reuse-probe">(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not run (no load event?)"
+    seen = json.loads(html.unescape(found.group(1)))
+    assert seen["title"] == "reuse analyze: ImageNet-10 \u2192 Flowers-5 (siblings)"
+    assert seen["headings"][:3] == ["Answer", "What the study found, for siblings", "Evidence"]
+    assert "19 of 20 paired conv layers can be reused" in seen["answer"]
+    assert "Joint check" in seen["answer"] and "BACKED OFF" in seen["answer"]
+    assert "Unmatched layers" in seen["answer"] and "fc (shape differs" in seen["answer"]
+    assert "Warning: One pair of checkpoints" in seen["answer"] and "Next:" in seen["answer"]
+    assert seen["images"] == 2 and seen["loaded"] == 2  # the two figures, none broken
+    assert seen["explained"] == seen["columns"] > 0  # a line for every column of the evidence
+
+
+def test_help_lists_the_tasks_without_importing_torch():
+    text = analyze.parser().format_help()
+    assert all(task in text for task in PRIMARY)
+    code = "import sys; from reuse.toolkit import analyze; analyze.parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -29,7 +29,7 @@ from reuse.__main__ import main
 from reuse.study import batch as runner
 from reuse.study import data as rdata
 from reuse.study.train import Runner, RunSpec
-from reuse.toolkit import analyze as ranalyze
+from reuse.toolkit import analyze_inputs, analyze_report
 from reuse.toolkit import files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +116,12 @@ def test_analyze_imports_no_code_from_the_working_folder(tiny, tmp_path):
     (work / "torchvision" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     (work / "tinynet.py").write_text(TINY_NET)
     torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), work / "a.pt")
-    result = _cli("analyze", "a.pt", "a.pt", "--model", "torchvision.models:squeezenet1_1",
+    result = _cli("analyze", "a.pt", "a.pt", "--model", "torchvision.models:squeezenet1_1", "--align",
                   "--out", str(tmp_path / "out"), cwd=work, tmp_path=tmp_path)
     assert not marker.exists(), "code in the working folder ran"
-    assert "does not match the checkpoints" in result.stderr  # the real torchvision's model
+    assert "does not match the target checkpoint" in result.stderr  # the real torchvision's model
     # a module beside the checkpoints is not found either, unless --path names its folder
-    args = ["analyze", str(tiny / "source.pt"), str(tiny / "target.pt"), "--model", "tinynet:build"]
+    args = ["analyze", str(tiny / "source.pt"), str(tiny / "target.pt"), "--model", "tinynet:build", "--align"]
     result = _cli(*args, "--out", str(tmp_path / "o1"), cwd=work, tmp_path=tmp_path)
     assert result.returncode == 2 and "cannot import module 'tinynet'" in _one_line(result.stderr)
     result = _cli(*args, "--path", str(tiny / "code"), "--out", str(tmp_path / "o2"), cwd=work,
@@ -151,7 +151,7 @@ def test_a_full_out_folder_is_refused_then_replaced_whole_with_force(tiny, tmp_p
 
 def test_out_naming_a_file_is_refused_before_the_analysis(tiny, tmp_path, capsys, monkeypatch):
     (tmp_path / "report").write_text("mine")
-    monkeypatch.setattr(ranalyze, "read_inputs", lambda *a: pytest.fail("read the inputs first"))
+    monkeypatch.setattr(analyze_inputs, "read_inputs", lambda *a: pytest.fail("read the inputs first"))
     assert main([*_tiny_args(tiny), "--out", str(tmp_path / "report"), "--force"]) == 2
     assert "is a file" in _one_line(capsys.readouterr().err)
     assert (tmp_path / "report").read_text() == "mine"
@@ -168,7 +168,7 @@ def test_an_interrupted_report_leaves_the_previous_one_whole(tiny, tmp_path, mon
 
     def killed(*args, **kwargs):  # analyze.json is written last: report.md is already new
         raise Killed
-    monkeypatch.setattr(ranalyze, "provenance", killed)
+    monkeypatch.setattr(analyze_report, "provenance", killed)
     with pytest.raises(Killed):
         main([*_tiny_args(tiny), "--twin", str(tiny / "twin.pt"), "--out", str(out), "--force"])
     assert _listing(out) == before and not _leftovers(tmp_path)

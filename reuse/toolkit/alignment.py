@@ -494,18 +494,19 @@ def _distance(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Ten
 
 def aligned_kernel_rmse(model: nn.Module, source: ModelLike, target: ModelLike,
                         layers: Iterable[str] | None = None, max_iter: int = 100,
-                        seed: int = 0) -> pd.DataFrame:
+                        seed: int = 0, ignore: Iterable[str] = ()) -> pd.DataFrame:
     """One row per conv layer (``layers=None``: all): ``layer``, ``permuted`` (its output
     channels take part in the alignment), ``reason`` (why not), ``rmse``, ``aligned_rmse``,
     ``rel_rmse``, ``aligned_rel_rmse`` (float64; :func:`reuse.toolkit.criteria.kernel_rmse` before
     and after :func:`weight_matching` permutes the source). ``model`` (any instance of the
     architecture) gives the graph. A layer that is not permuted can still change when its
-    input channels are.
+    input channels are. ``ignore``: keys left out of the matching besides those whose shapes
+    differ (:func:`mismatched`), e.g. a source's layers that did not pair, filled from the target.
     """
     spec = permutation_spec(model)
     source_state, target = load_state(source, what="source"), load_state(target, what="target")
     perms = weight_matching(spec, source_state, target, max_iter=max_iter, seed=seed,
-                            ignore=mismatched(source_state, target))
+                            ignore=[*mismatched(source_state, target), *ignore])
     raw = kernel_rmse(source_state, target, layers)
     aligned = kernel_rmse(apply_permutation(spec, perms, source_state), target, raw["layer"])
     status = [spec.layers.get(name, LayerStatus(False, "", "not a traced conv layer"))

@@ -19,16 +19,17 @@ def layer_axis(ax, names, positions=None, fontsize: float = 7) -> None:
                   fontsize=fontsize)
 
 
-def plot_layers(layers: pd.DataFrame) -> Figure:
+def plot_layers(layers: pd.DataFrame, ylabel: str = "source vs target") -> Figure:
     """Relative RMSE and cosine distance per conv layer (forward order), and RMSE over the
-    twin's noise floor when the frame has ``rmse_over_floor``."""
+    twin's noise floor when the frame has ``rmse_over_floor``; ``ylabel`` says what the
+    distance is between (or, for a fine-tuned pair, what it measures)."""
     with_floor = "rmse_over_floor" in layers.columns
     fig = Figure(figsize=(max(6, 0.3 * len(layers)), 3.2 * (1 + with_floor)), layout="tight")
     axes = fig.subplots(1 + with_floor, 1, squeeze=False, sharex=True)
     ax = axes[0, 0]
     ax.plot(range(len(layers)), layers.rel_rmse, "o-", label="relative RMSE")
     ax.plot(range(len(layers)), layers.cosine_distance, "s--", label="cosine distance")
-    ax.set_ylabel("source vs target")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     if with_floor:
         ax = axes[1, 0]
