@@ -49,7 +49,7 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert list(layers.columns) == ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance",
                                     "floor_rmse", "rmse_over_floor"]
-    assert len(layers) == 20 and layers.layer[0] == "conv1"
+    assert len(layers) == 21 and layers.layer[0] == "conv1" and layers.layer[20] == "fc"  # every kind
     for row in layers.itertuples():
         rmse = _numpy_rmse(models["source"], models["target"], row.layer)
         floor = _numpy_rmse(models["twin"], models["target"], row.layer)
@@ -146,9 +146,32 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     (["source.pt", "target.pt", *MODEL, "--sets", "single,middle"], "unknown \\['middle'\\]"),
     (["source.pt", "target.pt", "--task", "ranking"], "invalid choice: 'ranking'"),
     (["source.pt", "target.pt", "--align"], "--align needs --model"),
+    (["source.pt", "target.pt", "--kinds", "conv2d,conv4d"], "kinds=\\['conv2d', 'conv4d'\\]; allowed: a non-empty list"),
 ])
 def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message):
     d, _ = ckpts
     args = [str(d / a) if a.endswith(".pt") else a for a in args]
     assert main(["analyze", *args, "--out", str(tmp_path)]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_safetensors_pair_gives_the_torch_save_results(ckpts, tmp_path, capsys):
+    """A .safetensors pair is read as its torch.save twin (conv layers only with --kinds); a
+    corrupt one exits 2 with one line naming the file."""
+    from safetensors.torch import save_file
+
+    d, models = ckpts
+    for name in ("source", "target"):
+        save_file({k: v.contiguous() for k, v in models[name].state_dict().items()}, tmp_path / f"{name}.safetensors")
+    runs = {"pt": [str(d / "source.pt"), str(d / "target.pt")],
+            "st": [str(tmp_path / "source.safetensors"), str(tmp_path / "target.safetensors")]}
+    for name, pair in runs.items():  # --model puts the .safetensors layers in forward order
+        assert main(["analyze", *pair, *MODEL, "--kinds", "conv2d", "--out", str(tmp_path / name)]) == 0
+    pt, st = (pd.read_csv(tmp_path / name / "layers.csv") for name in runs)
+    pd.testing.assert_frame_equal(pt, st)
+    assert len(st) == 20 and "fc" not in set(st.layer)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "bad.safetensors"), runs["st"][1], "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r"source: cannot read .*bad\.safetensors as a safetensors file", err)

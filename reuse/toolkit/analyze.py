@@ -81,7 +81,7 @@ from torch import nn
 from . import alignment, files, scan, selection, similarity
 from .analyze_plots import plot_layers, plot_swaps
 from .checkpoints import check_finite, load_state
-from .criteria import kernel_rmse
+from .criteria import KINDS, check_kinds, find_layers, kernel_rmse
 from .metrics import PRIMARY
 from .provenance import provenance
 from .surgery import check_compatible
@@ -118,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32, help="--data: square side in px")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="--data: 3 RGB, 1 grayscale")
     p.add_argument("--sets", default="single,prefix,suffix,all", help="comma-separated swap sets")
+    p.add_argument("--kinds", default=",".join(KINDS), type=_kinds,
+                   help=f"comma-separated layer kinds measured and swapped (default all: {','.join(KINDS)})")
     p.add_argument("--align", action="store_true",
                    help="also the RMSE after weight matching (needs --model; seconds per resnet18)")
     p.add_argument("--margin", type=float, default=0.5,
@@ -172,6 +174,13 @@ def _import(spec: str, what: str, paths: list[str] | None = None) -> Any:
     if not callable(obj):
         raise InputError(f"{what}: {spec} is a {type(obj).__name__}, not a callable")
     return obj
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    try:
+        return check_kinds([k.strip() for k in text.split(",")])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _model(args) -> nn.Module | None:
@@ -242,6 +251,9 @@ def read_inputs(args) -> Inputs:
             check_compatible(inp.model.state_dict(), inp.target)
         except ValueError as err:
             raise ValueError(f"--model {args.model} does not match the checkpoints: {err}") from None
+        inp.target = {k: inp.target[k] for k in inp.model.state_dict()}  # forward order (.safetensors sorts)
+    elif Path(args.target).suffix == ".safetensors":
+        inp.notes.append("layers in the .safetensors file's order (by name): give --model for forward order")
     if args.align and inp.model is None:
         raise InputError("--align needs --model MODULE:FACTORY (weight matching traces the architecture)")
     scored = args.data or args.dataset or args.score
@@ -278,12 +290,12 @@ def read_inputs(args) -> Inputs:
 
 def analyze(args, inp: Inputs) -> dict[str, Any]:
     """Compute the tables (no file IO): layers, and when scored swaps, selection, joint."""
-    out: dict[str, Any] = {"layers": kernel_rmse(inp.source, inp.target)}
+    names = find_layers(inp.target, args.kinds)
+    out: dict[str, Any] = {"layers": kernel_rmse(inp.source, inp.target, names)}
     if inp.twin is not None:
-        floor = kernel_rmse(inp.twin, inp.target).rmse.to_numpy()
+        floor = kernel_rmse(inp.twin, inp.target, names).rmse.to_numpy()
         ratio = out["layers"].rmse / pd.Series(floor).where(floor > 0)  # NaN, not inf, for a zero floor
         out["layers"] = out["layers"].assign(floor_rmse=floor, rmse_over_floor=ratio)
-    names = out["layers"].layer.tolist()
     if args.align:
         al = alignment.aligned_kernel_rmse(inp.model, inp.source, inp.target, names)
         out["layers"] = out["layers"].merge(al[["layer", "permuted", "aligned_rmse", "aligned_rel_rmse"]],
@@ -296,7 +308,7 @@ def analyze(args, inp: Inputs) -> dict[str, Any]:
         return out
     progress = not args.no_progress
     sets = [s.strip() for s in args.sets.split(",")]
-    out["swaps"] = scan.swap_scan(inp.source, inp.target, inp.score_fn, model=inp.model, sets=sets,
+    out["swaps"] = scan.swap_scan(inp.source, inp.target, inp.score_fn, model=inp.model, layers=names, sets=sets,
                                   bn_data=inp.bn_data, chance=inp.chance, progress=progress)
     if inp.chance is not None and out["swaps"].reuse_score.isna().all():
         inp.notes.append(f"the target model scores {out['swaps'].target_score[0]:.4g}, not above chance "
