@@ -81,13 +81,14 @@ def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monke
                "--sets", "single,all", "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     swaps = pd.read_csv(out / "swaps.csv")
-    assert list(swaps.set) == ["single"] * 20 + ["all"] and swaps.score.tolist() == [1.0] * 20 + [0.1]
+    assert list(swaps.set) == ["single"] * 21 + ["all"] and swaps.score.tolist() == [1.0] * 21 + [0.1]
+    assert swaps.layer[20] == "fc"  # the Linear head is swapped too
     selection = pd.read_csv(out / "selection.csv")
     assert selection.reusable.all() and (selection.basis == "point estimate (1 seed)").all()
     joint = pd.read_csv(out / "joint.csv")
     assert joint.passes.tolist() == [False, True] and joint.dropped[1] == "conv1"
     printed = capsys.readouterr().out
-    assert "BACKED OFF: dropped conv1; 19 layers kept" in printed
+    assert "BACKED OFF: dropped conv1; 20 layers kept" in printed
     report = (out / "report.md").read_text()
     assert "BACKED OFF" in report and "point estimate" in report
     assert json.loads((out / "analyze.json").read_text())["summary"]["backed_off"] is True
@@ -109,6 +110,10 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     assert "6 test images" in (out / "report.md").read_text()
     layers = pd.read_csv(out / "layers.csv")
     assert layers[["cka", "cka_debiased"]].notna().all().all() and layers.cka.between(0, 1 + 1e-9).all()
+    cross = pd.read_csv(out / "cka_cross.csv")  # every source layer against every target layer
+    assert len(cross) == len(layers) ** 2 and list(cross.columns[:2]) == ["source_layer", "target_layer"]
+    assert {"cka_cross.csv", "cka_cross.png"} <= set(json.loads((out / "analyze.json").read_text())["summary"]["files"])
+    assert (out / "cka_cross.png").stat().st_size > 0
     # the target against itself: every layer's outputs are identical, CKA 1
     same = tmp_path / "same"
     rc = main(["analyze", str(d / "target.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
@@ -129,7 +134,7 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
                "--out", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     layers = pd.read_csv(tmp_path / "out" / "layers.csv")
-    assert layers.permuted.all() and (layers.rmse > 0).any()
+    assert layers.permuted[:20].all() and not layers.permuted[20] and (layers.rmse > 0).any()  # fc: classes
     assert layers.aligned_rmse.max() < 1e-9
 
 

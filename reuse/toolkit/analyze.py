@@ -79,7 +79,7 @@ import torch
 from torch import nn
 
 from . import alignment, files, scan, selection, similarity
-from .analyze_plots import plot_layers, plot_swaps
+from .analyze_plots import plot_cka_cross, plot_layers, plot_swaps
 from .checkpoints import check_finite, load_state
 from .criteria import KINDS, check_kinds, find_layers, kernel_rmse
 from .metrics import PRIMARY
@@ -302,8 +302,8 @@ def analyze(args, inp: Inputs) -> dict[str, Any]:
                                             on="layer", how="left")
     if inp.x is not None:
         model = inp.model.to(inp.x.device)
-        cka = similarity.layer_cka(model, inp.source, inp.target, inp.x, names)
-        out["layers"] = out["layers"].merge(cka, on="layer", how="left")
+        out["cka_cross"] = similarity.cka_cross(model, inp.source, inp.target, inp.x, names)
+        out["layers"] = out["layers"].merge(similarity.same_layers(out["cka_cross"]), on="layer", how="left")
     if inp.score_fn is None:
         return out
     progress = not args.no_progress
@@ -379,6 +379,9 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float)
     for name, frame in tables.items():
         frame.to_csv(out_dir / f"{name}.csv", index=False)
     figures = {"layers": plot_layers(res["layers"])}
+    if "cka_cross" in res:  # every layer pair: a heatmap and a CSV, no table in the report
+        res["cka_cross"].to_csv(out_dir / "cka_cross.csv", index=False)
+        figures["cka_cross"] = plot_cka_cross(res["cka_cross"])
     if "swaps" in res:
         figures["swaps"] = plot_swaps(res["swaps"], res["layers"], res["value"], args.margin)
     png = {}
@@ -410,7 +413,8 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float)
     summary = {"layers_to_reuse": res.get("kept"), "passed_alone": res.get("chosen"),
                "backed_off": res.get("joint") is not None and len(res["joint"]) > 1,
                "notes": inp.notes, "seconds": round(seconds, 3), "files": sorted(
-                   [f"{n}.csv" for n in tables] + [f"{n}.png" for n in png] + ["report.md", "report.html"])}
+                   [f"{n}.csv" for n in [*tables, *(["cka_cross"] if "cka_cross" in res else [])]]
+                   + [f"{n}.png" for n in png] + ["report.md", "report.html"])}
     (out_dir / "analyze.json").write_text(json.dumps(
         {**provenance(vars(args)), "summary": summary}, indent=2, default=str))
 
