@@ -9,8 +9,9 @@ Usage::
 SOURCE/TARGET (and TWIN): files written by ``torch.save`` holding a state dict, or a
 checkpoint dict holding one under ``state_dict``/``model_state_dict``/``model``/``net``/
 ``weights``; ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) prefixes are
-stripped (:mod:`reuse.toolkit.checkpoints`). Both must come from one architecture and, for the RMSE
-to mean anything, one initialisation.
+stripped (:mod:`reuse.toolkit.checkpoints`); or ``.safetensors`` files. Both must come from one
+architecture and, for the RMSE to mean anything, one initialisation. Layers: those of
+``--kinds`` (default all: Linear, Conv1d, Conv2d, Conv3d; :func:`reuse.toolkit.criteria.find_layers`).
 
 - Kernels only (no data, no score): ``layers.csv``, one row per conv layer: layer, index,
   n_weights, rmse, rel_rmse, cosine_distance and, with ``--twin`` (a second checkpoint of
@@ -18,7 +19,8 @@ to mean anything, one initialisation.
   rmse_over_floor; with ``--align`` (and ``--model``) permuted, aligned_rmse and
   aligned_rel_rmse (weight matching, :mod:`reuse.toolkit.alignment`); with ``--data`` or
   ``--dataset`` cka and cka_debiased (the layer's outputs in source and target on the test
-  images, :mod:`reuse.toolkit.similarity`).
+  images, in mini-batches: :func:`reuse.toolkit.similarity.cka_cross`), and ``cka_cross.csv``
+  with its heatmap: every source layer against every target layer.
 - With data or ``--score``: also ``swaps.csv`` (:func:`reuse.toolkit.scan.swap_scan`),
   ``selection.csv`` (:func:`reuse.toolkit.selection.swap_verdicts`, one seed: point estimates) and
   ``joint.csv`` (:func:`reuse.toolkit.selection.check_joint`: the chosen layers swapped together,

@@ -231,6 +231,7 @@ def minibatch_cka(batches: Iterable[tuple[Sequence[ArrayLike], Sequence[ArrayLik
                               for debiased, scale in ((False, (k - 1) ** 2), (True, 1))])
                  for a, b, cross in ((kx, ky, True), (kx, kx, False), (ky, ky, False))]
         sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
+        del xs, ys, kx, ky  # freed before the next batch is made: one batch held at a time
     if sums is None:
         raise ValueError("batches is empty; allowed: at least one (xs, ys) batch")
     xy, xx, yy = (t.cpu().numpy() for t in sums)                # [2, A, B], [2, A], [2, B]
@@ -393,8 +394,8 @@ def cka_cross(model: nn.Module, source: dict[str, torch.Tensor], target: dict[st
 
     def batches():
         for xb in x.tensor_split(-(-len(x) // batch_size)):
-            s, t = (activations(m, xb, layers) for m in models)
-            yield [features(s[n]) for n in layers], [features(t[n]) for n in layers]
+            acts = [activations(m, xb, layers) for m in models]
+            yield tuple([features(a.pop(n)) for n in layers] for a in acts)  # popped: held by the consumer only
 
     cka, debiased = minibatch_cka(batches())
     return pd.DataFrame({"source_layer": np.repeat(layers, len(layers)),
