@@ -72,7 +72,8 @@ def plot_cka_cross(cross: pd.DataFrame, value: str = "cka_debiased") -> Figure:
     """Heatmap of ``value`` for every source layer (rows) against every target layer
     (columns), both in forward order (:func:`reuse.toolkit.similarity.cka_cross`): a bright
     diagonal says each layer computes the same in both models; an off-diagonal maximum says
-    a source layer matches another target layer (Kornblith et al. 2019, fig. 5)."""
+    a source layer matches another target layer (Kornblith et al. 2019, fig. 5). The scale is
+    0 to 1; a debiased estimate below 0 shows as 0."""
     grid = cross.pivot(index="source_layer", columns="target_layer", values=value)
     order = list(dict.fromkeys(cross.source_layer)), list(dict.fromkeys(cross.target_layer))
     grid = grid.reindex(index=order[0], columns=order[1])
