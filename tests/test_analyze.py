@@ -63,7 +63,7 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert list(layers.columns) == ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance",
                                     "floor_rmse", "rmse_over_floor"]
-    assert len(layers) == 20 and layers.layer[0] == "conv1"
+    assert len(layers) == 21 and layers.layer[0] == "conv1" and layers.layer[20] == "fc"  # every kind
     for row in layers.itertuples():
         rmse = _numpy_rmse(models["source"], models["target"], row.layer)
         floor = _numpy_rmse(models["twin"], models["target"], row.layer)
@@ -91,13 +91,14 @@ def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monke
                "--sets", "single,all", "--out", str(out), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     swaps = pd.read_csv(out / "swaps.csv")
-    assert list(swaps.set) == ["single"] * 20 + ["all"] and swaps.score.tolist() == [1.0] * 20 + [0.1]
+    assert list(swaps.set) == ["single"] * 21 + ["all"] and swaps.score.tolist() == [1.0] * 21 + [0.1]
+    assert swaps.layer[20] == "fc"  # the Linear head is swapped too
     selection = pd.read_csv(out / "selection.csv")
     assert selection.reusable.all() and (selection.basis == "point estimate (1 seed)").all()
     joint = pd.read_csv(out / "joint.csv")
     assert joint.passes.tolist() == [False, True] and joint.dropped[1] == "conv1"
     printed = capsys.readouterr().out
-    assert "BACKED OFF: dropped conv1; 19 kept" in printed
+    assert "BACKED OFF: dropped conv1; 20 kept" in printed
     report = (out / "report.md").read_text()
     assert "BACKED OFF" in report and "point estimate" in report
     assert json.loads((out / "analyze.json").read_text())["summary"]["backed_off"] is True
@@ -120,6 +121,10 @@ def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     layers = pd.read_csv(out / "layers.csv")
     assert layers[["cka", "cka_debiased"]].notna().all().all() and layers.cka.between(0, 1 + 1e-9).all()
     _explained(out, "siblings")
+    cross = pd.read_csv(out / "cka_cross.csv")  # every source layer against every target layer
+    assert len(cross) == len(layers) ** 2 and list(cross.columns[:2]) == ["source_layer", "target_layer"]
+    assert {"cka_cross.csv", "cka_cross.png"} <= set(json.loads((out / "analyze.json").read_text())["summary"]["files"])
+    assert (out / "cka_cross.png").stat().st_size > 0
     # the target against itself: every layer's outputs are identical, CKA 1
     same = tmp_path / "same"
     rc = main(["analyze", str(d / "target.pt"), str(d / "target.pt"), *MODEL, "--data", str(tmp_path / "imgs"),
@@ -140,7 +145,7 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
                "--out", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     layers = pd.read_csv(tmp_path / "out" / "layers.csv")
-    assert layers.permuted.all() and (layers.rmse > 0).any()
+    assert layers.permuted[:20].all() and not layers.permuted[20] and (layers.rmse > 0).any()  # fc: classes
     assert layers.aligned_rmse.max() < 1e-9
     _explained(tmp_path / "out", "siblings")
 
@@ -165,6 +170,7 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     (["source.pt", "target.pt", "--map", "conv1=fc", "--map", "conv1=bn1"], "'conv1' is already mapped"),
     (["source.pt", "target.pt", "--map-file", "missing.txt"], "--map-file .*missing.txt: cannot read it"),
     (["source.pt", "target.pt", "--align"], "--align needs --model"),
+    (["source.pt", "target.pt", "--kinds", "conv2d,conv4d"], "kinds=\\['conv2d', 'conv4d'\\]; allowed: a non-empty list"),
 ])
 def test_bad_input_exits_2_with_a_message(ckpts, tmp_path, capsys, args, message):
     d, _ = ckpts
@@ -235,7 +241,7 @@ def test_a_new_head_is_listed_unmatched_and_the_rest_analysed(heads, tmp_path, m
     assert len(meta["summary"]["layers_to_reuse"]) == 19
     report = (out / "report.md").read_text()
     answer = report[report.index("## Answer"):report.index("## What the study found")]
-    assert "**19 of 20 paired conv layers could have stayed frozen**" in answer
+    assert "**19 of 20 paired layers could have stayed frozen**" in answer
     assert "BACKED OFF: dropped conv1" in answer and "One pair of checkpoints" in answer
     assert "**Unmatched layers** (not analysed; `unmatched.csv`): fc (shape differs" in answer
     assert "Not measured by the study for this relation" in report
@@ -256,14 +262,14 @@ def test_map_pairs_renamed_layers(ckpts, tmp_path, capsys):
     unmatched = pd.read_csv(tmp_path / "plain" / "unmatched.csv", keep_default_na=False)
     assert set(unmatched.reason) == {"only in source", "only in target"} and len(unmatched) == 2 * 8  # 2 blocks of conv1, bn1, conv2, bn2
     assert "stage1.0.conv1" in set(unmatched.source_layer) and "layer1.0.conv1" in set(unmatched.target_layer)
-    assert len(pd.read_csv(tmp_path / "plain" / "layers.csv")) == 20 - 4
+    assert len(pd.read_csv(tmp_path / "plain" / "layers.csv")) == 21 - 4  # 20 convs and the fc head
     (tmp_path / "map.txt").write_text("# the source calls its first stage stage1\nstage1 = layer1  # a block\n\n")
     for how in (["--map", "stage1=layer1"], ["--map-file", str(tmp_path / "map.txt")]):
         out = tmp_path / how[0].strip("-")
         assert main([*args, *how, "--name-source", "my source", "--out", str(out)]) == 0, capsys.readouterr().err
         assert pd.read_csv(out / "unmatched.csv").empty
         layers = pd.read_csv(out / "layers.csv")
-        assert len(layers) == 20
+        assert len(layers) == 21
         for row in layers.itertuples():
             assert row.rmse == pytest.approx(_numpy_rmse(models["source"], models["target"], row.layer), rel=1e-9)
         assert "my source \u2192 target.pt" in (out / "report.md").read_text().splitlines()[0]
@@ -305,7 +311,7 @@ def test_report_in_chromium_opens_with_the_answer(heads, tmp_path, monkeypatch, 
     seen = json.loads(html.unescape(found.group(1)))
     assert seen["title"] == "reuse analyze: ImageNet-10 \u2192 Flowers-5 (siblings)"
     assert seen["headings"][:3] == ["Answer", "What the study found, for siblings", "Evidence"]
-    assert "19 of 20 paired conv layers can be reused" in seen["answer"]
+    assert "19 of 20 paired layers can be reused" in seen["answer"]
     assert "Joint check" in seen["answer"] and "BACKED OFF" in seen["answer"]
     assert "Unmatched layers" in seen["answer"] and "fc (shape differs" in seen["answer"]
     assert "Warning: One pair of checkpoints" in seen["answer"] and "Next:" in seen["answer"]
@@ -319,3 +325,24 @@ def test_help_lists_the_tasks_without_importing_torch():
     code = "import sys; from reuse.toolkit import analyze; analyze.parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+def test_safetensors_pair_gives_the_torch_save_results(ckpts, tmp_path, capsys):
+    """A .safetensors pair is read as its torch.save twin (conv layers only with --kinds); a
+    corrupt one exits 2 with one line naming the file."""
+    from safetensors.torch import save_file
+
+    d, models = ckpts
+    for name in ("source", "target"):
+        save_file({k: v.contiguous() for k, v in models[name].state_dict().items()}, tmp_path / f"{name}.safetensors")
+    runs = {"pt": [str(d / "source.pt"), str(d / "target.pt")],
+            "st": [str(tmp_path / "source.safetensors"), str(tmp_path / "target.safetensors")]}
+    for name, pair in runs.items():  # --model puts the .safetensors layers in forward order
+        assert main(["analyze", *pair, *MODEL, "--kinds", "conv2d", "--out", str(tmp_path / name)]) == 0
+    pt, st = (pd.read_csv(tmp_path / name / "layers.csv") for name in runs)
+    pd.testing.assert_frame_equal(pt, st)
+    assert len(st) == 20 and "fc" not in set(st.layer)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    capsys.readouterr()
+    assert main(["analyze", str(tmp_path / "bad.safetensors"), runs["st"][1], "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(r"source: cannot read .*bad\.safetensors as a safetensors file", err)

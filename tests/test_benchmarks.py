@@ -29,3 +29,17 @@ def test_quick_benchmark_completes_and_agrees(tmp_path):
         elif row["agree"] is not None:  # batched / grouped results equal the looped ones
             assert row["agree"], row
     assert result["memory"]["cpu_peak_rss_mib"] > 0
+
+
+def test_cka_memory_benchmark_runs_both_variants_and_they_agree(capsys):
+    """benchmarks/bench_cka.py at 8 images: one batch, so the full and the mini-batch CKA are
+    the same computation and report the same mean."""
+    spec = importlib.util.spec_from_file_location("bench_cka", BENCH.with_name("bench_cka.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--n", "8", "--max-full", "8", "--threads", "1"]) == 0
+    out = capsys.readouterr()
+    (row,) = [line for line in out.out.splitlines() if line.split()[:1] == ["8"]]
+    assert row.split()[-1].startswith("x")  # the ratio of the two CKA memories
+    means = [line.split()[-1] for line in out.err.splitlines() if "mean debiased CKA" in line]
+    assert len(means) == 2 and means[0] == means[1]

@@ -43,6 +43,18 @@ def test_wrapper_prefixes_are_stripped(model, tmp_path):
     assert list(load_state(partly)) == list(partly)  # a prefix on some keys only is a real name
 
 
+def test_safetensors_file_gives_the_state(model, tmp_path):
+    from safetensors.torch import save_file
+
+    sd = model.state_dict()
+    save_file({f"module.{k}": v.contiguous() for k, v in sd.items()}, tmp_path / "m.safetensors")
+    read = load_state(tmp_path / "m.safetensors")  # DataParallel's prefix stripped too
+    assert _same({k: read[k] for k in sd}, sd) and set(read) == set(sd)  # keys in the file's order
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "m.safetensors").read_bytes()[:1000])
+    with pytest.raises(ValueError, match="target: cannot read .*cut.safetensors as a safetensors file"):
+        load_state(tmp_path / "cut.safetensors", what="target")
+
+
 def test_bad_inputs_name_the_problem(model, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_state(tmp_path / "missing.pt", what="source")

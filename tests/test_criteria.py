@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from reuse.study.models import build_model, conv_layer_names
-from reuse.toolkit.criteria import kernel_rmse, per_kernel_rmse
+from reuse.toolkit.criteria import KINDS, conv_layers, find_layers, kernel_keys, kernel_rmse, per_kernel_rmse
 
 
 def _states(seed_a=0, seed_b=1):
@@ -93,8 +93,8 @@ def test_torchvision_models_match_numpy(name, tmp_path):
     a, b = _torchvision_pair(name)
     torch.save({"state_dict": b.state_dict()}, tmp_path / "b.pt")
     table = kernel_rmse(a, tmp_path / "b.pt")  # a module and a checkpoint path, layers=None
-    four_d = [k[:-7] for k, v in b.state_dict().items() if k.endswith(".weight") and v.ndim == 4]
-    assert list(table.layer) == four_d and len(four_d) > 15
+    weighted = [k[:-7] for k, v in b.state_dict().items() if k.endswith(".weight") and v.ndim in (2, 4)]
+    assert list(table.layer) == weighted and len(weighted) > 15  # the convolutions and the Linear head
     assert list(table.columns) == ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance"]
     assert (table.dtypes[["rmse", "rel_rmse", "cosine_distance"]] == np.float64).all()
     for row in table.itertuples():
@@ -112,17 +112,59 @@ def test_same_state_with_default_layers():
     a, _ = _torchvision_pair("resnet18")
     sd = a.state_dict()
     table = kernel_rmse(sd, sd, None)
-    assert len(table) == 20 and (table.rmse == 0).all()
+    assert len(table) == 21 and table.layer.iloc[-1] == "fc" and (table.rmse == 0).all()
+    assert len(kernel_rmse(sd, sd, conv_layers(sd))) == 20
     assert table.cosine_distance.to_numpy() == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("name, layer, ndim", [("resnet18", "bn1", 1), ("resnet18", "fc", 2),
-                                               ("mobilenet_v3_small", "classifier.0", 2)])
-def test_non_conv_layers_are_refused(name, layer, ndim):
+@pytest.mark.parametrize("name, layer", [("resnet18", "bn1"), ("mobilenet_v3_small", "features.0.1")])
+def test_layers_without_a_kind_are_refused(name, layer):
     a, b = _torchvision_pair(name)
-    with pytest.raises(ValueError, match=rf"layer '{layer}' is not a conv layer \(weight ndim {ndim}\); "
-                                         r"allowed: conv layers such as \["):
+    with pytest.raises(ValueError, match=rf"layer '{layer}' is not a layer of linear, conv1d, conv2d, conv3d "
+                                         r"\(weight ndim 1\); allowed: layers such as \["):
         kernel_rmse(a, b, [layer])
+
+
+# --- layer kinds other than Conv2d (issue 20) ----------------------------------------------
+def _kinds_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.BatchNorm1d(4), torch.nn.Conv2d(4, 4, 1),
+                               torch.nn.Conv3d(4, 2, 2), torch.nn.Flatten(), torch.nn.Linear(8, 3),
+                               torch.nn.Linear(3, 2, bias=False))
+
+
+def test_find_layers_tells_kinds_apart_by_weight_dimensions():
+    m = _kinds_model()
+    assert find_layers(m) == ["0", "2", "3", "5", "6"]
+    assert [find_layers(m, [k]) for k in KINDS] == [["5", "6"], ["0"], ["2"], ["3"]]
+    assert conv_layers(m) == ["2"] and find_layers(m, ("conv1d", "linear")) == ["0", "5", "6"]
+    assert kernel_keys(m, ["0", "6"]) == ["0.weight", "0.bias", "6.weight"]
+    with pytest.raises(ValueError, match=r"kinds=\['conv'\]; allowed: a non-empty list of linear, conv1d"):
+        find_layers(m, ["conv"])
+    with pytest.raises(ValueError, match="kinds=\\[\\]"):
+        find_layers(m, [])
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_linear_only_and_conv1d_models_match_numpy(kind):
+    """A model of one kind alone: every criterion equals a numpy computation, per layer and
+    per output unit (dim 0 of a Linear or Conv1d weight)."""
+    layer = (lambda i, o: torch.nn.Linear(i, o)) if kind == "linear" else (lambda i, o: torch.nn.Conv1d(i, o, 3))
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(layer(6, 5), torch.nn.ReLU(), layer(5, 4))
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    table = kernel_rmse(a, b)
+    assert list(table.layer) == ["0", "2"] and find_layers(a, [kind]) == ["0", "2"]
+    for row in table.itertuples():
+        wa, wb = (m.get_submodule(row.layer).weight.detach().numpy() for m in (a, b))
+        assert (row.rmse, row.rel_rmse, row.cosine_distance) == pytest.approx(_numpy_criteria(wa, wb), rel=1e-9)
+    per = per_kernel_rmse(a, b)
+    assert len(per) == 5 + 4
+    wa, wb = (m[0].weight.detach().double().numpy() for m in (a, b))
+    assert per[per.layer == "0"].rmse.to_numpy() == pytest.approx(np.sqrt(((wa - wb) ** 2).reshape(5, -1).mean(1)))
 
 
 def test_wrong_types_and_shapes_are_refused():

@@ -81,12 +81,13 @@ def _resnet_pair(tmp_path):
 def test_modules_and_paths_are_accepted(tmp_path):
     path, target = _resnet_pair(tmp_path)
     table, layers = select_layers(path, target, threshold=1.0)
-    assert layers == conv_layers(target) == conv_layers(path) and len(layers) == 20
-    assert kernel_keys(target, ["conv1", "fc"][:1]) == ["conv1.weight"]
-    with pytest.raises(ValueError, match="layer 'bn1' is not a conv layer"):
+    assert layers == [*conv_layers(target), "fc"] and conv_layers(path) == conv_layers(target)
+    assert len(layers) == 21  # every layer kind by default: the convolutions and the Linear head
+    assert kernel_keys(target, ["conv1", "fc"]) == ["conv1.weight", "fc.weight", "fc.bias"]
+    with pytest.raises(ValueError, match="layer 'bn1' is not a layer of linear, conv1d"):
         kernel_keys(target, ["bn1"])
-    with pytest.raises(ValueError, match="layer 'fc' is not a conv layer"):
-        select_layers(path, target, ["fc"], threshold=1.0)
+    with pytest.raises(ValueError, match="layer 'bn1' is not a layer of"):
+        select_layers(path, target, ["bn1"], threshold=1.0)
 
 
 def test_score_fn_checks_the_chosen_set_as_a_whole(tmp_path):
@@ -100,7 +101,7 @@ def test_score_fn_checks_the_chosen_set_as_a_whole(tmp_path):
         return 0.1 if all(swapped) else 1.0
 
     table, layers = select_layers(path, target, threshold=1.0, score_fn=score_fn)
-    assert len(layers) == 19 and "conv1" not in layers  # the first of two equal drops
+    assert len(layers) == 20 and "conv1" not in layers  # the first of two equal drops
     dropped = table.set_index("layer").loc["conv1"]
     assert not dropped.reuse and "dropped by the joint check" in dropped.reason
     log = table.attrs["joint_check"]

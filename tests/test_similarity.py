@@ -10,7 +10,8 @@ from scipy.stats import ortho_group
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from reuse.toolkit.similarity import activations, cka_layers, features, linear_cka, logme, pwcca, svcca
+from reuse.toolkit.similarity import (activations, cka_cross, cka_layers, features, linear_cka, logme,
+                                     minibatch_cka, pwcca, same_layers, svcca)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -87,6 +88,103 @@ def test_debiased_cka_matches_torch_cka_on_the_same_activations():
     loader = DataLoader(TensorDataset(x), batch_size=len(x))
     cka.compare(loader, loader)
     np.testing.assert_allclose(ours, cka.export()["CKA"].numpy(), atol=2e-4)
+
+
+def _hsic1_numpy(k: np.ndarray, l_: np.ndarray) -> float:
+    """Song et al. 2012 eq. 5, with explicit zero-diagonal matrices."""
+    n = k.shape[0]
+    k, l_ = k - np.diag(np.diag(k)), l_ - np.diag(np.diag(l_))
+    one = np.ones(n)
+    return (np.trace(k @ l_) + one @ k @ one * (one @ l_ @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * one @ k @ l_ @ one) / (n * (n - 3))
+
+
+def test_minibatch_cka_is_the_ratio_of_hsic_averaged_over_batches():
+    """Against a numpy reference (Nguyen et al. 2021, sec. 3.1), for batches of unequal size,
+    every pair of features; and one batch of everything gives the full-batch cka_layers."""
+    xs = [_randn(30, p, seed=i) for i, p in enumerate((4, 9))]
+    ys = [_randn(30, 6, seed=5) + xs[0][:, :1], _randn(30, 3, seed=6), xs[1] @ _randn(9, 2, seed=7)]
+    cuts = [0, 12, 30]
+    batches = [([x[a:b] for x in xs], [y[a:b] for y in ys]) for a, b in zip(cuts, cuts[1:])]
+    biased, debiased = minibatch_cka(iter(batches))
+    assert biased.shape == debiased.shape == (2, 3)
+
+    def mean_hsic(u, v, biased):
+        out = []
+        for a, b in zip(cuts, cuts[1:]):
+            uu, vv = (t[a:b].numpy() - t[a:b].numpy().mean(0) for t in (u, v))
+            k, l_ = uu @ uu.T, vv @ vv.T
+            out.append(np.sum(k * l_) / (b - a - 1) ** 2 if biased else _hsic1_numpy(k, l_))
+        return np.mean(out)
+    for i, x in enumerate(xs):
+        for j, y in enumerate(ys):
+            for ours, flag in ((biased, True), (debiased, False)):
+                ref = mean_hsic(x, y, flag) / np.sqrt(mean_hsic(x, x, flag) * mean_hsic(y, y, flag))
+                assert ours[i, j] == pytest.approx(ref, rel=1e-10)
+    one = minibatch_cka([(xs, xs)])
+    for flag, got in zip((False, True), one):
+        np.testing.assert_allclose(np.diag(got), cka_layers(xs, xs, flag), rtol=1e-12)
+        assert np.diag(got) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="one k >= 4"):
+        minibatch_cka([([xs[0][:3]], [ys[0][:3]])])
+    with pytest.raises(ValueError, match="batches is empty"):
+        minibatch_cka([])
+
+
+def test_minibatch_cka_is_one_for_related_features_and_near_the_full_batch_value():
+    """Identical and linearly related features (an orthogonal map, a scale) give 1.0 in
+    every batch; on noisy related features the debiased mini-batch value (10 batches of
+    200) is close to the full-batch one on all 2,000 rows, since both estimate one value."""
+    x = _randn(2000, 20, seed=0)
+    q = torch.as_tensor(ortho_group.rvs(20, random_state=0))
+    y = x[:, :5] @ _randn(5, 8, seed=1) + 2.0 * _randn(2000, 8, seed=2)
+    batches = [([x[i:i + 200]], [x[i:i + 200], 3.0 * x[i:i + 200] @ q, y[i:i + 200]])
+               for i in range(0, 2000, 200)]
+    biased, debiased = minibatch_cka(batches)
+    assert debiased[0, :2] == pytest.approx(1.0, abs=1e-12) and biased[0, :2] == pytest.approx(1.0, abs=1e-12)
+    full = linear_cka(x, y, debiased=True)
+    assert 0.1 < full < 0.9 and debiased[0, 2] == pytest.approx(full, abs=0.02)
+
+
+def test_minibatch_cka_matches_torch_cka_over_several_batches():
+    """torch-cka averages its unbiased HSIC terms over the loader's batches and then takes
+    the ratio, as we do: 4 batches of 10 inputs, every pair of 2 x 2 layers."""
+    from torch_cka import CKA
+
+    m1, m2 = _small_cnn(0), _small_cnn(1)
+    x = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    layers = ["0", "3"]
+    batches = [([features(a) for a in activations(m1, xb, layers).values()],
+                [features(b) for b in activations(m2, xb, layers).values()]) for xb in x.split(10)]
+    ours = minibatch_cka(batches)[1]
+    cka = CKA(m1, m2, "first", "second", layers, layers)
+    loader = DataLoader(TensorDataset(x), batch_size=10)
+    cka.compare(loader, loader)
+    np.testing.assert_allclose(ours, cka.export()["CKA"].numpy(), atol=2e-4)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_cka_cross_of_a_model_with_itself_and_a_perturbed_copy(kind):
+    """A Linear-only and a Conv1d model: every layer pair in forward order; a layer meets
+    itself with CKA 1 when source = target; the batches do not change that."""
+    torch.manual_seed(0)
+    if kind == "linear":
+        model, x = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)), torch.randn(50, 6)
+    else:
+        model, x = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Conv1d(4, 3, 3)), torch.randn(50, 2, 12)
+    state = model.state_dict()
+    other = {k: v + 0.3 * torch.randn_like(v) for k, v in state.items()}
+    cross = cka_cross(model, state, state, x, ["0", "2"], batch_size=16)
+    assert list(cross.columns) == ["source_layer", "target_layer", "cka", "cka_debiased"]
+    assert list(zip(cross.source_layer, cross.target_layer)) == [("0", "0"), ("0", "2"), ("2", "0"), ("2", "2")]
+    same = same_layers(cross)
+    assert list(same.layer) == ["0", "2"] and same[["cka", "cka_debiased"]].to_numpy() == pytest.approx(1.0)
+    assert cross.cka_debiased.to_numpy() == pytest.approx(cka_cross(model, state, state, x, ["0", "2"], 50)
+                                                          .cka_debiased.to_numpy(), abs=0.2)
+    moved = same_layers(cka_cross(model, state, other, x, ["0", "2"], batch_size=16))
+    assert (moved.cka_debiased < 1 - 1e-6).all()
+    with pytest.raises(ValueError, match="batch_size=3; allowed: >= 4"):
+        cka_cross(model, state, state, x, ["0"], batch_size=3)
 
 
 def test_activations_restore_mode_and_copy_outputs():

@@ -1,4 +1,4 @@
-"""``reuse analyze``: which conv layers of *your* CNN can be reused, from two checkpoints.
+"""``reuse analyze``: which layers of *your* CNN can be reused, from two checkpoints.
 
 Usage::
 
@@ -11,7 +11,9 @@ Usage::
 SOURCE/TARGET (and TWIN): files written by ``torch.save`` holding a state dict, or a
 checkpoint dict holding one under ``state_dict``/``model_state_dict``/``model``/``net``/
 ``weights``; ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) prefixes are
-stripped (:mod:`reuse.toolkit.checkpoints`). For the RMSE to mean anything they must share
+stripped (:mod:`reuse.toolkit.checkpoints`); or ``.safetensors`` files. Layers: those of
+``--kinds`` (default all: Linear, Conv1d, Conv2d, Conv3d; :func:`reuse.toolkit.criteria.find_layers`).
+For the RMSE to mean anything they must share
 an initialisation: ``--relation siblings`` (the default: one θ_0, trained apart, as in the
 study's notebooks) or ``--relation fine-tuned`` (the target started from the source; the
 distance is then how far fine-tuning moved a layer, and a swap puts the source's layer back:
@@ -24,16 +26,17 @@ Layers are paired by name and shape (:mod:`reuse.toolkit.pairing`): those that d
 differs (source S vs target T)), and the analysis goes on with the rest. ``--map OLD=NEW``
 (repeatable; OLD a layer or block of the source, NEW its name in the target) and
 ``--map-file FILE`` (one ``OLD=NEW`` a line, ``#`` comments) pair renamed layers. Where no
-conv layer pairs, the run is refused, naming the differences. ``--model`` builds the
+layer pairs, the run is refused, naming the differences. ``--model`` builds the
 target's architecture; swaps take the source's paired layers only.
 
-- Kernels only (no data, no score): ``layers.csv``, one row per conv layer: layer, index,
+- Kernels only (no data, no score): ``layers.csv``, one row per layer: layer, index,
   n_weights, rmse, rel_rmse, cosine_distance and, with ``--twin`` (a second checkpoint of
   the target's task: its RMSE to the target is the retraining noise floor), floor_rmse and
   rmse_over_floor; with ``--align`` (and ``--model``) permuted, aligned_rmse and
   aligned_rel_rmse (weight matching, :mod:`reuse.toolkit.alignment`); with ``--data`` or
   ``--dataset`` cka and cka_debiased (the layer's outputs in source and target on the test
-  images, :mod:`reuse.toolkit.similarity`).
+  images, in mini-batches: :func:`reuse.toolkit.similarity.cka_cross`), and ``cka_cross.csv``
+  with its heatmap: every source layer against every target layer.
 - With data or ``--score``: also ``swaps.csv`` (:func:`reuse.toolkit.scan.swap_scan`),
   ``selection.csv`` (:func:`reuse.toolkit.selection.swap_verdicts`, one seed: point estimates) and
   ``joint.csv`` (:func:`reuse.toolkit.selection.check_joint`: the chosen layers swapped together,
@@ -70,7 +73,7 @@ The chance level of a built-in task is that of the best input-blind predictor in
 class); the reuse score is (score - chance) / (target score - chance).
 
 Bad input (missing or corrupt file, a checkpoint with NaN or inf weights, architectures with
-no conv layer in common, a bad ``--map`` entry, an unknown factory or function, bad JSON, an
+no layer in common, a bad ``--map`` entry, an unknown factory or function, bad JSON, an
 --out that is a file or holds files)
 prints one line on stderr and exits with code 2; so does a full disk while writing the report
 (nothing is written). Layers whose ratios are undefined (an all-zero target kernel: rel_rmse)
@@ -98,7 +101,7 @@ TASKS = "classification (default), segmentation or autoencoder"  # the keys of m
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Which conv layers of a source-trained CNN "
+    p = argparse.ArgumentParser(prog=PROG, description="Which layers of a source-trained CNN "
                                 "can be reused in a target-trained one (kernel RMSE, swap scan, "
                                 "selection). See `pydoc reuse.toolkit.analyze` for file and data formats.")
     p.add_argument("source", help="checkpoint of the model trained on the source task")
@@ -130,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=32, help="--data: square side in px")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3), help="--data: 3 RGB, 1 grayscale")
     p.add_argument("--sets", default="single,prefix,suffix,all", help="comma-separated swap sets")
+    p.add_argument("--kinds", default=None, metavar="KIND,...",
+                   help="layer kinds measured and swapped, comma-separated (default all: linear, conv1d, "
+                        "conv2d, conv3d; reuse.toolkit.criteria.KINDS)")
     p.add_argument("--align", action="store_true",
                    help="also the RMSE after weight matching (needs --model; seconds per resnet18)")
     p.add_argument("--margin", type=float, default=0.5,

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import scan
 from .checkpoints import check_finite, load_state
-from .criteria import conv_layers
+from .criteria import KINDS, check_kinds, find_layers
 from .metrics import PRIMARY
 from .pairing import pair_layers, parse_map
 from .surgery import check_compatible
@@ -37,7 +37,7 @@ class Inputs:
 
     source: dict[str, torch.Tensor]  # the target's state with every paired entry from the source
     target: dict[str, torch.Tensor]
-    layers: list[str]  # the paired conv layers, forward order: the ones analysed
+    layers: list[str]  # the paired layers of --kinds, forward order: the ones analysed
     paired_keys: list[str]  # state keys taken from the source (every entry of the paired layers)
     unmatched: pd.DataFrame  # layers that did not pair, with the reason (pairing.UNMATCHED_COLUMNS)
     twin: dict[str, torch.Tensor] | None = None
@@ -151,12 +151,16 @@ def _renames(args) -> dict[str, str]:
 
 def _paired(args, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
             ) -> tuple[dict[str, torch.Tensor], list[str], list[str], pd.DataFrame]:
-    """The target's state with the source's paired entries, the paired conv layers, the paired
-    keys and the unmatched layers; the refusal that names every difference where no conv layer
-    pairs."""
+    """The target's state with the source's paired entries, the paired layers of ``--kinds``,
+    the paired keys and the unmatched layers; the refusal that names every difference where no
+    such layer pairs."""
+    try:
+        kinds = KINDS if args.kinds is None else check_kinds(k.strip() for k in args.kinds.split(","))
+    except ValueError as err:
+        raise InputError(f"--kinds {args.kinds}: {err}") from None
     pairing = pair_layers(source, target, _renames(args))
     paired = set(pairing.layers)
-    layers = [name for name in conv_layers(target) if name in paired]
+    layers = [name for name in find_layers(target, kinds) if name in paired]
     if not layers:
         check_compatible(target, pairing.source)  # raises, naming the differences
     return {**target, **{k: pairing.source[k] for k in pairing.keys}}, layers, pairing.keys, pairing.unmatched
@@ -182,6 +186,10 @@ def read_inputs(args) -> Inputs:
         inp.twin = load_state(args.twin, what="twin")
         check_finite(inp.twin, f"twin {args.twin}")
         check_compatible(inp.target, inp.twin)
+    by_name = Path(args.target).suffix == ".safetensors"  # the format stores keys sorted by name
+    if by_name and (kwargs is None or not (scored or args.align)):
+        inp.notes.append("layers in the .safetensors file's order (by name): with --model and --align, "
+                         "--data, --dataset or --score they are put in forward order")
     if kwargs is None:
         return inp
     if not (scored or args.align):  # its import alone (torchvision: torch._dynamo) doubles the start-up
@@ -193,6 +201,11 @@ def read_inputs(args) -> Inputs:
         check_compatible(inp.model.state_dict(), inp.target)
     except ValueError as err:
         raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}") from None
+    if by_name:  # forward order, as the model declares its parameters
+        order = {k: i for i, k in enumerate(inp.model.state_dict())}
+        inp.target = dict(sorted(inp.target.items(), key=lambda kv: order[kv[0]]))
+        inp.source = dict(sorted(inp.source.items(), key=lambda kv: order[kv[0]]))
+        inp.layers = sorted(inp.layers, key=lambda name: order[f"{name}.weight"])
     if not scored:
         return inp
     x = y = None

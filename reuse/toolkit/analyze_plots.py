@@ -1,6 +1,7 @@
-"""Figures of ``reuse analyze``: per-layer kernel distances and swap scores.
+"""Figures of ``reuse analyze``: per-layer kernel distances, swap scores and cross-layer CKA.
 
-Each function takes the tidy frames :mod:`reuse.toolkit.scan` / :mod:`reuse.toolkit.criteria` return and
+Each function takes the tidy frames :mod:`reuse.toolkit.scan` / :mod:`reuse.toolkit.criteria` /
+:mod:`reuse.toolkit.similarity` return and
 returns a matplotlib ``Figure``; nothing here computes a criterion or a score. Figures are
 made without pyplot (no backend or global state touched), so the CLI runs without a display
 and a notebook shows them as usual.
@@ -65,4 +66,25 @@ def plot_swaps(swaps: pd.DataFrame, layers: pd.DataFrame, value: str, margin: fl
     axes[2].scatter(merged.rel_rmse, merged[value])
     axes[2].set_xlabel("relative RMSE")
     axes[2].set_ylabel(f"{value}, one layer swapped")
+    return fig
+
+
+def plot_cka_cross(cross: pd.DataFrame, value: str = "cka_debiased") -> Figure:
+    """Heatmap of ``value`` for every source layer (rows) against every target layer
+    (columns), both in forward order (:func:`reuse.toolkit.similarity.cka_cross`): a bright
+    diagonal says each layer computes the same in both models; an off-diagonal maximum says
+    a source layer matches another target layer (Kornblith et al. 2019, fig. 5). The scale is
+    0 to 1; a debiased estimate below 0 shows as 0."""
+    grid = cross.pivot(index="source_layer", columns="target_layer", values=value)
+    order = list(dict.fromkeys(cross.source_layer)), list(dict.fromkeys(cross.target_layer))
+    grid = grid.reindex(index=order[0], columns=order[1])
+    side = max(4.0, 0.28 * max(grid.shape))
+    fig = Figure(figsize=(side + 1.2, side), layout="tight")
+    ax = fig.subplots()
+    image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="magma", origin="upper")
+    fig.colorbar(image, ax=ax, label=value.replace("_", " "), shrink=0.8)
+    layer_axis(ax, grid.columns)
+    ax.set_yticks(range(len(grid.index)), grid.index, fontsize=7)
+    ax.set_xlabel("target layer")
+    ax.set_ylabel("source layer")
     return fig

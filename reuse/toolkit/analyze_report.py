@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .analyze_inputs import Inputs
-from .analyze_plots import plot_layers, plot_swaps
+from .analyze_plots import plot_cka_cross, plot_layers, plot_swaps
 from .provenance import provenance
 from .relations import RELATIONS
 
@@ -38,8 +38,8 @@ def columns(relation: str) -> dict[str, dict[str, str]]:
               "n_layers": "how many layers are swapped in"}
     return {
         "layers": {
-            "layer": "conv layer (module name in the target), forward order",
-            "index": "position among the analysed (paired) conv layers",
+            "layer": "layer (module name in the target), forward order",
+            "index": "position among the analysed (paired) layers",
             "n_weights": "number of weights in the layer's kernel",
             "rmse": f"root mean square difference of the kernels, source vs target: {moved}",
             "rel_rmse": "rmse / root mean square of the target's kernel: the same, free of the layer's scale",
@@ -61,7 +61,7 @@ def columns(relation: str) -> dict[str, dict[str, str]]:
             "delta": "score - target_score",
         },
         "selection": {
-            "layer": "conv layer judged by its single swap",
+            "layer": "layer judged by its single swap",
             "estimate": "its value swapped alone (mean over seeds)",
             "ci_low": "lower end of the 95% confidence interval over seeds (empty with one pair)",
             "ci_high": "upper end of that interval",
@@ -101,7 +101,7 @@ def _answer(args, inp: Inputs, res: dict[str, Any]) -> list[tuple]:
     out: list[tuple] = []
     if "selection" in res:
         value, kept, chosen = res["value"], res["kept"], res["chosen"]
-        out.append(("p", f"**{len(kept)} of {n} paired conv layers {rel['verdict']}**: {rel['reuse']} "
+        out.append(("p", f"**{len(kept)} of {n} paired layers {rel['verdict']}**: {rel['reuse']} "
                          f"({value} with the layer swapped alone > margin {args.margin}, and swapped together)."))
         sel = res["selection"].set_index("layer")
         rows = [{"layer": name, f"{value} alone": sel.estimate[name],
@@ -188,11 +188,17 @@ def blocks(args, inp: Inputs, res: dict[str, Any], tables: dict[str, pd.DataFram
         if name in ("layers", "swaps"):
             out.append(("img", name))
         out.append(("table", frame, {c: glossary[name].get(c, "") for c in frame.columns}))
+        if name == "layers" and "cka_cross" in res:
+            out += [("h3", "Cross-layer CKA"),
+                    ("p", "Debiased linear CKA of every source layer's outputs (rows) against every target "
+                          "layer's (columns) on the scored images, in mini-batches (`cka_cross.csv`): a bright "
+                          "diagonal says each layer computes the same in both models."),
+                    ("img", "cka_cross")]
     out += [("h2", "Inputs"), ("ul", [
         f"source `{args.source}` ({source}), target `{args.target}` ({target})"
         + (f", twin `{args.twin}`" if args.twin else ""),
         f"relation: {args.relation} ({rel['meaning']})",
-        f"{len(inp.layers)} paired conv layers analysed, {len(inp.unmatched)} layers unmatched",
+        f"{len(inp.layers)} paired layers analysed, {len(inp.unmatched)} layers unmatched",
         *inp.notes])]
     return out
 
@@ -274,6 +280,9 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float)
         frame.to_csv(out_dir / f"{name}.csv", index=False)
     ylabel = "moved by fine-tuning" if args.relation == "fine-tuned" else "source vs target"
     figures = {"layers": plot_layers(res["layers"], ylabel)}
+    if "cka_cross" in res:  # every layer pair: a heatmap and a CSV, no table in the report
+        res["cka_cross"].to_csv(out_dir / "cka_cross.csv", index=False)
+        figures["cka_cross"] = plot_cka_cross(res["cka_cross"])
     if "swaps" in res:
         figures["swaps"] = plot_swaps(res["swaps"], res["layers"], res["value"], args.margin)
     png = {}
@@ -293,6 +302,7 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float)
                "backed_off": res.get("joint") is not None and len(res["joint"]) > 1,
                "unmatched": inp.unmatched.to_dict("records"),
                "notes": inp.notes, "seconds": round(seconds, 3), "files": sorted(
-                   [f"{n}.csv" for n in tables] + [f"{n}.png" for n in png] + ["report.md", "report.html"])}
+                   [f"{n}.csv" for n in [*tables, *(["cka_cross"] if "cka_cross" in res else [])]]
+                   + [f"{n}.png" for n in png] + ["report.md", "report.html"])}
     (out_dir / "analyze.json").write_text(json.dumps(
         {**provenance(vars(args)), "summary": summary}, indent=2, default=str))

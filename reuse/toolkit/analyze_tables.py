@@ -1,7 +1,7 @@
 """The tables of ``reuse analyze``, computed from checked inputs (no file IO): per-layer
 kernel distances, and with a scorer the swap scan, the per-layer verdicts and the joint check.
 
-Only the paired conv layers are analysed (:mod:`reuse.toolkit.pairing`); swaps take the
+Only the paired layers (of ``--kinds``) are analysed (:mod:`reuse.toolkit.pairing`); swaps take the
 source's kernels of those layers into the target's own model. Weight matching and the
 selection are imported where they are used: the kernels-only path never loads scipy or
 scikit-learn (start-up, benchmarks/bench_analyze.py).
@@ -20,7 +20,7 @@ from .criteria import kernel_rmse
 
 
 def tables(args, inp: Inputs) -> dict[str, Any]:
-    """``layers`` and, when scored, ``swaps``, ``selection``, ``joint`` (frames), ``value`` (the
+    """``layers``, with data ``cka_cross`` (every source layer against every target layer), and when scored, ``swaps``, ``selection``, ``joint`` (frames), ``value`` (the
     column that judges a swap), ``chosen`` (layers passing alone) and ``kept`` (after the joint
     check). Notes for the report are appended to ``inp.notes``."""
     names = inp.layers
@@ -39,8 +39,8 @@ def tables(args, inp: Inputs) -> dict[str, Any]:
                                             on="layer", how="left")
     if inp.x is not None:
         model = inp.model.to(inp.x.device)
-        cka = similarity.layer_cka(model, inp.source, inp.target, inp.x, names)
-        out["layers"] = out["layers"].merge(cka, on="layer", how="left")
+        out["cka_cross"] = similarity.cka_cross(model, inp.source, inp.target, inp.x, names)
+        out["layers"] = out["layers"].merge(similarity.same_layers(out["cka_cross"]), on="layer", how="left")
     if inp.score_fn is None:
         return out
     from . import selection  # scipy and scikit-learn (its verdicts): only a scored run needs them

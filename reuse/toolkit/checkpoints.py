@@ -8,9 +8,12 @@ accepts
 - a state dict (``{name: Tensor}``),
 - a path to a file written by ``torch.save`` holding either, or a training checkpoint
   dict holding the state under a common key (:data:`STATE_KEYS`: ``state_dict``,
-  ``model_state_dict``, ``model``, ``net``, ``weights``).
+  ``model_state_dict``, ``model``, ``net``, ``weights``),
+- a path to a ``.safetensors`` file (Hugging Face's format: tensors only, no pickle), whose
+  keys come in the file's order (by dtype, then name), not the modules' registration order.
 
-Files are read with ``weights_only=True`` (no code from the file runs) onto the CPU. Key
+Files are read onto the CPU without running code from them (``torch.load`` with
+``weights_only=True``; ``safetensors.torch.load_file``). Key
 prefixes added by wrappers are stripped (:data:`WRAPPER_PREFIXES`: ``module.`` from
 ``DataParallel`` / ``DistributedDataParallel``, ``_orig_mod.`` from ``torch.compile``), so a
 wrapped model's checkpoint matches its bare architecture.
@@ -24,13 +27,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 ModelLike = nn.Module | Mapping | str | os.PathLike
-_ALLOWED = "an nn.Module, a state dict {name: Tensor}, or a path to a torch.save file holding one"
+_ALLOWED = ("an nn.Module, a state dict {name: Tensor}, or a path to a torch.save file holding one "
+            "or to a .safetensors file")
 
 
 def load_state(obj: ModelLike, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -66,6 +71,12 @@ def check_finite(state: Mapping[str, torch.Tensor], what: str = "checkpoint") ->
 def _read(path: Path, what: str) -> Mapping:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path, device="cpu")
+        except Exception as err:  # safetensors raises its SafetensorError, OSError, ...
+            raise ValueError(f"{what}: cannot read {path} as a safetensors file (corrupt or "
+                             f"truncated): {type(err).__name__}: {str(err)[:200]}") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle, zip, EOF and Runtime errors here

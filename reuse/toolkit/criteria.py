@@ -1,13 +1,17 @@
-"""Per-layer criteria between two models' convolution kernels (docs/protocol.md, section 4: M3).
+"""Per-layer criteria between two models' layer weights (docs/protocol.md, section 4: M3).
 
-``RMSE_l = sqrt(mean((W_S,l - W_T,l)^2))`` over every weight of conv layer l, the
+``RMSE_l = sqrt(mean((W_S,l - W_T,l)^2))`` over every weight of layer l, the
 scale-free ``relRMSE_l = RMSE_l / sqrt(mean(W_T,l^2))`` (the RMSE of the paper's
 abstract, arXiv 2008.03411, and its normalised form) and the cosine distance
-``1 - <W_S,l, W_T,l> / (||W_S,l|| ||W_T,l||)`` of the flattened kernels. All in float64.
+``1 - <W_S,l, W_T,l> / (||W_S,l|| ||W_T,l||)`` of the flattened weights. All in float64,
+on weights of any shape.
 
 Models may be given as modules, state dicts or checkpoint paths
-(:func:`reuse.toolkit.checkpoints.load_state`); a conv layer is a module whose ``weight`` is 4-D
-(``Conv2d`` ``[out, in, kh, kw]``, ``ConvTranspose2d`` ``[in, out, kh, kw]``).
+(:func:`reuse.toolkit.checkpoints.load_state`). A layer is a module with a ``weight`` of one
+of the :data:`KINDS`, told apart by the weight's number of dimensions, since a state holds
+nothing else: ``linear`` 2 (``Linear`` ``[out, in]``; an ``Embedding`` looks the same),
+``conv1d`` 3, ``conv2d`` 4, ``conv3d`` 5 (``ConvNd`` ``[out, in, *k]``, ``ConvTransposeNd``
+``[in, out, *k]``). The study swaps 2-D convolutions only (:func:`conv_layers`).
 """
 
 from __future__ import annotations
@@ -21,30 +25,49 @@ import torch
 from .checkpoints import ModelLike, load_state
 
 COLUMNS = ["layer", "index", "n_weights", "rmse", "rel_rmse", "cosine_distance"]
+KINDS = ("linear", "conv1d", "conv2d", "conv3d")
+_NDIM = {"linear": 2, "conv1d": 3, "conv2d": 4, "conv3d": 5}  # a kind's weight dimensions
 
 
-def conv_layers(model: ModelLike) -> list[str]:
-    """Conv layers of a model, in state order: modules whose ``weight`` is 4-D.
+def check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """``kinds`` as a tuple of :data:`KINDS`; ValueError naming an unknown one or none."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"kinds={list(kinds)}; allowed: a non-empty list of {', '.join(KINDS)}")
+    return kinds
+
+
+def find_layers(model: ModelLike, kinds: Iterable[str] = KINDS) -> list[str]:
+    """Layers of a model of the given :data:`KINDS` (all by default), in state order.
 
     Read from the state alone (no forward pass); state order is the order in which
     modules were registered, which is forward order for sequential models (ResNet,
     VGG, MobileNet, this package's models).
     """
+    ndims = {_NDIM[k] for k in check_kinds(kinds)}
     state = load_state(model, what="model")
-    return [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim == 4]
+    return [k[: -len(".weight")] for k, v in state.items() if k.endswith(".weight") and v.ndim in ndims]
+
+
+def conv_layers(model: ModelLike) -> list[str]:
+    """The 2-D conv layers (4-D weights) of a model, in state order: the layers the study
+    swaps (its heads are convolutions too)."""
+    return find_layers(model, ("conv2d",))
 
 
 def check_layers(state: dict[str, torch.Tensor], layers: Iterable[str] | None) -> list[str]:
-    """``layers`` as a list of conv layer names of ``state`` (all of them when None).
+    """``layers`` as a list of layer names of ``state`` (every layer of :data:`KINDS` when
+    None).
 
     Raises TypeError for a plain string or non-string names, ValueError for names that
-    are not conv layers of ``state`` (a BN or Linear layer, a typo).
+    are not layers of ``state`` (a BN layer, a typo).
     """
-    allowed = conv_layers(state)
+    allowed = find_layers(state)
     if layers is None:
         return allowed
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
-        raise TypeError(f"layers={layers!r}; allowed: None (every conv layer) or a list of "
+        raise TypeError(f"layers={layers!r}; allowed: None (every layer) or a list of "
                         f"names such as {allowed[:3]}")
     layers = list(layers)
     for name in layers:
@@ -54,10 +77,10 @@ def check_layers(state: dict[str, torch.Tensor], layers: Iterable[str] | None) -
         weight = state.get(f"{name}.weight")
         if weight is None:
             raise ValueError(f"layer {name!r} has no '{name}.weight' in the model; allowed: "
-                             f"conv layers such as {allowed[:5]}")
-        if weight.ndim != 4:
-            raise ValueError(f"layer {name!r} is not a conv layer (weight ndim {weight.ndim}); "
-                             f"allowed: conv layers such as {allowed[:5]}")
+                             f"layers such as {allowed[:5]}")
+        if weight.ndim not in _NDIM.values():
+            raise ValueError(f"layer {name!r} is not a layer of {', '.join(KINDS)} (weight ndim "
+                             f"{weight.ndim}); allowed: layers such as {allowed[:5]}")
     return layers
 
 
@@ -80,9 +103,9 @@ def _pair(source: ModelLike, target: ModelLike, layers: Iterable[str] | None
 
 def kernel_rmse(source: ModelLike, target: ModelLike,
                 layers: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per conv layer: ``layer``, ``index`` (position in ``layers``), ``n_weights``,
+    """One row per layer: ``layer``, ``index`` (position in ``layers``), ``n_weights``,
     ``rmse``, ``rel_rmse``, ``cosine_distance``, in float64, on the target weights' device
-    with one transfer back. ``layers=None``: every conv layer of the target.
+    with one transfer back. ``layers=None``: every layer of :data:`KINDS` of the target.
 
     ``rel_rmse = ||W_S - W_T|| / ||W_T||`` (the sizes cancel), NaN (not inf) for an all-zero
     target kernel; ``cosine_distance`` is NaN for an all-zero kernel. One norm per layer, stacked: measured faster than both a
@@ -112,9 +135,9 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
 
 def per_kernel_rmse(source: ModelLike, target: ModelLike, layers: Iterable[str] | None = None,
                     transposed: Iterable[str] = ()) -> pd.DataFrame:
-    """One row per (layer, output channel): the RMSE of that channel's kernel.
+    """One row per (layer, output channel or unit): the RMSE of that channel's kernel.
 
-    Layers named in ``transposed`` are ``ConvTranspose2d`` (weight ``[in, out, kh, kw]``),
+    Layers named in ``transposed`` are ``ConvTransposeNd`` (weight ``[in, out, *k]``),
     whose output channel is dim 1.
     """
     transposed = set(transposed)
@@ -128,7 +151,7 @@ def per_kernel_rmse(source: ModelLike, target: ModelLike, layers: Iterable[str] 
 
 
 def kernel_keys(model: ModelLike, layers: Iterable[str]) -> list[str]:
-    """State keys of the kernels (weight and, where present, bias) of conv ``layers``."""
+    """State keys of the kernels (weight and, where present, bias) of ``layers``."""
     state = load_state(model, what="model")
     layers = check_layers(state, layers)
     return [k for name in layers for k in (f"{name}.weight", f"{name}.bias") if k in state]

@@ -9,6 +9,9 @@ functions here compare what a layer computes, on data. Entry points:
   Norouzi, Lee & Hinton 2019, "Similarity of Neural Network Representations Revisited",
   ICML), biased or debiased (the unbiased HSIC estimator of Song et al. 2012, JMLR,
   as used for CKA by Nguyen, Raghu & Kornblith 2021, ICLR);
+- :func:`minibatch_cka`, :func:`cka_cross`: CKA of every pair of layers accumulated over
+  mini-batches of inputs (Nguyen et al. 2021), so memory does not grow with the number of
+  inputs; :func:`same_layers` reads each layer against itself from it;
 - :func:`svcca` (Raghu, Gilmer, Yosinski & Sohl-Dickstein 2017, "SVCCA", NeurIPS) and
   :func:`pwcca` (Morcos, Raghu & Bengio 2018, "Insights on representational similarity
   in neural networks with canonical correlation", NeurIPS);
@@ -16,14 +19,14 @@ functions here compare what a layer computes, on data. Entry points:
   Pre-trained Models for Transfer Learning", ICML): evidence of a linear model on the
   features for one-hot targets.
 
-All similarities are computed in float64 and returned as Python floats (or a numpy
-array for :func:`cka_layers`). Inputs may be torch tensors or numpy arrays.
+All similarities are computed in float64 and returned as Python floats (or numpy arrays
+for :func:`cka_layers` and :func:`minibatch_cka`). Inputs may be torch tensors or numpy arrays.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,10 @@ from torch import nn
 
 ArrayLike = torch.Tensor | np.ndarray
 FEATURE_VIEWS = ("flatten", "positions")
+# inputs per mini-batch of cka_cross: the 1,000 test images reuse analyze scores by default
+# fit one batch (the full-batch values); a batch's Gram stacks take 2 L k^2 float64 (320 MB
+# for resnet18's 20 layers)
+CKA_BATCH = 1000
 
 
 def activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str],
@@ -118,9 +125,11 @@ def _centred(a: ArrayLike, name: str) -> torch.Tensor:
     return t - t.mean(0)
 
 
-def _hsic_terms(kx: torch.Tensor, ky: torch.Tensor, debiased: bool) -> torch.Tensor:
+def _hsic_terms(kx: torch.Tensor, ky: torch.Tensor, debiased: bool, cross: bool = False) -> torch.Tensor:
     """HSIC (up to a factor shared by all three terms of CKA) of stacked Gram matrices
-    ``kx``, ``ky`` ``[B, n, n]`` of centred features, one value per stack entry ``[B]``.
+    ``kx``, ``ky`` ``[B, n, n]`` of centred features, one value per stack entry ``[B]``;
+    with ``cross``, of every entry of ``kx`` ``[A, n, n]`` with every entry of ``ky``
+    ``[B, n, n]``, ``[A, B]`` (the same terms, with matrix products for the pairings).
 
     Biased: ``<K, L>_F`` (``K = HKH`` already, the features being centred). Debiased: the
     U-statistic of Song et al. 2012, eq. 5, on ``K~`` (``K`` with its diagonal zeroed):
@@ -130,14 +139,19 @@ def _hsic_terms(kx: torch.Tensor, ky: torch.Tensor, debiased: bool) -> torch.Ten
     (the Frobenius products are batched ``[1, n^2] x [n^2, 1]`` matmuls): with 20 layers of
     1000 samples, elementwise products were memory-bound and slower than a layer loop.
     """
-    b, n, _ = kx.shape
-    dot = torch.bmm(kx.reshape(b, 1, n * n), ky.reshape(b, n * n, 1)).flatten()
+    n = kx.shape[1]
+    fx, fy = kx.reshape(len(kx), n * n), ky.reshape(len(ky), n * n)
+    if cross:
+        dot, inner, times = fx @ fy.T, (lambda u, v: u @ v.T), (lambda u, v: u[:, None] * v)
+    else:
+        dot = torch.bmm(fx.unsqueeze(1), fy.unsqueeze(2)).flatten()
+        inner, times = (lambda u, v: (u * v).sum(1)), torch.mul
     if not debiased:
         return dot
     dx, dy = kx.diagonal(dim1=1, dim2=2), ky.diagonal(dim1=1, dim2=2)
     rx, ry = kx.sum(2) - dx, ky.sum(2) - dy                   # row sums of K~, L~ [B, n]
-    value = (dot - (dx * dy).sum(1) + rx.sum(1) * ry.sum(1) / ((n - 1) * (n - 2))
-             - 2 / (n - 2) * (rx * ry).sum(1))
+    value = (dot - inner(dx, dy) + times(rx.sum(1), ry.sum(1)) / ((n - 1) * (n - 2))
+             - 2 / (n - 2) * inner(rx, ry))
     return value / (n * (n - 3))
 
 
@@ -162,19 +176,69 @@ def cka_layers(xs: Sequence[ArrayLike], ys: Sequence[ArrayLike],
     n = n.pop()
     if debiased and n < 4:
         raise ValueError("debiased CKA needs n >= 4 samples (its estimator divides by n-3)")
-    device = torch.as_tensor(xs[0]).device
-    kx = torch.empty(len(xs), n, n, dtype=torch.float64, device=device)
-    ky = torch.empty_like(kx)
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        x, y = _centred(x, "x").to(device), _centred(y, "y").to(device)
-        torch.mm(x, x.T, out=kx[i])
-        torch.mm(y, y.T, out=ky[i])
+    kx = _grams(xs, "x")
+    ky = _grams(ys, "y", kx.device)
     xy, xx, yy = (_hsic_terms(a, b, debiased).cpu().numpy()
                   for a, b in ((kx, ky), (kx, kx), (ky, ky)))
     valid = (xx > 0) & (yy > 0)
     out = np.full(len(xs), np.nan)
     out[valid] = xy[valid] / np.sqrt(xx[valid] * yy[valid])
     return out
+
+
+def _grams(xs: Sequence[ArrayLike], name: str, device: torch.device | None = None) -> torch.Tensor:
+    """Gram matrices ``[L, n, n]`` (float64) of the centred features ``xs[l]`` ``[n, p_l]``,
+    on ``device`` (default: that of ``xs[0]``)."""
+    device = torch.as_tensor(xs[0]).device if device is None else device
+    n = xs[0].shape[0]
+    out = torch.empty(len(xs), n, n, dtype=torch.float64, device=device)
+    for i, x in enumerate(xs):
+        x = _centred(x, name).to(device)
+        torch.mm(x, x.T, out=out[i])
+    return out
+
+
+def minibatch_cka(batches: Iterable[tuple[Sequence[ArrayLike], Sequence[ArrayLike]]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Linear CKA of every pair ``(x_a, y_b)`` of ``A`` and ``B`` features, accumulated over
+    mini-batches: ``batches`` yields ``(xs, ys)``, ``xs[a]`` ``[k, p_a]`` and ``ys[b]``
+    ``[k, q_b]`` of one batch of ``k`` inputs (rows paired, ``k >= 4``; ``k`` may vary).
+    Returns ``(cka, cka_debiased)``, each ``[A, B]`` float64.
+
+    Each side is centred within its batch and each HSIC estimated on it, then averaged over
+    batches: ``CKA = mean_i HSIC(X_i, Y_i) / sqrt(mean_i HSIC(X_i, X_i) mean_i HSIC(Y_i, Y_i))``
+    (Nguyen, Raghu & Kornblith 2021, ICLR, section 3.1). Only one batch's Gram matrices are
+    held at a time, so memory does not grow with the number of inputs. This is another
+    estimator than the full-batch CKA of :func:`cka_layers`, equal to it when one batch holds
+    every input: ``cka_debiased`` (the unbiased HSIC_1 of Song et al. 2012) estimates the same
+    population value whatever ``k``, with more variance for small ``k``; ``cka`` (the biased
+    HSIC, divided by ``(k-1)^2``) carries a bias that shrinks with ``k``, not with the number of
+    batches. NaN where a side is constant over the inputs (or, debiased, where its self-HSIC
+    estimate is not positive).
+    """
+    sums = None
+    for xs, ys in batches:
+        if not len(xs) or not len(ys):
+            raise ValueError(f"a batch with {len(xs)} x and {len(ys)} y features; allowed: >= 1 each")
+        k = {a.shape[0] for a in [*xs, *ys]}
+        if len(k) != 1 or min(k) < 4:
+            raise ValueError(f"batch sample counts {sorted(k)}; allowed: one k >= 4 for every x and y "
+                             "(the unbiased HSIC divides by k-3)")
+        k = k.pop()
+        kx = _grams(xs, "x")
+        ky = _grams(ys, "y", kx.device)
+        terms = [torch.stack([_hsic_terms(a, b, debiased, cross) / scale
+                              for debiased, scale in ((False, (k - 1) ** 2), (True, 1))])
+                 for a, b, cross in ((kx, ky, True), (kx, kx, False), (ky, ky, False))]
+        sums = terms if sums is None else [s + t for s, t in zip(sums, terms)]
+        del xs, ys, kx, ky  # freed before the next batch is made: one batch held at a time
+    if sums is None:
+        raise ValueError("batches is empty; allowed: at least one (xs, ys) batch")
+    xy, xx, yy = (t.cpu().numpy() for t in sums)                # [2, A, B], [2, A], [2, B]
+    valid = (xx[:, :, None] > 0) & (yy[:, None, :] > 0)
+    out = np.full(xy.shape, np.nan)
+    out[valid] = xy[valid] / np.sqrt((xx[:, :, None] * yy[:, None, :])[valid])
+    return out[0], out[1]
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = False) -> float:
@@ -311,17 +375,36 @@ def logme(features: ArrayLike, labels: ArrayLike, max_iter: int = 100,
     return float((evidence / n).mean())
 
 
-def layer_cka(model: nn.Module, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-              x: torch.Tensor, layers: Sequence[str]) -> pd.DataFrame:
-    """One row per layer: ``cka`` and ``cka_debiased`` between the outputs of ``layers`` in
-    ``model`` loaded with ``source`` and with ``target`` (state dicts of it), on inputs ``x``
-    (rows = inputs, flattened). ``model`` is not modified."""
-    acts = []
+def cka_cross(model: nn.Module, source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+              x: torch.Tensor, layers: Sequence[str], batch_size: int = CKA_BATCH) -> pd.DataFrame:
+    """Mini-batch CKA (:func:`minibatch_cka`) of the outputs of every layer of ``model`` loaded
+    with ``source`` against every layer of it loaded with ``target`` (state dicts of it), on
+    inputs ``x`` ``[N, ...]`` (rows = inputs, flattened) split into ``ceil(N / batch_size)``
+    batches of near-equal size. One row per pair: ``source_layer``, ``target_layer`` (each in
+    ``layers`` order), ``cka``, ``cka_debiased``. ``model`` is not modified.
+    """
+    if batch_size < 4:
+        raise ValueError(f"batch_size={batch_size}; allowed: >= 4 (the unbiased HSIC divides by k-3)")
+    layers = list(layers)
+    models = []
     for state in (source, target):
         m = copy.deepcopy(model)
         m.load_state_dict(state)
-        got = activations(m, x, layers)
-        acts.append([features(got[name], "flatten") for name in layers])
-    return pd.DataFrame({"layer": list(layers), "cka": cka_layers(*acts),
-                         "cka_debiased": cka_layers(*acts, debiased=True)})
+        models.append(m)
 
+    def batches():
+        for xb in x.tensor_split(-(-len(x) // batch_size)):
+            acts = [activations(m, xb, layers) for m in models]
+            yield tuple([features(a.pop(n)) for n in layers] for a in acts)  # popped: held by the consumer only
+
+    cka, debiased = minibatch_cka(batches())
+    return pd.DataFrame({"source_layer": np.repeat(layers, len(layers)),
+                         "target_layer": np.tile(layers, len(layers)),
+                         "cka": cka.ravel(), "cka_debiased": debiased.ravel()})
+
+
+def same_layers(cross: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`cka_cross` frame where a layer meets itself: ``layer``, ``cka``,
+    ``cka_debiased`` (does the layer compute the same in source and target?)."""
+    same = cross[cross.source_layer == cross.target_layer]
+    return same.drop(columns="target_layer").rename(columns={"source_layer": "layer"}).reset_index(drop=True)

@@ -18,8 +18,8 @@ from torch import nn
 PARAM_TYPES = ("conv_weight", "conv_bias", "bn_weight", "bn_bias", "bn_running_mean",
                "bn_running_var")
 KERNEL_TYPES = ("conv_weight", "conv_bias")  # what "reusing a conv layer" swaps by default
-_CONV = (nn.Conv2d, nn.ConvTranspose2d)
-_BN = (nn.BatchNorm2d,)
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _SUFFIX_TYPE = {
     ("conv", "weight"): "conv_weight", ("conv", "bias"): "conv_bias",
     ("bn", "weight"): "bn_weight", ("bn", "bias"): "bn_bias",

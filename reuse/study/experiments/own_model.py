@@ -169,7 +169,8 @@ def kernel_distances(ckpts: pd.DataFrame) -> pd.DataFrame:
         p = paths(ckpts, seed)
         for comparison in DONORS:
             if comparison in p:
-                frames.append(kernel_rmse(p[comparison], p["target"]).assign(seed=seed, comparison=comparison))
+                frames.append(kernel_rmse(p[comparison], p["target"], conv_layers(p["target"]))
+                              .assign(seed=seed, comparison=comparison))
     out = pd.concat(frames, ignore_index=True)
     return out[["seed", "comparison", *[c for c in out.columns if c not in ("seed", "comparison")]]]
 
@@ -389,6 +390,7 @@ def records(table: pd.DataFrame) -> pd.DataFrame:
 
 def analyze_argv(role_paths: dict[str, str], out: str | Path) -> list[str]:
     """The ``reuse analyze`` arguments for one seed's checkpoints (:func:`paths`): source
-    vs target, the twin as the noise floor, kernels only, report in ``out``."""
+    vs target, the twin as the noise floor, kernels only, conv layers only (as the study
+    compares), report in ``out``."""
     return ["analyze", str(role_paths["source"]), str(role_paths["target"]), "--model", FACTORY,
-            "--model-args", json.dumps(MODEL_ARGS), "--twin", str(role_paths["twin"]), "--out", str(out)]
+            "--model-args", json.dumps(MODEL_ARGS), "--twin", str(role_paths["twin"]), "--kinds", "conv2d", "--out", str(out)]
