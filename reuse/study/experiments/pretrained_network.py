@@ -88,10 +88,10 @@ TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST dig
 N_CLASSES = {"near": 2, "far": 10}
 ROLES = ("finetuned", "twin", "scratch")
 DONORS = ("pretrained", "twin", "scratch", "reset")
-CONTROL_SETS = ("single", "all")
+CONTROL_SETS = ("single",)  # the controls judge single swaps only
 CRITERIA = ("rmse", "rel_rmse")
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
-MONITOR = 200  # test images the learning curve is scored on (8 points per run)
+MONITOR = 100  # test images the learning curve is scored on (8 points per run)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
 FACTORY = "reuse.study.experiments.pretrained_network:ONet"  # what `reuse analyze --model` is given
 
@@ -339,8 +339,8 @@ def kernel_distances(states: dict, task: str) -> pd.DataFrame:
 
 def swap_scans(states: dict, sc: Pretrained, task: str, device: str = "auto") -> pd.DataFrame:
     """Every donor's conv layers swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`),
-    scored by top-1 accuracy on the seed's test split: theta_P with ``sc.source_sets``, the
-    others with single layers and all. Columns: task, seed, donor, then the scan's."""
+    scored by top-1 accuracy on the seed's test split: theta_P with ``sc.source_sets`` (prefix
+    k = 4 is all conv layers), the others with single layers. Columns: task, seed, donor, then the scan's."""
     dev = resolve_device(device)
     n_cls = N_CLASSES[task]
     frames = []
@@ -465,7 +465,8 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
         for crit in CRITERIA:
             per = rhos[(rhos.task == task)].pivot(index="seed", columns="column", values="rho")
             v = mean_verdict(-per[crit], 0.0)
-            sign = np.sign(np.nanmean(per[BASELINE])) or 1.0  # the baseline in its better direction
+            blind = per[BASELINE].dropna()  # the baseline in its better direction over all seeds
+            sign = (np.sign(blind.mean()) if len(blind) else 0.0) or 1.0
             beat = mean_verdict(-per[crit] - sign * per[BASELINE], 0.0)
             both = {**v, "verdict": conjunction(v["verdict"], beat["verdict"])}
             add(f"V2 {crit} ranks layers like the swap scan", task, both, 0.0, "above",
