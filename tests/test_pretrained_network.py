@@ -188,6 +188,11 @@ def test_verdicts_by_hand():
         ["holds", "refuted", "undecided", "refuted"]
     assert v["E7 far: V2 rel_rmse ranks layers like the swap scan"] == "holds"
     assert v["E7 far: V3 pretraining beats a fresh initialisation"] == "holds"
+    # the relative RMSE grows with the harm but not with depth: its -rho beats depth's
+    assert table.minus_baseline_estimate["E7 far: V2 rel_rmse ranks layers like the swap scan"] > 0
+    scans = _scans(src, 0.98, 0.05, reset)
+    text = e7.findings(table.reset_index(), _runs(0.9, 0.8), e7.layer_table(scans, _distances(rel)), scans)
+    assert "could have stayed frozen (V1): conv1." in text and "V3: fine-tuned 0.902 vs scratch 0.802" in text
     # a failed positive control makes every claim that rests on single swaps undecided
     failed = e7.verdicts(_runs(0.9, 0.8), _scans(src, 0.3, 0.05, reset), _distances(rel)).set_index("judgment")
     assert failed.verdict["E7 far: V1 conv1 could have stayed frozen"] == "undecided"

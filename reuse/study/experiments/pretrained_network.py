@@ -361,7 +361,7 @@ def swap_scans(states: dict, sc: Pretrained, task: str, device: str = "auto") ->
 
 
 # ----------------------------------------------------------------------------- verdicts
-def _usable(runs: pd.DataFrame) -> pd.DataFrame:
+def usable(runs: pd.DataFrame) -> pd.DataFrame:
     """(task, seed) pairs whose finetuned model is at least :data:`MIN_ACC_GAP` above chance."""
     ft = runs[runs.role == "finetuned"]
     return ft[ft.accuracy - ft.chance >= MIN_ACC_GAP][["task", "seed"]]
@@ -432,17 +432,20 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
     Columns: judgment, task, verdict, estimate, ci_low, ci_high, detectable, n, controls,
     raw_verdict, margin, side, rule. Seeds whose finetuned model is not :data:`MIN_ACC_GAP`
     above chance are left out of every verdict (:func:`excluded`)."""
-    ok = _usable(runs)
+    ok = usable(runs)
     scans = scans.merge(ok, on=["task", "seed"])
     distances = distances.merge(ok, on=["task", "seed"])
     rows = []
 
-    def add(name, task, v, margin, side, rule, gate=None):
+    def add(name, task, v, margin, side, rule, gate=None, beyond=None):
         verdict, basis = (v["verdict"], "n/a") if gate is None else gated(v["verdict"], *gate)
+        beyond = beyond or {}
         rows.append({"judgment": f"E7 {task}: {name}", "task": task, "verdict": verdict,
                      "estimate": v["estimate"], "ci_low": v["ci_low"], "ci_high": v["ci_high"],
                      "detectable": v["detectable"], "n": v["n"], "controls": basis,
-                     "raw_verdict": v["verdict"], "margin": margin, "side": side, "rule": rule})
+                     "raw_verdict": v["verdict"], "margin": margin, "side": side,
+                     **{f"minus_baseline_{k}": beyond.get(k, np.nan) for k in ("estimate", "ci_low", "ci_high")},
+                     "rule": rule})
 
     layers = layer_table(scans, distances)
     rhos = rank_correlations(scans, distances)
@@ -472,7 +475,7 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
             add(f"V2 {crit} ranks layers like the swap scan", task, both, 0.0, "above",
                 f"-Spearman rho({crit}, theta_P's single-layer reuse score) per seed above 0, and above the "
                 f"weight-blind baseline's ({BASELINE}, oriented) by a CI above 0 (difference "
-                f"{beat['estimate']:+.3g} [{beat['ci_low']:+.3g}, {beat['ci_high']:+.3g}])", gate)
+                f"{beat['estimate']:+.3g} [{beat['ci_low']:+.3g}, {beat['ci_high']:+.3g}])", gate, beat)
         acc = runs[runs.task == task].merge(ok, on=["task", "seed"]).pivot(index="seed", columns="role",
                                                                          values="accuracy")
         add("V3 pretraining beats a fresh initialisation", task,
@@ -504,8 +507,10 @@ def verdict_text(table: pd.DataFrame) -> str:
                      f"{r.controls}). Rule: {r.rule}." for r in table.itertuples())
 
 
-def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame) -> str:
-    """What the verdicts say, per task, computed from them."""
+def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scans: pd.DataFrame | None = None
+             ) -> str:
+    """What the verdicts say, per task, computed from them (and from theta_P's prefix swaps,
+    when ``scans`` is given: the first k layers put back together)."""
     lines = []
     for task, g in table.groupby("task", sort=False):
         v = g.assign(short=g.judgment.str.removeprefix(f"E7 {task}: ")).set_index("short")
@@ -521,14 +526,30 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame) -> s
         else:
             head += (f"single swaps do not discriminate here (twin {pos}, scratch {neg}), so no layer is called "
                      f"frozen-safe; ungated, V1 would name {', '.join(raw) if raw else 'none'}.")
+        if scans is not None:
+            pre = scans[(scans.task == task) & (scans.donor == "pretrained") & (scans.set == "prefix")]
+            if len(pre):
+                keep = pre.groupby("k").reuse_score.mean()
+                head += (" Put back together, theta_P's first k conv layers keep "
+                         + ", ".join(f"{r:.2f}" for r in keep) + f" (k = 1..{len(keep)}).")
         lines.append(head)
-        lines.append(f"  V2: RMSE {v.verdict['V2 rmse ranks layers like the swap scan']} "
-                     f"(mean -rho {v.estimate['V2 rmse ranks layers like the swap scan']:.2f}), relative RMSE "
-                     f"{v.verdict['V2 rel_rmse ranks layers like the swap scan']} "
-                     f"(mean -rho {v.estimate['V2 rel_rmse ranks layers like the swap scan']:.2f}). V3: fine-tuned "
+        ranks = ", ".join(_rank_text(v.loc[f"V2 {c} ranks layers like the swap scan"], name)
+                          for c, name in zip(CRITERIA, ("RMSE", "relative RMSE")))
+        lines.append(f"  V2: {ranks}. V3: fine-tuned "
                      f"{acc.get('finetuned', float('nan')):.3f} vs scratch {acc.get('scratch', float('nan')):.3f} "
                      f"test accuracy: {v.verdict['V3 pretraining beats a fresh initialisation']}.")
     return "\n".join(lines)
+
+
+def _rank_text(row: pd.Series, name: str) -> str:
+    """'relative RMSE undecided (mean -rho 0.52; minus depth's +0.00 [+0.00, +0.00]: ...)'."""
+    if not np.isfinite(row.estimate):
+        return f"{name} {row.verdict} (no ranking: every layer put back scored alike in every seed)"
+    text = (f"{name} {row.verdict} (mean -rho {row.estimate:.2f}; minus depth's {row.minus_baseline_estimate:+.2f} "
+            f"[{row.minus_baseline_ci_low:+.2f}, {row.minus_baseline_ci_high:+.2f}]")
+    if row.minus_baseline_ci_low == row.minus_baseline_ci_high == 0:
+        text += ": it orders the layers exactly as depth does, in every seed"
+    return text + ")"
 
 
 def records(table: pd.DataFrame) -> pd.DataFrame:
