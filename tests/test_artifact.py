@@ -78,6 +78,23 @@ def test_lock_pins_every_requirement_within_its_floor_with_hashes():
     assert not unhashed, f"pins without --hash: {unhashed}"
 
 
+def test_no_deps_lock_is_hashed_installed_without_dependencies_and_holds_the_weights():
+    """requirements-nodeps.lock (facenet-pytorch, whose wheel ships notebook 07's pretrained
+    ONet and which pins torch < 2.3) is hashed, kept out of the main lock, and every set-up
+    path installs it with --no-deps --require-hashes; the installed copy has the weights."""
+    pins = _pins((REPO / "requirements-nodeps.lock").read_text(encoding="utf-8"))
+    assert pins == {"facenet-pytorch": ("2.6.0", 1)}
+    assert "facenet-pytorch" not in _pins((REPO / "requirements.lock").read_text(encoding="utf-8"))
+    run_all = (REPO / "run_all.sh").read_text(encoding="utf-8")
+    assert "NODEPS=(--no-deps --only-binary :all: --require-hashes -r requirements-nodeps.lock)" in run_all
+    assert run_all.count('"${NODEPS[@]}"') == 2  # the lock path and the requirements.txt path
+    assert "--no-deps --only-binary :all: --require-hashes -r requirements-nodeps.lock" in \
+        (REPO / "postBuild").read_text(encoding="utf-8")
+    from importlib.metadata import distribution
+    assert distribution("facenet-pytorch").version == "2.6.0"
+    assert Path(distribution("facenet-pytorch").locate_file("facenet_pytorch/data/onet.pt")).is_file()
+
+
 def test_lab_overrides_name_settings_of_the_installed_jupyterlab():
     overrides = json.loads(OVERRIDES.read_text(encoding="utf-8"))
     assert overrides, "jupyter/overrides.json is empty"

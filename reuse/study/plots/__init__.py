@@ -10,10 +10,11 @@ from . import (
                layer_selection,
                network_reusability,
                own_model,
+               pretrained_network,
                rmse_threshold,
                small_data,
 )
 from .common import save_figure
 
 __all__ = ["common", "criteria_comparison", "layer_selection", "network_reusability", "own_model",
-           "rmse_threshold", "small_data", "save_figure"]
+           "pretrained_network", "rmse_threshold", "small_data", "save_figure"]

