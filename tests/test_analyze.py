@@ -244,7 +244,7 @@ def test_a_new_head_is_listed_unmatched_and_the_rest_analysed(heads, tmp_path, m
     assert "**19 of 20 paired layers could have stayed frozen**" in answer
     assert "BACKED OFF: dropped conv1" in answer and "One pair of checkpoints" in answer
     assert "**Unmatched layers** (not analysed; `unmatched.csv`): fc (shape differs" in answer
-    assert "Not measured by the study for this relation" in report
+    assert "in notebook 07 (E7" in report  # the fine-tuned relation as the study measured it
     assert "how far fine-tuning moved this layer" in report
     assert "imagenet10.pt \u2192 flowers5.pt" in report.splitlines()[0]
     _explained(out, "fine-tuned")

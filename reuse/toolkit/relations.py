@@ -5,9 +5,10 @@ the source and the target, as in the study's notebooks) a layer's kernel distanc
 two trainings took it apart, and a swap asks whether the source's layer serves the target.
 Between a source and its *fine-tuned* copy (the target started from the source) the distance
 is how far fine-tuning moved the layer, and swapping the source's layer back asks whether it
-could have stayed frozen. The study measured the first relation; for the second it measured
-only small-data fine-tuning from the source (E4, and E2's reuse by initialisation), never a
-layer's distance or swap-back between a model and its fine-tuned copy. Each entry of
+could have stayed frozen. Notebooks 01-06 measured the first relation; for the second they
+measured small-data fine-tuning from the source (E4, and E2's reuse by initialisation), and
+notebook 07 (E7) a layer's distance and swap-back between a pretrained network (MTCNN's ONet)
+and its fine-tuned copies. Each entry of
 :data:`RELATIONS` says so in the words the report uses (docs/protocol.md, "Regimes").
 """
 
@@ -46,8 +47,11 @@ RELATIONS = {
         "next": "freeze the layers listed when you next fine-tune, and train the rest (less to train, less "
                 "to overfit on small data); confirm with one such run against your fine-tuned model",
         "findings": [
-            "Not measured by the study for this relation: its notebooks compare siblings; no layer's "
-            "distance or swap-back between a model and its own fine-tuned copy was measured.",
+            "Measured by the study for this relation in notebook 07 (E7, quick profile: MTCNN's pretrained "
+            "ONet fine-tuned on faces vs non-faces and on MNIST digits, 5 seeds; results/SUMMARY.md): every "
+            "conv layer could have stayed frozen one at a time (θ_P's layer swapped back kept the score, "
+            "above the same layer reset), not all together on the far task, and neither the RMSE nor the "
+            "relative RMSE ranked the layers beyond their depth (undecided).",
             "What it measured of fine-tuning from a source (E4, notebook 04; E2's reuse by "
             "initialisation, Y4; quick profile): with 12 or 60 target images, reusing the source's "
             "kernels where the network is reusable and their RMSE small beat training from scratch "
