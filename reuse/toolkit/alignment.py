@@ -24,7 +24,7 @@ Entry points:
   the data a model last saw, not what it learnt, and their scale would outweigh the kernels.
 - :func:`apply_permutation`: a permuted copy of a state dict (conv/linear weights and
   biases, BN weights, biases and running statistics); the network's function is unchanged.
-- :func:`aligned_kernel_rmse`: one row per conv layer, raw and aligned RMSE.
+- :func:`aligned_kernel_rmse`: one row per layer (every kind by default), raw and aligned RMSE.
 """
 
 from __future__ import annotations
@@ -495,7 +495,7 @@ def _distance(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Ten
 def aligned_kernel_rmse(model: nn.Module, source: ModelLike, target: ModelLike,
                         layers: Iterable[str] | None = None, max_iter: int = 100,
                         seed: int = 0, ignore: Iterable[str] = ()) -> pd.DataFrame:
-    """One row per conv layer (``layers=None``: all): ``layer``, ``permuted`` (its output
+    """One row per layer (``layers=None``: every kind, :func:`reuse.toolkit.criteria.find_layers`): ``layer``, ``permuted`` (its output
     channels take part in the alignment), ``reason`` (why not), ``rmse``, ``aligned_rmse``,
     ``rel_rmse``, ``aligned_rel_rmse`` (float64; :func:`reuse.toolkit.criteria.kernel_rmse` before
     and after :func:`weight_matching` permutes the source). ``model`` (any instance of the
