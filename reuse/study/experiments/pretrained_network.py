@@ -55,6 +55,7 @@ import functools
 import importlib.metadata
 import io
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -571,7 +572,8 @@ def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> 
     θ_FT, ``--relation fine-tuned``, the twin as the noise floor, kernels only. Layers pair by
     name and shape; the heads that do not pair are listed as unmatched."""
     p = dict(zip(*ckpts[(ckpts.task == task) & (ckpts.seed == seed)][["role", "path"]].T.values))
-    return ["analyze", str(weights_path()), str(p["finetuned"]), "--relation", "fine-tuned",
+    # relative, as the other paths: the outputs never name this machine's folders
+    return ["analyze", os.path.relpath(weights_path()), str(p["finetuned"]), "--relation", "fine-tuned",
             "--name-source", "ONet (MTCNN, pretrained)", "--name-target", f"ONet fine-tuned on {task}, seed {seed}",
             "--model", FACTORY, "--model-args", json.dumps({"n_classes": N_CLASSES[task]}),
             "--twin", str(p["twin"]), "--out", str(out), "--force", "--no-progress"]
