@@ -336,11 +336,18 @@ def test_safetensors_pair_gives_the_torch_save_results(ckpts, tmp_path, capsys):
         save_file({k: v.contiguous() for k, v in models[name].state_dict().items()}, tmp_path / f"{name}.safetensors")
     runs = {"pt": [str(d / "source.pt"), str(d / "target.pt")],
             "st": [str(tmp_path / "source.safetensors"), str(tmp_path / "target.safetensors")]}
-    for name, pair in runs.items():  # --model puts the .safetensors layers in forward order
+    for name, pair in runs.items():  # kernels only: --model not built, the file's order
         assert main(["analyze", *pair, *MODEL, "--kinds", "conv2d", "--out", str(tmp_path / name)]) == 0
     pt, st = (pd.read_csv(tmp_path / name / "layers.csv") for name in runs)
-    pd.testing.assert_frame_equal(pt, st)
+    pd.testing.assert_frame_equal(pt, st)  # resnet18's conv layers sort by name in forward order
     assert len(st) == 20 and "fc" not in set(st.layer)
+    assert "layers in the .safetensors file's order" in (tmp_path / "st" / "report.md").read_text()
+    # every kind: by name fc would come second; the built model (--align) puts it last, as torch.save has it
+    for name, pair in runs.items():
+        assert main(["analyze", *pair, *MODEL, "--align", "--out", str(tmp_path / f"{name}-all")]) == 0
+    pt, st = (pd.read_csv(tmp_path / f"{name}-all" / "layers.csv") for name in runs)
+    pd.testing.assert_frame_equal(pt, st)
+    assert st.layer.iloc[-1] == "fc" and len(st) == 21
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     capsys.readouterr()
     assert main(["analyze", str(tmp_path / "bad.safetensors"), runs["st"][1], "--out", str(tmp_path / "x")]) == 2

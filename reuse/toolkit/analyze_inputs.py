@@ -186,26 +186,27 @@ def read_inputs(args) -> Inputs:
         inp.twin = load_state(args.twin, what="twin")
         check_finite(inp.twin, f"twin {args.twin}")
         check_compatible(inp.target, inp.twin)
+    # the model is built only where it is used: its import alone (torchvision: torch._dynamo)
+    # doubles a kernels-only start-up
+    build = kwargs is not None and bool(scored or args.align)
     by_name = Path(args.target).suffix == ".safetensors"  # the format stores keys sorted by name
-    if by_name and (kwargs is None or not (scored or args.align)):
+    if by_name and not build:
         inp.notes.append("layers in the .safetensors file's order (by name): with --model and --align, "
                          "--data, --dataset or --score they are put in forward order")
-    if kwargs is None:
-        return inp
-    if not (scored or args.align):  # its import alone (torchvision: torch._dynamo) doubles the start-up
+    if kwargs is not None and not build:
         inp.notes.append(f"--model {args.model} not built: kernel distances need no model (it is built "
                          "and checked against the target with --align, --data, --dataset or --score)")
+    if not build:
         return inp
     inp.model = _model(args, kwargs)
     try:
         check_compatible(inp.model.state_dict(), inp.target)
     except ValueError as err:
         raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}") from None
-    if by_name:  # forward order, as the model declares its parameters
-        order = {k: i for i, k in enumerate(inp.model.state_dict())}
-        inp.target = dict(sorted(inp.target.items(), key=lambda kv: order[kv[0]]))
-        inp.source = dict(sorted(inp.source.items(), key=lambda kv: order[kv[0]]))
-        inp.layers = sorted(inp.layers, key=lambda name: order[f"{name}.weight"])
+    if by_name:  # forward order, as the model declares its parameters (the same keys, checked above)
+        order = list(inp.model.state_dict())
+        inp.target, inp.source = ({k: state[k] for k in order} for state in (inp.target, inp.source))
+        inp.layers = sorted(inp.layers, key=lambda name: order.index(f"{name}.weight"))
     if not scored:
         return inp
     x = y = None
