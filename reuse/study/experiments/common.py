@@ -338,6 +338,14 @@ def minus_reset(frame: pd.DataFrame) -> dict:
             **{f"minus_reset_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}}
 
 
+def verdict_text(table: pd.DataFrame) -> str:
+    """One Markdown line per verdict of a table with ``judgment``, ``verdict``, ``estimate``,
+    ``ci_low``, ``ci_high``, ``n``, ``detectable``, ``controls`` and ``rule`` (notebooks 06, 07)."""
+    return "\n".join(f"- {r.judgment}: **{r.verdict}** ({r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}], "
+                     f"n = {int(r.n)} seeds, smallest detectable effect {r.detectable:.2g}; controls "
+                     f"{r.controls}). Rule: {r.rule}." for r in table.itertuples())
+
+
 def per_seed(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
     """The mean of ``value`` per ``by`` + seed (dropping NaN): the per-seed replicates."""
     return frame.groupby([*by, "seed"], sort=False)[value].mean().dropna().reset_index()

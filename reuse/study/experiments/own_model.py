@@ -63,7 +63,7 @@ from ..data import CLASSIFICATION, load_domain
 from ..models import build_model
 from ..spec import RunSpec
 from ..train import Runner
-from .common import DIFFERENT_INIT_OFFSET, TWIN_OFFSET
+from .common import DIFFERENT_INIT_OFFSET, TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
 
 PAIR = "fashion-split"  # source = classes 0-4, target = classes 5-9 relabelled 0..4
 N_CLASSES = 5
@@ -328,13 +328,6 @@ def verdicts(scans: pd.DataFrame, distances: pd.DataFrame, joint: pd.DataFrame) 
     out["rule"] = out.judgment.map(JUDGMENTS)
     return out[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls",
                 "raw_verdict", "rule"]]
-
-
-def verdict_text(table: pd.DataFrame) -> str:
-    """One Markdown line per verdict."""
-    return "\n".join(f"- {r.judgment}: **{r.verdict}** ({r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}], "
-                     f"n = {int(r.n)} seeds, smallest detectable effect {r.detectable:.2g}; controls "
-                     f"{r.controls}). Rule: {r.rule}." for r in table.itertuples())
 
 
 def findings(table: pd.DataFrame, chosen: pd.DataFrame, joint: pd.DataFrame, distances: pd.DataFrame) -> str:

@@ -78,7 +78,7 @@ from ..config import Pretrained, Profile
 from ..data import CLASSIFICATION
 from ..fit import fit
 from .adequacy import plateaued, rise_share
-from .common import TWIN_OFFSET
+from .common import TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 07 prints e7.verdict_text)
 
 DISTRIBUTION = "facenet-pytorch"  # the wheel that ships theta_P
 WEIGHTS = "facenet_pytorch/data/onet.pt"  # its file, inside the installed distribution
@@ -495,13 +495,6 @@ def excluded(runs: pd.DataFrame) -> list[str]:
                  "runs" + (f"; still rising: {', '.join(f'{r.task}/{r.role}/seed {r.seed}' for r in late.itertuples())}."
                            if len(late) else "."))
     return lines
-
-
-def verdict_text(table: pd.DataFrame) -> str:
-    """One Markdown line per verdict."""
-    return "\n".join(f"- {r.judgment}: **{r.verdict}** ({r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}], "
-                     f"n = {int(r.n)} seeds, smallest detectable effect {r.detectable:.2g}; controls "
-                     f"{r.controls}). Rule: {r.rule}." for r in table.itertuples())
 
 
 def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scans: pd.DataFrame | None = None
