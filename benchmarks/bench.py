@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reuse import CPU_PINS
 from reuse.study.data import write_synthetic_fashion
 from reuse.study.experiments.network_reusability import TYPE_SETS
 from reuse.study.models import conv_layer_names
@@ -238,14 +239,10 @@ def native_isa() -> str:
                           check=True).stdout.strip()
 
 
-def train_fresh(specs: list[RunSpec], folder: Path, pinned: bool) -> dict:
-    """Seconds and weight digests of ``specs`` trained in a fresh one-thread process, with
-    the pins of ``reuse.CPU_PINS`` in force or the ISA caps lifted."""
-    env = dict(os.environ)
-    if pinned:
-        env.update(ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
-    else:
-        env.update(ONEDNN_MAX_CPU_ISA="ALL", ATEN_CPU_CAPABILITY=native_isa().lower())
+def train_fresh(specs: list[RunSpec], folder: Path, caps: dict[str, str]) -> dict:
+    """Seconds and weight digests of ``specs`` trained in a fresh one-thread process with the
+    environment's ISA ``caps`` (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``) set."""
+    env = {**os.environ, **caps}
     arg = json.dumps({"folder": str(folder), "specs": [dataclasses.asdict(s) for s in specs]})
     out = subprocess.run([sys.executable, "-c", _TRAIN_IN_FRESH_PROCESS, arg], env=env,
                          capture_output=True, text=True, check=True)
@@ -470,11 +467,16 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     if dev.type == "cpu":
         specs = [spec.replace(init_seed=300 + i, steps=sizes["worker_steps"])
                  for i in range(sizes["worker_runs"] // 2)]
-        tries = [(pinned, train_fresh(specs, folder, pinned)) for _ in range(2) for pinned in (False, True)]
-        free = [t for pinned, t in tries if not pinned]
-        kept = [t for pinned, t in tries if pinned]
+        native = native_isa()  # one subprocess: the same for every try
+        caps = {"free": {"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": native.lower()},
+                "pins": {k: CPU_PINS[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}}
+        tries = {side: [] for side in caps}
+        for _ in range(2):
+            for side, env in caps.items():
+                tries[side].append(train_fresh(specs, folder, env))
+        free, kept = tries["free"], tries["pins"]
         record("i", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: the CPU's own paths "
-               f"(ATen {native_isa()}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
+               f"(ATen {native}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
                min(t["seconds"] for t in kept), len(specs) * specs[0].steps * spec.batch_size, "img/s",
                free[0]["digests"] == kept[0]["digests"], None)
 
