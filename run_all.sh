@@ -8,8 +8,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() { echo "run_all.sh: error: $*" >&2; exit 1; }
 imports_reuse() { (cd / && "$1" -c 'import reuse') >/dev/null 2>&1; }  # from /: not the checkout
-# a .venv made before notebook 07 lacks its packages: then the set-up runs again (pip keeps what is there)
-has_packages() { "$1" -c 'import importlib.metadata as m; [m.distribution(d) for d in ("scikit-image", "mlxtend", "facenet-pytorch")]' >/dev/null 2>&1; }
+# a .venv made before a requirement was added lacks it: then the set-up runs again (pip keeps what
+# is there). Every distribution named in requirements.txt and requirements-nodeps.lock must be installed.
+has_packages() {
+  "$1" -c 'import importlib.metadata as m, re, sys
+for path in sys.argv[1:]:
+    for line in open(path):
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line.split("#")[0].strip())
+        if name:
+            m.distribution(name.group())' "$REPO/requirements.txt" "$REPO/requirements-nodeps.lock" >/dev/null 2>&1
+}
 NODEPS=(--no-deps --only-binary :all: --require-hashes -r requirements-nodeps.lock)  # facenet-pytorch's weights
 
 # One set-up at a time: two run_all.sh (or run_tests.sh) started together would build one
