@@ -25,8 +25,10 @@ def test_profiles_and_overrides():
 
 
 def test_widths_feed_every_head_alike():
-    prof = get_profile("quick")
+    prof = get_profile("paper")
     assert prof.width("unet") == 2 * prof.width("pspnet")
+    # quick narrows UNet for time, never below the width at which every seed converged
+    assert get_profile("quick").width("unet") >= 12
     with pytest.raises(ValueError, match="architecture='resnet'"):
         prof.width("resnet")
     assert prof.as_dict()["grid"]["architectures"] == list(prof.grid.architectures) or \

@@ -65,10 +65,16 @@ def test_noise_floor_and_points(runner_profile):
 
 def test_dose_and_kernels(runner_profile):
     runner, profile = runner_profile
-    dose = e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), ("fashion-shift",)),
-                            [0.0, 1.0])
-    assert set(dose["shift"]) == {0.0, 1.0} and (dose.layer == "(all conv)").sum() == 2 * len(profile.seeds)
+    rungs = ("fashion-shifted@0.25", "fashion-shifted@0.5")
+    dose = e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), rungs))
+    whole = dose[dose.layer == "(all conv)"]
+    # the twin once per seed at s = 0 (every rung shares the target), then each rung at its dose
+    assert sorted(zip(whole.pair, whole["shift"])) == sorted(
+        [("twin", 0.0)] * len(profile.seeds) + [(r, float(r.split("@")[1])) for r in rungs for _ in profile.seeds])
     assert len(e3.dose_table(dose)) == 2
+    with pytest.raises(ValueError, match="fashion-split"):
+        e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), ("fashion-split",)))
+    assert e3.dose_table(e3.dose_response(runner, profile, Grid(("unet",), ("autoencoder",), ()))).empty
     k = e3.kernels(runner, profile, Condition("unet", "autoencoder", "fashion-split", 0))
     first = next(iter(k.values()))
     np.testing.assert_allclose(first["difference"], first["source"] - first["target"])

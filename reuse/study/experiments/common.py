@@ -30,7 +30,7 @@ from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
+from ..data import DOSED, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
 from ..train import Runner, RunSpec, TrainedRun
@@ -97,12 +97,18 @@ def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data
             compile_model: bool = False, architectures=None, tasks=None, pairs=None,
             cluster: str | None = None) -> tuple[Profile, Runner]:
     """What every notebook starts with: the profile (``None`` arguments keep its values;
-    ``architectures``, ``tasks``, ``pairs`` narrow its main grid) and a runner for it, which
-    trains on the Dask scheduler at ``cluster`` when one is given."""
+    ``architectures``, ``tasks``, ``pairs`` replace those of its main grid, E2's small-data
+    grid and E4's grid, and ``pairs`` the source ladder, whose graded shifts E3's dose series
+    keeps) and a runner for it, which trains on the Dask scheduler at ``cluster`` when one is
+    given. E1's strangers regime keeps its architectures and tasks inside the narrowed grid."""
     prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
-    if architectures or tasks or pairs:  # ``pairs`` narrows the ladder too
-        prof = dataclasses.replace(prof, grid=grid_of(prof, architectures, tasks, pairs),
-                                   ladder=tuple(pairs or prof.ladder))
+    if architectures or tasks or pairs:
+        prof = dataclasses.replace(
+            prof, grid=grid_of(prof, architectures, tasks, pairs), ladder=tuple(pairs or prof.ladder),
+            e2_grid=grid_of(prof, architectures, tasks, pairs, base=prof.e2_grid),
+            e4_grid=grid_of(prof, architectures, tasks, pairs, base=prof.e4_grid),
+            e3_dose=Grid(tuple(architectures or prof.e3_dose.architectures), tuple(tasks or prof.e3_dose.tasks),
+                         tuple(p for p in pairs if parse_pair(p)[0] in DOSED) if pairs else prof.e3_dose.pairs))
     executor = None
     if cluster:
         from distributed import (

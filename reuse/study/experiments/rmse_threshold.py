@@ -14,7 +14,8 @@
   fall below the threshold, the different-init ones above);
 - :func:`baseline_table`: the weight-blind baselines alone, each in the direction it picks
   on the training pairs;
-- :func:`dose_response`: RMSE and reuse score against the shift strength of fashion-shift;
+- :func:`dose_response`: RMSE and reuse score against the shift strength along the
+  source ladder's graded shifts (E1's runs);
 - :func:`kernels` / :func:`per_kernel`: kernels and per-kernel RMSE for pictures.
 """
 
@@ -40,6 +41,7 @@ from reuse.toolkit.verdicts import (
 
 from .. import claims
 from ..config import Grid, Profile
+from ..data import DOSED, parse_pair
 from ..train import Runner
 from .common import (
     CONDITION,
@@ -48,7 +50,6 @@ from .common import (
     Condition,
     Evaluator,
     conditions,
-    specs,
     swappable,
     trained,
     usable_only,
@@ -84,7 +85,8 @@ def kernel_distances(runner: Runner, profile: Profile, grid: Grid | None = None)
     grid = profile.grid if grid is None else grid
     conds = conditions(grid, profile.seeds)
     frames = []
-    for c, runs in zip(conds, trained(runner, profile, conds)):
+    # only the runs compared: the strangers regime (E1) is not, and would cost a training each
+    for c, runs in zip(conds, trained(runner, profile, conds, ("target", *COMPARISONS))):
         target = runs["target"].state
         layers = swappable(conv_layers(target))
         for comparison in COMPARISONS:
@@ -289,42 +291,44 @@ def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
                                        "balanced_accuracy"])
 
 
-def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None,
-                  shifts=None) -> pd.DataFrame:
-    """RMSE and reuse scores on fashion-shift as the shift strength s grows.
+def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None) -> pd.DataFrame:
+    """RMSE and reuse scores along the source ladder's graded shifts, the target fixed.
 
-    One row per architecture x task x seed x shift x layer (single-layer swap score, BN
-    re-estimated; RMSE; relative RMSE) plus one row per shift with ``layer='(all conv)'``
-    (all kernels swapped, BN re-estimated; RMSE NaN). The source ignores s (its data do
-    not depend on it), so one source model per seed serves every s; at s = 0 the target is
-    a same-domain model, so that column is a positive control.
+    ``grid.pairs`` are ``fashion-shifted@s`` rungs (by default the profile's ladder's, so every
+    run is already E1's and only scoring is left; their single-layer swaps are E2's, their
+    all-conv swaps E1's, so the scores come from the memo where those ran). Each rung's source
+    learnt the target's classes with its images rotated, contrast-inverted and noised with
+    strength s; the same-domain twin stands at s = 0, a positive control. One row per
+    architecture x task x seed x s x layer (single-layer swap score, BN re-estimated; RMSE;
+    relative RMSE) plus one row per s with ``layer='(all conv)'`` (all kernels swapped, BN
+    re-estimated; RMSE NaN); ``pair`` names the rung, ``twin`` at s = 0. Empty where
+    ``grid.pairs`` is (a ladder narrowed to rungs without a dose).
     """
     grid = profile.e3_dose if grid is None else grid
-    shifts = profile.e3_shifts if shifts is None else tuple(shifts)
-    if not shifts or not all(0 <= s <= 1 for s in shifts):
-        raise ValueError(f"shifts={shifts!r}; allowed: a non-empty list of values in [0, 1]")
-    grid = Grid(grid.architectures, grid.tasks, ("fashion-shift",))
-    conds = [Condition(c.architecture, c.task, c.pair, c.seed, float(s))
-             for c in conditions(grid, profile.seeds) for s in shifts]
-    pairs_of_specs = []
-    for c in conds:
-        sp = specs(runner, profile, c, ("source", "target"))
-        pairs_of_specs.append((sp["source"].replace(shift=0.0), sp["target"]))
-    flat = {s.key: s for pair in pairs_of_specs for s in pair}
-    runs = dict(zip(flat, runner.train_many(list(flat.values()))))
-    rows = []
-    for i, (c, (src, tgt)) in enumerate(zip(conds, pairs_of_specs)):
-        source, target = runs[src.key], runs[tgt.key]
-        ev = Evaluator(runner, profile, c, target)
-        dist = kernel_rmse(source.state, target.state, ev.swap_layers).set_index("layer")
-        key_sets = [kernel_keys(target.state, [layer]) for layer in ev.swap_layers]
-        scored = ev.swap_rows(source, [*key_sets, kernel_keys(target.state, ev.swap_layers)],
-                              PRIMARY_BN)
-        for index, (layer, row) in enumerate(zip(ev.swap_layers, scored)):
-            rows.append({**row, "shift": c.shift, "layer": layer, "index": index,
-                         "rmse": dist.loc[layer, "rmse"], "rel_rmse": dist.loc[layer, "rel_rmse"]})
-        rows.append({**scored[-1], "shift": c.shift, "layer": "(all conv)", "index": -1,
-                     "rmse": np.nan, "rel_rmse": np.nan})
+    bad = [p for p in grid.pairs if parse_pair(p)[0] not in DOSED]
+    if not grid.pairs:  # a ladder narrowed to rungs without a dose: no series
+        return pd.DataFrame()
+    if bad:
+        raise ValueError(f"dose pairs {list(grid.pairs)!r}; allowed: graded shifts "
+                         f"{', '.join(f'{d}@<s>' for d in DOSED)} (s in (0, 1])")
+    conds = conditions(grid, profile.seeds)
+    twin_done, rows = set(), []
+    for i, (c, runs) in enumerate(zip(conds, trained(runner, profile, conds, ("source", "target", "twin")))):
+        ev = Evaluator(runner, profile, c, runs["target"])
+        cell = (c.architecture, c.task, c.seed)  # every rung shares the target, so the twin once
+        donors = [(c.pair, c.shift, runs["source"])] + ([] if cell in twin_done else [("twin", 0.0, runs["twin"])])
+        twin_done.add(cell)
+        kernels = kernel_keys(ev.target.state, ev.swap_layers)
+        singles = [kernel_keys(ev.target.state, [layer]) for layer in ev.swap_layers]
+        for pair, shift, donor in donors:
+            dist = kernel_rmse(donor.state, ev.target.state, ev.swap_layers).set_index("layer")
+            # the key sets of E2's and E1's calls, so that the memo serves them
+            scored = ev.swap_rows(donor, singles, PRIMARY_BN) + ev.swap_rows(donor, [kernels], PRIMARY_BN)
+            for index, (layer, row) in enumerate(zip(ev.swap_layers, scored)):
+                rows.append({**row, "pair": pair, "shift": shift, "layer": layer, "index": index,
+                             "rmse": dist.loc[layer, "rmse"], "rel_rmse": dist.loc[layer, "rel_rmse"]})
+            rows.append({**scored[-1], "pair": pair, "shift": shift, "layer": "(all conv)", "index": -1,
+                         "rmse": np.nan, "rel_rmse": np.nan})
         if runner.progress:
             print(f"  dose {i + 1}/{len(conds)}", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
@@ -334,6 +338,8 @@ def dose_table(dose: pd.DataFrame) -> pd.DataFrame:
     """Spearman rho of the shift strength with the relative RMSE (single layers) and with
     the all-conv reuse score, CIs from resampling seeds: a larger shift should raise the
     RMSE (rho above 0) and lower the score (rho below 0)."""
+    if dose.empty:
+        return pd.DataFrame()
     layers, whole = dose[dose.layer != "(all conv)"], dose[dose.layer == "(all conv)"]
     rows = []
     for what, frame, column, side in (("relative RMSE", layers, "rel_rmse", "above"),

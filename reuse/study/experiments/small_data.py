@@ -40,7 +40,7 @@ from ..train import Runner, RunSpec
 from . import layer_selection as e2
 from . import network_reusability as e1
 from . import rmse_threshold as e3
-from .common import CONDITION, Evaluator, conditions, small_spec, trained
+from .common import CONDITION, DONORS, Evaluator, conditions, small_spec, trained
 
 STRATEGIES = ("scratch", "reuse_all", "rule", "rmse_only", "random", "oracle")
 HARM_PAIR = "fashion-scrambled"  # the ladder's negative-transfer rung: reuse can hurt there
@@ -101,7 +101,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions={fractions!r}; allowed: values in (0, 1]")
     conds = conditions(grid, profile.seeds)
-    runs = trained(runner, profile, conds)
+    runs = trained(runner, profile, conds, ("target", *DONORS))  # the rule's source and its controls
     # condition (a) per source, from full-data models, before any small-data run
     all_conv, cells = e1.run(runner, profile, grid, full=False)
     j1 = e1.verdicts(all_conv, cells).set_index(CONDITION).verdict

@@ -68,7 +68,7 @@ def per_kernel(frame: pd.DataFrame) -> plt.Figure:
 
 
 def dose_response(dose: pd.DataFrame) -> plt.Figure:
-    """fashion-shift: relative RMSE per layer (left) and reuse score (right: single layers
+    """The ladder's graded shifts: relative RMSE per layer (left) and reuse score (right: single layers
     and all conv kernels) vs shift strength s, means with 95% CIs over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     if dose.empty:
