@@ -40,13 +40,16 @@ def test_precision_is_an_argument_not_a_setting():
 
 
 def test_compute_scope_restores_every_setting():
-    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
-              torch.backends.cudnn.benchmark)
+    def settings():
+        return (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
+                torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
+    before = settings()
     with gpu.compute_scope(deterministic=not before[0], threads=1):
         assert torch.are_deterministic_algorithms_enabled() == (not before[0])
         assert torch.get_num_threads() == 1
-    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(),
-            torch.backends.cudnn.benchmark) == before
+        # deterministic kernels without NaN-filling every new tensor (a debugging aid, slow)
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert settings() == before
     with pytest.raises(ValueError, match="threads=0"):
         with gpu.compute_scope(threads=0):
             pass

@@ -183,8 +183,8 @@ PROFILES = {
     # a 2-core CPU in at most 30 minutes: 16 px images, trained to a plateau (the
     # adequacy check in notebook 01 shows it), 5 seeds, two training processes of one
     # thread each (1.26-1.39x one process of two threads on 2 cores, benchmarks/README.md, g).
-    # UNet at width 12, not widths(8)'s 16: a run costs 0.73-0.78x (5 seeds, one width after the other), every
-    # seed still plateaus (target mIoU 0.86-0.90 against 0.86-0.91), and the 30 minutes hold
+    # UNet at width 12, not widths(8)'s 16: a run takes 15.6 s instead of 19.0 s (0.82x; means of two full runs), every
+    # seed plateaus (targets' mIoU 0.85-0.90 against 0.86-0.92 at 16), and the 30 minutes hold
     "quick": Profile("quick", image_size=16, n_source=4000, n_target=600, n_test=300, n_bn=256,
                      widths={**widths(8), "unet": 12, "plain": 12}, depth=2, batch_size=32, steps=800, lr=3e-3,
                      seeds=(0, 1, 2, 3, 4), workers=2, small=SmallData(steps=200, batch_size=32),

