@@ -160,9 +160,10 @@ def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[s
     return {r: all_specs[r] for r in roles if r != "order" or with_order}
 
 
-def trained(runner: Runner, profile: Profile, conds: list[Condition], roles=ROLES
+def trained(runner: Runner, profile: Profile, conds: list[Condition], roles
             ) -> list[dict[str, TrainedRun]]:
-    """The runs of ``roles`` for each condition (one ``train_many`` call)."""
+    """The runs of ``roles`` for each condition (one ``train_many`` call). ``roles`` has no
+    default: every role is a training per condition, so each caller names the ones it reads."""
     sp = [specs(runner, profile, c, roles) for c in conds]
     flat = [s for d in sp for s in d.values()]
     runs = dict(zip([s.key for s in flat], runner.train_many(flat)))
