@@ -39,20 +39,26 @@ else
       die "REUSE_NO_LOCK=${REUSE_NO_LOCK}: use 1 (install requirements.txt's floors) or 0 (the lock where it fits)"
     python3 -m venv "$REPO/.venv" ||
       die "python3 -m venv failed; on Debian/Ubuntu: sudo apt-get install python3-venv"
+    # torch's Linux x86_64 wheels bring its CUDA libraries: about 6 GB in .venv, and as much
+    # again while pip downloads them. Say so up front rather than fail half-way with ENOSPC.
+    free_gb=$(df -Pk "$REPO" | awk 'NR == 2 {print int($4 / 1048576)}')
+    ((free_gb >= 10)) ||
+      echo "run_all.sh: warning: ${free_gb} GB free under $REPO; setting up .venv needs about 10 GB" >&2
     lock_fits='import platform as p, sys; sys.exit((p.system(), p.machine(), sys.version_info[:2]) != ("Linux", "x86_64", (3, 11)))'
     if [[ -f $REPO/requirements.lock && ${REUSE_NO_LOCK:-0} == 0 ]] && "$REPO/.venv/bin/python" -c "$lock_fits"; then
       echo "Setting up $REPO/.venv: pip install -r requirements.lock, then -e . (a few minutes, once)"
       # --no-compile: Python compiles a module on its first import instead of pip compiling
-      # every file of every package (torch's thousands): 51 s instead of 90 s here, measured
-      (cd "$REPO" && .venv/bin/python -m pip install -q --no-compile --require-hashes -r requirements.lock &&
+      # every file of every package (torch's thousands): 51 s instead of 90 s here, measured.
+      # --no-cache-dir: the wheels are installed once; a cached copy would hold ~3 GB more.
+      (cd "$REPO" && .venv/bin/python -m pip install -q --no-compile --no-cache-dir --require-hashes -r requirements.lock &&
         .venv/bin/python -m pip install -q "${NODEPS[@]}" &&
         .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .) ||
-        die "pip install -r requirements.lock into $REPO/.venv failed (see above; REUSE_NO_LOCK=1 uses requirements.txt)"
+        die "pip install -r requirements.lock into $REPO/.venv failed (see above; $(df -Ph "$REPO" | awk 'NR == 2 {print $4}') free; REUSE_NO_LOCK=1 uses requirements.txt)"
     else
       echo "Setting up $REPO/.venv: pip install -r requirements.txt -e . (a few minutes, once)"
-      (cd "$REPO" && .venv/bin/python -m pip install -q --no-compile -r requirements.txt -e . &&
+      (cd "$REPO" && .venv/bin/python -m pip install -q --no-compile --no-cache-dir -r requirements.txt -e . &&
         .venv/bin/python -m pip install -q "${NODEPS[@]}") ||
-        die "pip install into $REPO/.venv failed (see above)"
+        die "pip install into $REPO/.venv failed (see above; $(df -Ph "$REPO" | awk 'NR == 2 {print $4}') free)"
     fi
   fi
   # shellcheck disable=SC1091

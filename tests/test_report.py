@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.study.report import _markdown_table, main, record, summarize
+from reuse.study.report import _adjusted, _markdown_table, _records, family_adjusted, main, record, summarize
 
 
 def _headline() -> pd.DataFrame:
@@ -118,3 +118,29 @@ def test_record_rejects_bad_verdicts(tmp_path):
         record("x", _headline(), {}, tmp_path, verdicts=_verdicts("does not hold"))
     with pytest.raises(ValueError, match="lacks columns \\['detectable'\\]"):
         record("x", _headline(), {}, tmp_path, verdicts=_verdicts().drop(columns="detectable"))
+
+
+def _claim(judgment, estimate, half_width):
+    """A verdict row on 5 seeds with margin 0 (so its p comes from its interval)."""
+    return {"judgment": judgment, "verdict": "holds" if estimate - half_width > 0 else "undecided",
+            "estimate": estimate, "ci_low": estimate - half_width, "ci_high": estimate + half_width,
+            "detectable": 0.01, "n": 5, "margin": 0.0, "side": "above"}
+
+
+def test_family_adjusted_is_what_the_summary_will_say(tmp_path):
+    """A notebook that closes the primary family states its claims after Holm over every
+    record, its own stale record replaced by its new verdicts, with the summary's numbers."""
+    record("01_network", _headline(), {}, tmp_path, verdicts=pd.DataFrame(
+        [_claim("J1 a", 0.5, 0.1), _claim("J1 b", 0.05, 0.04)]))
+    record("04_small", _headline(), {}, tmp_path, verdicts=pd.DataFrame([_claim("H1 stale", 0.5, 0.1)]))
+    record("05_other", _headline(), {}, tmp_path, verdicts=pd.DataFrame([_claim("E5 x", 0.5, 0.1)]))
+    new = pd.DataFrame([_claim("H1 new", 0.04, 0.035), _claim("exploratory y", 0.5, 0.1)])
+    family = family_adjusted("04_small", new, tmp_path).set_index("judgment")
+    assert "H1 stale" not in family.index and {"H1 new", "E5 x", "J1 a"} <= set(family.index)
+    assert family.holm["H1 new"] == "Holm over 3 primary claims" and family.notebook["H1 new"] == "04"
+    assert family.verdict["H1 new"] == "holds" and family.verdict_holm["H1 new"] == "undecided"
+    record("04_small", _headline(), {}, tmp_path, verdicts=new)
+    summary = _adjusted(_records(tmp_path)).set_index("judgment")
+    pd.testing.assert_series_equal(family.p_holm.sort_index(), summary.p_holm.sort_index())
+    alone = family_adjusted("04_small", new, tmp_path / "nothing").set_index("judgment")
+    assert alone.holm["H1 new"] == "Holm over 1 primary claims" and alone.verdict_holm["H1 new"] == "holds"

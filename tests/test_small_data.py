@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reuse.study import claims
 from reuse.study.config import Grid
 from reuse.study.experiments import small_data as e4
 from reuse.toolkit.stats import paired_test
@@ -40,9 +41,30 @@ def test_e4_findings_say_when_one_pair_leaves_the_rule_nothing_to_learn_from():
     decisions = pd.DataFrame({"pair": ["fashion-split"] * 2, "strict_a": False, "n_rule": 0})
     heads = pd.DataFrame({"claim": ["H1"], "statement": [e4.HEADLINE["H1"]], "n_T": [24], "verdict": ["undecided"],
                           "estimate": [np.nan], "ci_low": [np.nan], "ci_high": [np.nan], "cells": [0]})
-    text = e4.findings(heads, heads.iloc[:0], decisions)
+    heads["task"], heads["n"], heads["detectable"] = "segmentation", 0, np.nan
+    family = claims.adjust(e4.records(heads, heads.iloc[:0], heads.iloc[:0], heads.iloc[:0]).assign(notebook="04"))
+    text = e4.findings(heads, heads.iloc[:0], decisions, family)
     assert "Only one rung ran" in text and "did not run" in text
     assert text.startswith("- **Headline.**") and "undecided at n_T = 24" in text and "no cell where both hold" in text
+
+
+def test_e4_findings_state_the_primary_claims_after_holm():
+    """A headline that holds raw but not after Holm over the family is quoted as undecided,
+    with its raw verdict and adjusted p beside it; one that survives is quoted as holds."""
+    heads = pd.DataFrame({"claim": ["H1", "H1", "H2"], "statement": [e4.HEADLINE["H1"]] * 2 + [e4.HEADLINE["H2"]],
+                          "task": "segmentation", "n_T": [12, 60, 12], "verdict": "holds",
+                          "estimate": [0.04, 0.05, 0.03], "ci_low": [0.005, 0.04, 0.004],
+                          "ci_high": [0.075, 0.06, 0.056], "detectable": 0.02, "n": 5, "cells": 10})
+    none = heads.iloc[:0]
+    family = claims.adjust(e4.records(heads, none, none, none).assign(notebook="04"))
+    decisions = pd.DataFrame({"pair": ["a", "b"], "strict_a": [True, False], "n_rule": [1, 0]})
+    text = e4.findings(heads, none, decisions, family)
+    headline = text.splitlines()[0]
+    assert "undecided at n_T = 12 (+0.04 [+0.005, +0.075], holds before the correction, Holm-adjusted p" in headline
+    assert "holds at n_T = 60 (+0.05 [+0.04, +0.06], Holm-adjusted p" in headline
+    assert headline.endswith("after Holm's correction over the 3 primary claims recorded at this profile "
+                             "(by notebook 04).")
+    assert "- H2 at n_T = 12" in text and ": undecided (+0.03" in text
 
 
 def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):

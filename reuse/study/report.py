@@ -119,6 +119,17 @@ def summarize(results_dir: str | Path) -> str:
     return "\n".join(parts)
 
 
+def family_adjusted(name: str, verdicts: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """Every verdict row of ``results_dir``'s records, with ``verdicts`` (notebook ``name``'s,
+    not yet recorded) in place of ``name``'s own record, adjusted as the summary adjusts
+    them (:func:`reuse.study.claims.adjust`): a notebook that closes the primary family can
+    state its claims after Holm, as ``SUMMARY.md`` will, before it records them. The rows
+    pass through JSON as :func:`record` stores them, so the p-values are the summary's."""
+    others = [data for data in _records(Path(results_dir)) if data["name"] != name]
+    mine = {"name": name, "verdicts": json.loads(verdicts.to_json(orient="records"))}
+    return _adjusted([*others, mine])
+
+
 def _records(folder: Path) -> list[dict[str, Any]]:
     return [data for data in map(_load, sorted(folder.glob("*.json"))) if data]
 

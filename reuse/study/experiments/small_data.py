@@ -270,7 +270,8 @@ def verdict_text(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, c
         lines.append(f"- design, {r.task}, n_T = {r.n_T}: full-data target minus scratch {r.estimate:.3g} "
                      f"[{r.ci_low:.3g}, {r.ci_high:.3g}]: scratch is clearly worse: **{r.verdict}**.")
     for r in heads.itertuples():
-        lines.append(f"- primary {r.claim}, {r.task}, n_T = {r.n_T} ({r.statement}): **{r.verdict}** "
+        lines.append(f"- primary {r.claim}, {r.task}, n_T = {r.n_T} ({r.statement}), before Holm's "
+                     f"correction: **{r.verdict}** "
                      f"({r.estimate:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}], n = {r.n} seeds over "
                      f"{r.cells} cells; smallest detectable effect {r.detectable:.2g} against half the "
                      f"reuse-all benefit {abs(r.reuse_all_benefit) / 2:.2g}: "
@@ -297,7 +298,7 @@ def records(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, contro
             ) -> pd.DataFrame:
     """Every verdict of the notebook, one row each: the primary claims (named H1-H3b), the
     exploratory comparisons and the rule's controls."""
-    rows = [_record(f"{r.claim} {r.statement} ({r.task}, n_T {r.n_T})", r) for r in heads.itertuples()]
+    rows = [_record(_judgment(r), r) for r in heads.itertuples()]
     for where, frame in (("all rungs", tests), (HARM_PAIR, harm)):
         rows += [_record(f"{r.comparison} ({r.task}, n_T {r.n_T}, {where})", r) for r in frame.itertuples()]
     rows += [_record(f"control: (b) picks most layers of the {r.control} ({r.task}, fraction {r.fraction})",
@@ -305,23 +306,47 @@ def records(heads: pd.DataFrame, tests: pd.DataFrame, harm: pd.DataFrame, contro
     return pd.DataFrame(rows)
 
 
-def findings(heads: pd.DataFrame, harm: pd.DataFrame, decisions: pd.DataFrame) -> str:
+def _judgment(head) -> str:
+    """The recorded name of a primary claim (a row of :func:`headline`)."""
+    return f"{head.claim} {head.statement} ({head.task}, n_T {head.n_T})"
+
+
+def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
+    """(verdict after Holm, what to say beside the estimate) of a primary claim, from
+    ``family`` (:func:`reuse.study.report.family_adjusted`)."""
+    row = family.set_index("judgment").loc[_judgment(head)]
+    said = f"{head.estimate:+.3g} [{head.ci_low:+.3g}, {head.ci_high:+.3g}]"
+    if row.verdict_holm != head.verdict:
+        said += f", {head.verdict} before the correction"
+    if np.isfinite(row.p_holm):
+        said += f", Holm-adjusted p {row.p_holm:.2g}"
+    return row.verdict_holm, said
+
+
+def findings(heads: pd.DataFrame, harm: pd.DataFrame, decisions: pd.DataFrame, family: pd.DataFrame) -> str:
     """What the E4 verdicts mean, computed from them; the first line is the headline's
-    verdict in one sentence a reader can quote."""
+    verdict in one sentence a reader can quote. The primary claims are stated after Holm's
+    correction over the primary family of ``family`` (every recorded verdict with this
+    notebook's, :func:`reuse.study.report.family_adjusted`), as SUMMARY.md states them."""
     if heads.empty:
         return "- No comparison could be made."
-    h1 = heads[heads.claim == "H1"].sort_values("n_T")
-    said = "; ".join(f"{r.verdict} at n_T = {r.n_T} ({r.estimate:+.3g} [{r.ci_low:+.3g}, {r.ci_high:+.3g}]"
-                     f"{', no cell where both hold' if r.cells == 0 else ''})" for r in h1.itertuples())
+    primary = family[family.family == "primary"]
+    notebooks = sorted(primary.notebook.unique())
+    over = (f"after Holm's correction over the {len(primary)} primary claims recorded at this profile "
+            f"(by notebook{'s' * (len(notebooks) > 1)} {', '.join(notebooks)})")
+    said = []
+    for r in heads[heads.claim == "H1"].sort_values("n_T").itertuples():
+        verdict, beside = _after_holm(r, family)
+        said.append(f"{verdict} at n_T = {r.n_T} ({beside}{', no cell where both hold' if r.cells == 0 else ''})")
     lines = [f"- **Headline.** \"Where the network is reusable and the kernel RMSE is small, reuse "
-             f"beats training from scratch\" {said}."]
+             f"beats training from scratch\" {'; '.join(said)}; {over}."]
     if decisions.pair.nunique() < 2:
         lines.append("- Only one rung ran: condition (b)'s threshold is learnt from the other rungs, so "
                      "with none it reuses nothing here; run two or more rungs to test it.")
     for claim in ("H2", "H3a", "H3b"):
         for r in heads[heads.claim == claim].itertuples():
-            lines.append(f"- {claim} at n_T = {r.n_T} ({r.statement}): {r.verdict} ({r.estimate:+.3g} "
-                         f"[{r.ci_low:+.3g}, {r.ci_high:+.3g}]).")
+            verdict, beside = _after_holm(r, family)
+            lines.append(f"- {claim} at n_T = {r.n_T} ({r.statement}): {verdict} ({beside}).")
     if harm.empty:
         lines.append(f"- Negative transfer: {HARM_PAIR} did not run, so harm avoidance is not tested.")
         return "\n".join(lines)
