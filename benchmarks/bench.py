@@ -19,7 +19,10 @@ steps, prints both figures and their ratio, and checks the two give the same num
 (i) on the CPU, what the code-path pins cost (``reuse.CPU_PINS``: oneDNN and ATen capped at
     AVX2, for bits that travel): the same runs trained in fresh processes with the caps lifted
     (the baseline) and kept, alternately; ``agree`` says whether the weights are the same bits
-    (on a CPU without AVX-512 they are, and the ratio is noise).
+    (on a CPU without AVX-512 they are, and the ratio is noise);
+(j) deterministic mode's NaN fill of every new tensor, which ``compute_scope`` switches off
+    (the baseline puts it back on inside the trainer's scope): the same runs, alternately,
+    one thread; ``agree`` says whether the weights are the same bits (they must be).
 
 Data are synthetic Fashion-MNIST-shaped IDX files (rectangles on noise, written to a
 temporary folder), so the script needs no download. Results go to
@@ -33,6 +36,7 @@ temporary folder), so the script needs no download. Results go to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -55,6 +59,7 @@ import torch
 from reuse import CPU_PINS
 from reuse.study.data import write_synthetic_fashion
 from reuse.study.experiments.network_reusability import TYPE_SETS
+from reuse.study import train
 from reuse.study.models import conv_layer_names
 from reuse.study.train import Runner, RunSpec
 from reuse.toolkit.criteria import kernel_rmse
@@ -252,6 +257,26 @@ def train_fresh(specs: list[RunSpec], folder: Path, caps: dict[str, str]) -> dic
 def _same_weights(a: list, b: list) -> bool:
     """Whether paired runs have bit-identical weights."""
     return all(torch.equal(x.state[k], y.state[k]) for x, y in zip(a, b) for k in x.state)
+
+
+# ----------------------------------------------------------------------------- (j)
+@contextlib.contextmanager
+def nan_fill(on: bool):
+    """Within the block, the trainer runs with deterministic mode's NaN fill of new tensors
+    set to ``on`` inside its own ``compute_scope`` (which switches it off), all else alike."""
+    original = train.compute_scope
+
+    @contextlib.contextmanager
+    def scope(*args, **kwargs):
+        with original(*args, **kwargs):
+            torch.utils.deterministic.fill_uninitialized_memory = on
+            yield
+
+    train.compute_scope = scope
+    try:
+        yield
+    finally:
+        train.compute_scope = original
 
 
 # ----------------------------------------------------------------------------- main
@@ -479,6 +504,23 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
                f"(ATen {native}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
                min(t["seconds"] for t in kept), len(specs) * specs[0].steps * spec.batch_size, "img/s",
                free[0]["digests"] == kept[0]["digests"], None)
+
+    # (j) deterministic mode's NaN fill on (torch's default) vs off (compute_scope's), one
+    # thread as the quick profile trains, alternately, the faster of two tries each
+    if runner.deterministic:
+        specs = [spec.replace(init_seed=400 + i, steps=sizes["worker_steps"])
+                 for i in range(sizes["worker_runs"] // 2)]
+        single = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
+        tries = {on: [] for on in (True, False)}
+        for _ in range(2):
+            for on, done in tries.items():
+                with nan_fill(on):
+                    done.append(_timed(lambda: [single.fit([s])[0] for s in specs], dev))
+        record("j", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: new tensors NaN-filled "
+               "(deterministic mode's default) vs not (compute_scope's)",
+               min(t for _, t in tries[True]), min(t for _, t in tries[False]),
+               len(specs) * specs[0].steps * spec.batch_size, "img/s",
+               _same_weights(tries[True][0][0], tries[False][0][0]), None)
 
     # (e) memory
     memory = {"cpu_peak_rss_mib": _rss_mib(),

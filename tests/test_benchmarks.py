@@ -21,7 +21,7 @@ def test_quick_benchmark_completes_and_agrees(tmp_path):
     result = json.loads(path.read_text())
     assert result["device"] == "cpu" and result["torch"] and "commit" in result["provenance"]
     sections = [row["section"] for row in result["rows"]]
-    assert sections.count("b") == 2 and {"a", "c", "d", "g", "h", "i"} <= set(sections)
+    assert sections.count("b") == 2 and {"a", "c", "d", "g", "h", "i", "j"} <= set(sections)
     for row in result["rows"]:
         assert row["baseline_s"] > 0 and row["fast_s"] > 0
         if row["section"] == "i":  # the pins change the bits exactly where they cap something

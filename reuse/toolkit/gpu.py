@@ -87,7 +87,7 @@ def compute_scope(deterministic: bool = True, threads: int | None = None) -> Ite
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     # deterministic mode also fills every new tensor with NaN, a debugging aid against reads
     # of uninitialised memory that determinism does not need: 4-9% of a UNet or PSPNet
-    # training step on the CPU, the same weights bit for bit without it (measured)
+    # training step on the CPU, the same weights bit for bit without it (benchmarks/bench.py, j)
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
