@@ -1,6 +1,8 @@
 """Plots draw what is finite and say so when nothing is: an all-NaN panel must not fail."""
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,3 +33,19 @@ def test_an_all_nan_panel_is_left_out_and_all_nan_gives_a_note(draw, measure):
     assert draw(one_panel_nan).axes  # drew the finite panel, did not raise
     nothing = draw(_frame(measure, [np.nan] * 4))
     assert any(plots.common.NO_SCORES in t.get_text() for ax in nothing.axes for t in ax.texts)
+
+
+def _svg(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def test_the_same_runs_draw_the_same_figure_bits():
+    """A committed figure must come back bit for bit from the same numbers: no random jitter."""
+    runs = pd.DataFrame({"task": ["near"] * 6 + ["far"] * 6, "seed": list(range(3)) * 4,
+                         "role": (["finetuned"] * 3 + ["scratch"] * 3) * 2, "chance": 0.5,
+                         "accuracy": [1.0, 1.0, 0.99, 0.6, 0.62, 0.6, 0.9, 0.9, 0.91, 0.3, 0.31, 0.3]})
+    first = _svg(plots.pretrained_network.accuracies(runs))
+    np.random.seed(1)  # another global state: seaborn's stripplot jitter would draw from it
+    assert _svg(plots.pretrained_network.accuracies(runs)) == first

@@ -87,7 +87,9 @@ def accuracies(runs: pd.DataFrame) -> plt.Figure:
     if runs.empty:
         return empty_figure("no runs to draw")
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    sns.stripplot(data=runs, x="task", y="accuracy", hue="role", dodge=True, ax=ax)
+    # a swarm, not a strip: seaborn jitters a strip with numpy's global generator, so the
+    # committed figure would change bits from run to run on the same numbers
+    sns.swarmplot(data=runs, x="task", y="accuracy", hue="role", dodge=True, ax=ax)
     for i, task in enumerate(_tasks(runs)):
         c = runs[runs.task == task].chance.mean()
         ax.plot([i - 0.4, i + 0.4], [c, c], color="grey", ls=":", lw=1)
