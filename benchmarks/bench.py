@@ -254,6 +254,17 @@ def train_fresh(specs: list[RunSpec], folder: Path, caps: dict[str, str]) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _runs(spec: RunSpec, first_seed: int, n: int, steps: int) -> list[RunSpec]:
+    """``n`` runs of ``steps`` steps like ``spec``, initialised from ``first_seed`` on (each
+    section trains its own seeds, so no section reads another's runs)."""
+    return [spec.replace(init_seed=first_seed + i, steps=steps) for i in range(n)]
+
+
+def _images(specs: list[RunSpec]) -> int:
+    """Training images the runs ``specs`` see, the unit of every section's img/s."""
+    return sum(s.steps * s.batch_size for s in specs)
+
+
 def _same_weights(a: list, b: list) -> bool:
     """Whether paired runs have bit-identical weights."""
     return all(torch.equal(x.state[k], y.state[k]) for x, y in zip(a, b) for k in x.state)
@@ -455,8 +466,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     # (g) two one-thread worker processes vs one two-thread process (the quick profile's way);
     # agreement: the workers' weights equal, bit for bit, one-thread training in this process
     if dev.type == "cpu":
-        specs = [spec.replace(init_seed=100 + i, steps=sizes["worker_steps"])
-                 for i in range(sizes["worker_runs"])]
+        specs = _runs(spec, 100, sizes["worker_runs"], sizes["worker_steps"])
         one = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=2, precision=prec)
         two = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, workers=2,
                      precision=prec)
@@ -466,7 +476,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
                        precision=prec).train_many(specs[:2])
         same = _same_weights(alone, parallel)
         record("g", f"{len(specs)} runs of {specs[0].steps} steps: one process of 2 threads vs 2 workers "
-               "of 1 thread", t_one, t_two, len(specs) * specs[0].steps * spec.batch_size, "img/s", same,
+               "of 1 thread", t_one, t_two, _images(specs), "img/s", same,
                None)
 
     # (h) a 2-worker Dask LocalCluster (``--cluster local:2``) vs serial one-thread training;
@@ -474,8 +484,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     if dev.type == "cpu" and importlib.util.find_spec("distributed") is not None:
         from distributed import Client, LocalCluster
 
-        specs = [spec.replace(init_seed=200 + i, steps=sizes["worker_steps"])
-                 for i in range(sizes["worker_runs"])]
+        specs = _runs(spec, 200, sizes["worker_runs"], sizes["worker_steps"])
         serial = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -485,13 +494,12 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         same = _same_weights(alone, spread)
         record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
                "LocalCluster of 2 one-thread workers", t_serial, t_dask,
-               len(specs) * specs[0].steps * spec.batch_size, "img/s", same, None)
+               _images(specs), "img/s", same, None)
 
     # (i) the code-path pins (oneDNN and ATen capped at AVX2) vs the CPU's own best paths:
     # fresh processes, alternately, the faster of two tries each
     if dev.type == "cpu":
-        specs = [spec.replace(init_seed=300 + i, steps=sizes["worker_steps"])
-                 for i in range(sizes["worker_runs"] // 2)]
+        specs = _runs(spec, 300, sizes["worker_runs"] // 2, sizes["worker_steps"])
         native = native_isa()  # one subprocess: the same for every try
         caps = {"free": {"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": native.lower()},
                 "pins": {k: CPU_PINS[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}}
@@ -502,14 +510,13 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         free, kept = tries["free"], tries["pins"]
         record("i", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: the CPU's own paths "
                f"(ATen {native}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
-               min(t["seconds"] for t in kept), len(specs) * specs[0].steps * spec.batch_size, "img/s",
+               min(t["seconds"] for t in kept), _images(specs), "img/s",
                free[0]["digests"] == kept[0]["digests"], None)
 
     # (j) deterministic mode's NaN fill on (torch's default) vs off (compute_scope's), one
     # thread as the quick profile trains, alternately, the faster of two tries each
     if runner.deterministic:
-        specs = [spec.replace(init_seed=400 + i, steps=sizes["worker_steps"])
-                 for i in range(sizes["worker_runs"] // 2)]
+        specs = _runs(spec, 400, sizes["worker_runs"] // 2, sizes["worker_steps"])
         single = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
         tries = {on: [] for on in (True, False)}
         for _ in range(2):
@@ -519,7 +526,7 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         record("j", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: new tensors NaN-filled "
                "(deterministic mode's default) vs not (compute_scope's)",
                min(t for _, t in tries[True]), min(t for _, t in tries[False]),
-               len(specs) * specs[0].steps * spec.batch_size, "img/s",
+               _images(specs), "img/s",
                _same_weights(tries[True][0][0], tries[False][0][0]), None)
 
     # (e) memory
