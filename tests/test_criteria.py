@@ -7,7 +7,15 @@ import torch
 import torchvision
 
 from reuse.study.models import build_model, conv_layer_names
-from reuse.toolkit.criteria import KINDS, conv_layers, find_layers, kernel_keys, kernel_rmse, per_kernel_rmse
+from reuse.toolkit.criteria import (
+    KINDS,
+    conv_layers,
+    find_layers,
+    kernel_keys,
+    kernel_rmse,
+    per_kernel_rmse,
+    rmse_over_floor,
+)
 
 
 def _states(seed_a=0, seed_b=1):
@@ -179,3 +187,12 @@ def test_wrong_types_and_shapes_are_refused():
     wide["conv1.weight"] = torch.zeros(8, 3, 7, 7)
     with pytest.raises(ValueError, match=r"layer conv1: source weight \(64, 3, 7, 7\) vs target \(8, 3, 7, 7\)"):
         kernel_rmse(a, wide)
+
+
+def test_rmse_over_floor_divides_by_the_twins_rmse_and_gives_nan_for_a_zero_floor():
+    target = {"a.weight": torch.zeros(2, 1, 1, 1), "b.weight": torch.ones(2, 1, 1, 1)}
+    source = {"a.weight": torch.full((2, 1, 1, 1), 3.0), "b.weight": torch.full((2, 1, 1, 1), 2.0)}
+    twin = {"a.weight": torch.full((2, 1, 1, 1), 1.5), "b.weight": torch.ones(2, 1, 1, 1)}
+    out = rmse_over_floor(source, target, twin)
+    assert np.allclose(out.rmse, [3.0, 1.0]) and np.allclose(out.floor_rmse, [1.5, 0.0])
+    assert out.rmse_over_floor[0] == pytest.approx(2.0) and math.isnan(out.rmse_over_floor[1])  # twin = target

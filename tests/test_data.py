@@ -162,6 +162,30 @@ def test_ladder_shares_one_target_and_keeps_the_shifted_source_apart(fake_fashio
     assert not any(tuple(x.flatten().tolist()) in seen for x in source.train_x)
 
 
+def test_overlap_sources_keep_the_targets_labels_and_stay_out_of_its_blocks(fake_fashion):
+    """fashion-overlap@0.6: 3 of the target's 5 classes with the target's own labels, 2 of
+    classes 0-4 with the rest; its target-class images never come from the target's or the
+    twin's block. fashion-split-shifted: fashion-split's source images, shifted."""
+    raw_x, raw_y = data.load_fashion("train", None, 32)
+    label_of = {tuple(x.flatten().tolist()): int(y) for x, y in zip(raw_x, raw_y)}
+    source = data.load_domain("fashion-overlap@0.6", "source", 100, 30, seed=3)
+    pairs = {(int(y), label_of[tuple(x.flatten().tolist())]) for x, y in zip(source.train_x, source.train_y)}
+    assert pairs == {(0, 5), (1, 6), (2, 7), (3, 0), (4, 1)} and source.n_classes == 5
+    assert 50 <= int((source.train_y < 3).sum()) <= 70  # about 3/5 of the images from shared classes
+    target = data.load_domain("fashion-split", "target", 40, 30, seed=3)
+    twin = data.load_domain("fashion-split", "target", 40, 30, seed=3, block=1)
+    seen = {tuple(x.flatten().tolist()) for x in torch.cat([target.train_x, twin.train_x])}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in source.train_x)
+    split = data.load_domain("fashion-split", "source", 30, 10, seed=3)
+    shifted = data.load_domain("fashion-split-shifted@0.5", "source", 30, 10, seed=3)
+    assert torch.equal(split.train_y, shifted.train_y) and not torch.equal(split.train_x, shifted.train_x)
+    assert torch.equal(shifted.mask_train, data.rotate(split.train_x, 22.5))  # masks: the rotated clean item
+    assert data.rung_coordinates("fashion-overlap@0.6") == {"label_overlap": 0.6, "shift": 0.0,
+                                                            "other_data": False, "scrambled": False}
+    assert data.rung_coordinates("fashion-split-shifted@0.5")["shift"] == 0.5
+    assert data.rung_coordinates("fashion-shifted@0.25")["label_overlap"] == 1.0
+
+
 def test_scrambled_source_permutes_its_targets_alike_for_every_image(fake_fashion):
     split = data.load_domain("fashion-split", "source", 20, 10, seed=1)
     scrambled = data.load_domain("fashion-scrambled", "source", 20, 10, seed=1)
@@ -175,7 +199,9 @@ def test_scrambled_source_permutes_its_targets_alike_for_every_image(fake_fashio
 
 
 @pytest.mark.parametrize("pair, message", [("fashion-shifted", "needs a dose"), ("fashion-shifted@2", "dose '2'"),
-                                           ("fashion-split@0.1", "takes no dose"), ("nope", "allowed")])
+                                           ("fashion-split@0.1", "takes no dose"), ("nope", "allowed"),
+                                           ("fashion-overlap@0.05", "shares 0 of the target's 5"),
+                                           ("fashion-overlap@1", "shares 5 of the target's 5")])
 def test_bad_pair_names_say_what_is_allowed(pair, message):
     with pytest.raises(ValueError, match=message):
         data.parse_pair(pair)

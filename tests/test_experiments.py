@@ -159,3 +159,28 @@ def test_strangers_regime_is_measured_raw_and_weight_matched(e1_frames):
     assert {"siblings_verdict", "strangers_verdict", "strangers_aligned_verdict",
             "matching_gain_estimate"} <= set(table.columns) or table.empty
     assert "strangers" in e1.regime_text(table) or table.empty
+
+
+def test_criterion_spread_splits_the_variance_between_layer_and_source():
+    """A criterion set by the layer alone has no spread across sources (layer share 1); one set
+    by the source alone has no spread across layers (source share 1)."""
+    rows = [{"architecture": "unet", "pair": p, "layer": layer, "seed": s, "by_layer": i, "by_source": j}
+            for i, layer in enumerate("abc") for j, p in enumerate(["near", "far"]) for s in (0, 1)]
+    out = common.criterion_spread(pd.DataFrame(rows), ["by_layer", "by_source"], ["architecture"]).set_index("criterion")
+    assert out.loc["by_layer", ["across_sources", "across_layers", "layer_share", "source_share"]].tolist() == [0, 2, 1, 0]
+    assert out.loc["by_source", ["across_sources", "across_layers", "layer_share", "source_share"]].tolist() == [1, 0, 0, 1]
+
+
+def test_j1_is_tabled_against_label_overlap_and_shift():
+    table = pd.DataFrame({"architecture": "pspnet", "task": "segmentation",
+                          "pair": ["fashion-shifted@0.25", "fashion-overlap@0.6", "fashion-overlap@0.2", "fashion-split",
+                                   "fashion-split-shifted@0.5", "digits-to-fashion"],
+                          "verdict": ["holds", "undecided", "refuted", "refuted", "refuted", "refuted"],
+                          "source_estimate": 0.5, "source_ci_low": 0.4, "source_ci_high": 0.6,
+                          "minus_reset_estimate": 0.1, "controls": "passed", "n": 5})
+    coords = e1.by_coordinates(table).set_index("pair")
+    assert coords.label_overlap.tolist() == [1.0, 0.6, 0.2, 0.0, 0.0, 0.0]
+    assert coords["shift"].tolist() == [0.25, 0, 0, 0, 0.5, 0] and coords.other_data["digits-to-fashion"]
+    text = e1.coordinates_text(coords.reset_index())
+    assert "holds on 1 (fashion-shifted@0.25 (overlap 1, shift 0.25))" in text
+    assert "undecided on 1" in text and "partial label overlap J1 is refuted, undecided" in text

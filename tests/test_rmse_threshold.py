@@ -133,3 +133,14 @@ def test_a_baseline_chooses_its_direction_on_the_training_pairs_only(monkeypatch
     assert e3._held_out_accuracy(points, "log_size") == 0.5  # small = reusable: no cut beats chance
     lopo = e3.lopo_table(points, criteria=("rmse",))
     assert set(lopo[lopo.criterion == "log_size"].reusable_when) == {"large"}
+
+
+def test_label_check_counts_the_labels_the_reset_earns_too():
+    key = {"architecture": "unet", "task": "segmentation", "pair": "p", "seed": 0}
+    pts = pd.DataFrame([{**key, "donor": "source", "layer": l, "reusable": r} for l, r in
+                        (("a", True), ("b", True), ("c", False))])
+    swaps = pd.DataFrame([{**key, "donor": "theta_0", "layer": l, "bn_reestimated": True, "reuse_score": v}
+                          for l, v in (("a", 0.9), ("b", 0.1), ("c", 0.95))])
+    check = e3.label_check(pts, swaps)
+    assert check == {"source_points": 3, "reusable": 2, "reusable_when_reset_too": 1}
+    assert "1 of those (50%)" in e3.label_text(check) and "untrained kernel" not in e3.label_text(check)

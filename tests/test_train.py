@@ -169,6 +169,33 @@ def test_init_from_and_freeze(fake_fashion):
         runner.train(parent.replace(freeze=("nope",)))
 
 
+def test_align_to_permutes_the_parent_onto_the_run_it_names(fake_fashion):
+    """The parent's channels are weight-matched onto the align_to run's before any key is
+    copied: the state handed on is that permutation of the parent, closer to the run it names
+    than the parent was (weight matching is a local search, so not always back to zero)."""
+    from reuse.toolkit.alignment import apply_permutation, permutation_spec, weight_matching
+
+    runner = Runner("cpu", cache_dir=None, progress=False)
+    base = RunSpec("unet", "segmentation", "fashion-split", **TINY)
+    target = runner.train(base)
+    spec = permutation_spec(runner.build(base))
+    perms = {g: torch.randperm(n, generator=torch.Generator().manual_seed(1)) for g, n in spec.sizes.items()}
+    stranger = base.replace(init_seed=7)
+    shuffled = apply_permutation(spec, perms, target.state)
+    runner._runs[stranger.key] = type(target)(stranger, shuffled, [])
+    child = base.replace(domain="target", init_from=stranger, align_to=base)
+    aligned = runner.parent_state(child)
+    expected = apply_permutation(spec, weight_matching(spec, shuffled, target.state), shuffled)
+    assert all(torch.equal(aligned[k], expected[k]) for k in expected)
+
+    def distance(state):
+        return sum(float((state[k].float() - target.state[k].float()).square().sum()) for k in spec.by_key())
+    assert distance(aligned) < distance(shuffled)
+    assert runner.parent_state(child.replace(align_to=None)) is shuffled  # no align_to: the parent as it is
+    with pytest.raises(ValueError, match="align_to permutes the init_from parent"):
+        base.replace(align_to=base)
+
+
 def test_bad_specs_and_settings():
     with pytest.raises(ValueError, match="domain='middle'"):
         RunSpec("unet", "segmentation", "fashion-split", domain="middle")

@@ -246,7 +246,8 @@ def _results(rule_minus_scratch):
     for s, d in zip(SEEDS, rule_minus_scratch):
         for strategy, value in (("scratch", 0.5), ("reuse_all", 0.5 + d)):
             rows.append({"task": "segmentation", "fraction": 0.1, "n_T": 60, "architecture": "unet",
-                         "pair": "fashion-split", "seed": s, "strategy": strategy, "value": value})
+                         "pair": "fashion-split", "seed": s, "regime": "siblings", "strategy": strategy,
+                         "value": value})
     return pd.DataFrame(rows)
 
 
@@ -259,13 +260,14 @@ def test_e4_comparison(diffs, expected):
 
 
 def test_e4_controls_all_three_ways():
-    def decisions(twin, other):
-        return pd.DataFrame([{"task": "segmentation", "fraction": 0.1, "seed": s, "n_layers": 10,
-                              "twin_picked": t, "different_init_picked": o}
-                             for s, t, o in zip(SEEDS, twin, other)])
-    good = e4.control_table(decisions([9, 10, 9, 8, 10], [0, 1, 0, 0, 1])).verdict.tolist()
-    bad = e4.control_table(decisions([0, 1, 0, 0, 1], [9, 10, 9, 8, 10])).verdict.tolist()
-    vague = e4.control_table(decisions([2, 9, 3, 8, 5], [2, 9, 3, 8, 5])).verdict.tolist()
+    def layers(twin, other):  # layers of 10 passing (b) per seed, for each control
+        return pd.DataFrame([{"task": "segmentation", "fraction": 0.1, "regime": "siblings", "seed": s,
+                              "donor": donor, "layer": f"l{i}", "b": i < n}
+                             for s, t, o in zip(SEEDS, twin, other)
+                             for donor, n in (("twin", t), ("different_init", o)) for i in range(10)])
+    good = e4.control_table(layers([9, 10, 9, 8, 10], [0, 1, 0, 0, 1])).verdict.tolist()
+    bad = e4.control_table(layers([0, 1, 0, 0, 1], [9, 10, 9, 8, 10])).verdict.tolist()
+    vague = e4.control_table(layers([2, 9, 3, 8, 5], [2, 9, 3, 8, 5])).verdict.tolist()
     assert good == ["holds", "refuted"] and bad == ["refuted", "holds"] and vague == ["undecided"] * 2
 
 

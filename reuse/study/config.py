@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 # the main grid's pairs (E2, E3, E5): three far rungs of the ladder, one target (fashion 5-9)
 MAIN_PAIRS = ("fashion-split", "digits-to-fashion", "fashion-scrambled")
-# the source ladder of E1 and E4, near to far, every rung with fashion-split's target (the
-# twin, trained on the target's own distribution, is rung 0 in every condition); graded shifts
-# with the target's labels, then disjoint labels, digits and scrambled targets
-LADDER_QUICK = ("fashion-shifted@0.25", "fashion-shifted@0.5", *MAIN_PAIRS)
+# the source ladder of E1 and E4, every rung with fashion-split's target (the twin, trained on
+# the target's own distribution, is rung 0 in every condition): graded shifts with the target's
+# labels, partial label overlaps (3 and 1 of the target's 5 classes), disjoint labels unshifted
+# and shifted, digits and scrambled targets; J1 is tabled against label overlap and shift
+LADDER_QUICK = ("fashion-shifted@0.25", "fashion-shifted@0.5", "fashion-overlap@0.6", "fashion-overlap@0.2",
+                "fashion-split", "fashion-split-shifted@0.5", *MAIN_PAIRS[1:])
 LADDER_PAPER = ("fashion-shifted@0.1", "fashion-shifted@0.25", "fashion-shifted@0.5",
-                "fashion-shifted@0.75", "fashion-shifted@1", *MAIN_PAIRS)
+                "fashion-shifted@0.75", "fashion-shifted@1", "fashion-overlap@0.8", "fashion-overlap@0.6",
+                "fashion-overlap@0.4", "fashion-overlap@0.2", "fashion-split", "fashion-split-shifted@0.25",
+                "fashion-split-shifted@0.5", *MAIN_PAIRS[1:])
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,10 @@ class Profile:
     e3_dose: Grid = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"), LADDER_PAPER[:5])
     e4_grid: Grid = Grid(("unet", "pspnet"), ("segmentation",), LADDER_QUICK)
     e4_fractions: tuple[float, ...] = (0.02, 0.1, 1.0)
-    e4_random_draws: int = 3  # random layer sets of the rule's size per cell
+    e4_random_draws: int = 3  # random layer sets of the earlier rule's size per cell
+    e4_group: int = 3  # layers in each group of E4's factorial (pass, fail, random_k)
+    # E4's strangers and fine-tuned regimes (architectures x tasks; the siblings run on all of e4_grid)
+    e4_regimes: Grid = Grid(("unet", "pspnet"), ("segmentation", "autoencoder"))
     # notebook 06; the quick and paper values: the whole notebook in about 4 minutes on 2
     # CPU cores at 16 px and 150 steps (near the plateau), three seeds, the fewest with a
     # usable Student-t CI; on one GPU 32 px, more data, longer training, five seeds
@@ -167,11 +174,12 @@ PROFILES = {
                      n_bn=64, small=SmallData(steps=6, batch_size=8),
                      grid=_SMOKE_GRID, e2_grid=Grid(("unet",), ("segmentation",)), e2_points=2,
                      e3_dose=Grid(("unet",), ("segmentation",), ("fashion-shifted@0.25",)),
-                     ladder=("fashion-shifted@0.25", *MAIN_PAIRS),
+                     ladder=("fashion-shifted@0.25", "fashion-overlap@0.6", *MAIN_PAIRS),
                      strangers=Grid(("unet",), ("segmentation",)),
                      e4_grid=Grid(("unet",), ("segmentation",),
                                   ("fashion-shifted@0.25", "fashion-split", "fashion-scrambled")),
-                     e4_fractions=(0.25, 1.0), e4_random_draws=1,
+                     e4_fractions=(0.25, 1.0), e4_random_draws=1, e4_group=2,
+                     e4_regimes=Grid(("unet",), ("segmentation",)),
                      # each swap of a ResNet-18 costs about 0.3 s on a busy 2-core CPU, so smoke
                      # scans 4 layers; one scoring thread: CI runs it beside other work
                      own=OwnModel(image_size=16, n_train=64, n_test=64, n_bn=32, steps=20, batch_size=16,
@@ -195,7 +203,8 @@ PROFILES = {
                      e2_grid=Grid(("pspnet",), ("segmentation",)), e2_points=2,
                      e3_dose=Grid(("unet", "pspnet"), ("segmentation",), LADDER_QUICK[:2]),
                      e4_grid=Grid(("pspnet",), ("segmentation",), LADDER_QUICK),
-                     e4_fractions=(0.02, 0.1), e4_random_draws=2),
+                     e4_fractions=(0.02, 0.1), e4_random_draws=1,
+                     e4_regimes=Grid(("pspnet",), ("segmentation",))),
     # one GPU: 32 px, wider and deeper nets, the full grid, 10 seeds
     "paper": Profile("paper", image_size=32, n_source=10000, n_target=640, n_test=2000,
                      widths=widths(16), depth=3, batch_size=64, steps=2000, lr=3e-3, seeds=tuple(range(10)),

@@ -48,13 +48,20 @@ FASHION_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 PAIRS = ("fashion-split", "fashion-to-digits", "fashion-shift", "fashion-random-labels",
-         "fashion-shifted", "digits-to-fashion", "fashion-scrambled")
-# pairs whose name carries a dose, "<pair>@<s>" with s in [0, 1] (the source's shift strength)
-DOSED = ("fashion-shifted",)
+         "fashion-shifted", "fashion-overlap", "fashion-split-shifted", "digits-to-fashion",
+         "fashion-scrambled")
+# pairs whose name carries a dose, "<pair>@<s>" with s in [0, 1]: the source's shift strength
+# (fashion-shifted, fashion-split-shifted) or the share of the target's classes it has
+# (fashion-overlap)
+DOSED = ("fashion-shifted", "fashion-overlap", "fashion-split-shifted")
+GRADED_SHIFT = "fashion-shifted"  # the target's own classes, shifted: E3's dose series
+SHIFTED_SOURCES = ("fashion-shifted", "fashion-split-shifted")  # the dose is a shift strength
 # pairs whose target side is another pair's (the same data): their target runs are shared.
 # The source ladder (docs/protocol.md, section 3) has one target per task, fashion 5-9.
 SAME_TARGET = {"fashion-random-labels": "fashion-split", "fashion-shifted": "fashion-split",
+               "fashion-overlap": "fashion-split", "fashion-split-shifted": "fashion-split",
                "digits-to-fashion": "fashion-split", "fashion-scrambled": "fashion-split"}
+N_TARGET_CLASSES = 5  # the ladder's target: Fashion-MNIST classes 5-9
 # pairs that differ from another only in class labels: for auto-encoding they are that pair
 LABELS_ONLY = ("fashion-random-labels",)
 SCRAMBLE_SEED = 4242  # fixes the pixel permutation of fashion-scrambled's source targets
@@ -86,7 +93,28 @@ def parse_pair(pair: str) -> tuple[str, float | None]:
         value = float("nan")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"pair={pair!r}: dose {dose!r}; allowed: a number in [0, 1]")
+    if name == "fashion-overlap" and not 1 <= shared_classes(value) < N_TARGET_CLASSES:
+        raise ValueError(f"pair={pair!r}: shares {shared_classes(value)} of the target's "
+                         f"{N_TARGET_CLASSES} classes; allowed: a share giving 1 to {N_TARGET_CLASSES - 1} "
+                         "(e.g. 0.2, 0.6; 0 is fashion-split, 1 fashion-shifted@0)")
     return name, value
+
+
+def shared_classes(share: float) -> int:
+    """How many of the ladder target's classes a ``fashion-overlap@share`` source has."""
+    return int(round(share * N_TARGET_CLASSES))
+
+
+def rung_coordinates(pair: str) -> dict:
+    """Where a rung of the source ladder stands: ``label_overlap``, the share of the target's
+    classes its source has (1: the target's own labels), and ``shift``, the strength of the
+    shift of its images (0: none); ``other_data`` when its images are not Fashion-MNIST's and
+    ``scrambled`` when its targets carry no spatial signal (J1 is tabled against both axes)."""
+    name, dose = parse_pair(pair)
+    overlap = {"fashion-shifted": 1.0, "fashion-overlap": shared_classes(dose or 0) / N_TARGET_CLASSES}
+    return {"label_overlap": overlap.get(name, 0.0),
+            "shift": dose if name in SHIFTED_SOURCES else 0.0,
+            "other_data": name == "digits-to-fashion", "scrambled": name == "fashion-scrambled"}
 
 
 def target_pair(pair: str) -> str:
@@ -365,8 +393,22 @@ def _subset(n_total: int, n: int | None, seed: int, block: int = 0) -> torch.Ten
 RANDOM_LABEL_SEED = 777  # fixes fashion-random-labels' shuffled source labels
 
 
-def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_SIZE
-            ) -> tuple[torch.Tensor, torch.Tensor, int]:
+_TARGET_CLASSES = tuple(range(10 - N_TARGET_CLASSES, 10))  # the ladder's target: classes 5-9
+
+
+def _source_classes(pair: str, dose: float | None) -> tuple[int, ...]:
+    """The Fashion-MNIST classes of a pair's source side, in label order: the target's own
+    (fashion-shifted), none of them (classes 0-4), or the first ``shared_classes(dose)`` of
+    the target's followed by the first of classes 0-4 (fashion-overlap), so that a shared
+    class keeps the target's label."""
+    if pair == "fashion-shifted":
+        return _TARGET_CLASSES
+    m = shared_classes(dose) if pair == "fashion-overlap" else 0
+    return (*_TARGET_CLASSES[:m], *range(N_TARGET_CLASSES - m))
+
+
+def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_SIZE,
+            dose: float | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Un-subsetted (images, class indices, number of classes) of one side and split."""
     if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         x, y = load_digits(image_size)
@@ -376,10 +418,11 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
     x, y = load_fashion(split, data_dir, image_size)
     if pair in ("fashion-to-digits", "fashion-shift"):
         return x, y, 10
-    same = pair == "fashion-shifted"  # its source has the target's classes
-    keep = torch.arange(5) if side == "source" and not same else torch.arange(5, 10)
+    keep = torch.tensor(_source_classes(pair, dose) if side == "source" else _TARGET_CLASSES)
+    label = torch.full((10,), -1, dtype=y.dtype)
+    label[keep] = torch.arange(len(keep), dtype=y.dtype)  # class keep[i] is label i
     sel = torch.isin(y, keep)
-    x, y = x[sel], y[sel] - int(keep[0])
+    x, y = x[sel], label[y[sel]]
     if pair == "fashion-random-labels" and side == "source":
         gen = torch.Generator().manual_seed(RANDOM_LABEL_SEED + (split == "test"))
         y = y[torch.randperm(len(y), generator=gen)]  # labels shuffled across images
@@ -388,14 +431,29 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
 
 def domain_size(pair: str, side: str, split: str, data_dir: str | Path | None = None) -> int:
     """Samples available on one side and split of a pair (from the labels alone)."""
-    pair = parse_pair(pair)[0]
+    pair, dose = parse_pair(pair)
     if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         return len(load_digits(8)[1]) - 500 if split == "train" else 500
     labels = _fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1]
     if pair in ("fashion-to-digits", "fashion-shift"):
         return len(labels)
-    first = side == "source" and pair != "fashion-shifted"
-    return int(np.isin(labels, range(5) if first else range(5, 10)).sum())
+    return int(np.isin(labels, _source_classes(pair, dose) if side == "source" else _TARGET_CLASSES).sum())
+
+
+def _overlap_rows(labels: torch.Tensor, shared: int, n: int, seed: int) -> torch.Tensor:
+    """Rows (of the whole split) of a fashion-overlap source's ``n`` training images: about
+    ``shared`` fifths from the target's classes, taken from the *end* of the target's own
+    permutation (seed + 10, as the target draws it), so they stay disjoint from the
+    target's and the twin's blocks, and the rest from the first of classes 0-4."""
+    pool = torch.nonzero(torch.isin(labels, torch.tensor(_TARGET_CLASSES))).flatten()
+    tail = pool[_subset(len(pool), None, seed + 10)].flip(0)
+    n_shared = round(n * shared / N_TARGET_CLASSES)
+    mine = tail[torch.isin(labels[tail], torch.tensor(_TARGET_CLASSES[:shared]))][:n_shared]
+    others = torch.nonzero(torch.isin(labels, torch.arange(N_TARGET_CLASSES - shared))).flatten()
+    rest = others[_subset(len(others), None, seed)][:n - len(mine)]
+    if len(mine) + len(rest) < n:
+        raise ValueError(f"fashion-overlap: {n} training images asked for, {len(mine) + len(rest)} available")
+    return torch.cat([mine, rest])
 
 
 def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, seed: int = 0,
@@ -416,6 +474,11 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
     - ``fashion-shifted@s``: source = classes 5-9 (the target's labels) shifted with
       strength ``s``; its training images are the *last* rows of the target's permutation,
       disjoint from the target's and the twin's blocks whenever 2 n_T + n_S <= 30,000;
+    - ``fashion-overlap@o``: source = ``round(5 o)`` of the target's classes (with their
+      labels; training images from the end of the target's permutation, as above) and the
+      rest from classes 0-4: a partial label overlap;
+    - ``fashion-split-shifted@s``: fashion-split's source (disjoint labels) shifted with
+      strength ``s``;
     - ``digits-to-fashion``: source = UCI digits (1,297 training images at most);
     - ``fashion-scrambled``: source = classes 0-4 whose task targets (masks, clean images)
       are pixel-permuted by one fixed permutation: its kernels learn a non-local mapping
@@ -428,15 +491,20 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
     if side not in ("source", "target"):
         raise ValueError(f"side={side!r}; allowed: 'source', 'target'")
     name, dose = parse_pair(pair)
-    shift = shift if dose is None else dose
-    shifted_source = name == "fashion-shifted" and side == "source"
+    shift = shift if name not in SHIFTED_SOURCES else dose
+    shifted_source = name in SHIFTED_SOURCES and side == "source"
     seed = seed + (10 if side == "target" else 0)
     parts = {}
     for k, (split, n) in enumerate((("train", n_train), ("test", n_test))):
-        x, y, n_classes = _select(name, side, split, data_dir, image_size)
-        if shifted_source and split == "train":  # the tail of the target's permutation
-            perm = _subset(len(x), None, seed + 10)
+        x, y, n_classes = _select(name, side, split, data_dir, image_size, dose)
+        if name == "fashion-shifted" and side == "source" and split == "train":
+            perm = _subset(len(x), None, seed + 10)  # the tail of the target's permutation
             idx = perm[len(x) - (len(x) if n is None else n):]
+        elif name == "fashion-overlap" and side == "source" and split == "train":
+            labels = torch.from_numpy(_fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1].astype(np.int64))
+            chosen = torch.isin(labels, torch.tensor(_source_classes(name, dose)))
+            row = torch.cumsum(chosen, 0) - 1  # a row of the whole split -> its row in x
+            idx = row[_overlap_rows(labels, shared_classes(dose), len(x) if n is None else n, seed)]
         else:
             idx = _subset(len(x), n, seed + k, block if split == "train" else 0)
         x, y, mask = x[idx], y[idx], x[idx]
@@ -444,10 +512,13 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
             mask = rotate(x, 45.0 * shift)
             x = shift_images(x, shift, seed + k)
         parts[split] = (x, y, mask)
+    shared = shared_classes(dose) if name == "fashion-overlap" else 0
     names = {"fashion-split": ("fashion 0-4", "fashion 5-9"), "fashion-to-digits": ("fashion", "digits"),
              "fashion-shift": ("fashion", f"fashion shift {shift:g}"),
              "fashion-random-labels": ("fashion 0-4, labels shuffled", "fashion 5-9"),
              "fashion-shifted": (f"fashion 5-9 shift {shift:g}", "fashion 5-9"),
+             "fashion-overlap": (f"fashion {shared} of 5-9 and {N_TARGET_CLASSES - shared} of 0-4", "fashion 5-9"),
+             "fashion-split-shifted": (f"fashion 0-4 shift {shift:g}", "fashion 5-9"),
              "digits-to-fashion": ("digits", "fashion 5-9"),
              "fashion-scrambled": ("fashion 0-4, targets scrambled", "fashion 5-9")}
     (tx, ty, tm), (sx, sy, sm) = parts["train"], parts["test"]

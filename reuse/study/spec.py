@@ -23,7 +23,9 @@ class RunSpec:
     samples (the last partial batch of each pass over the data is dropped, so every step
     sees a full batch). ``channels``: input channels (grayscale repeated; 3 for a
     torchvision classifier). ``init_from`` starts from another run's weights: the state
-    keys in ``init_keys`` (all when None) are copied from it, the rest come from theta_0.
+    keys in ``init_keys`` (all when None) are copied from it, the rest come from theta_0;
+    with ``align_to``, the parent's channels are first permuted onto that run's weights by
+    weight matching (the strangers regime: a parent from another theta_0).
     Parameters named in ``freeze`` are not updated (their BN running statistics still are).
 
     The data files and the training code also decide the weights: the run cache keys each
@@ -50,6 +52,7 @@ class RunSpec:
     weight_decay: float = 0.0
     init_from: RunSpec | None = None
     init_keys: tuple[str, ...] | None = None
+    align_to: RunSpec | None = None
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -62,6 +65,8 @@ class RunSpec:
             raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, lr={self.lr}, "
                              f"channels={self.channels}: steps, lr and channels must be positive, "
                              "batch_size >= 2 (BatchNorm)")
+        if self.align_to is not None and self.init_from is None:
+            raise ValueError("align_to permutes the init_from parent; it needs init_from")
         if self.image_size % 2 ** self.depth:
             raise ValueError(f"image_size={self.image_size} is not divisible by 2**depth = "
                              f"{2 ** self.depth}")

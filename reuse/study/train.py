@@ -87,6 +87,7 @@ class Runner:
         self._classes: dict[tuple[str, str], int] = {}
         self._tensors: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._runs: dict[str, TrainedRun] = {}  # this runner's runs, also without a disk cache
+        self._aligned: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # parent_state's memo
         self._executor, self._owns_executor = cluster, False
 
     @classmethod
@@ -170,13 +171,30 @@ class Runner:
         (``parent``: its trained state when known, else it is trained or loaded)."""
         state = self.build(spec).state_dict()
         if spec.init_from is not None:
-            parent = self.train(spec.init_from).state if parent is None else parent
+            parent = self.parent_state(spec) if parent is None else parent
             keys = parent.keys() if spec.init_keys is None else spec.init_keys
             unknown = [k for k in keys if k not in state]
             if unknown:
                 raise ValueError(f"init_keys not in the model: {unknown[:5]}")
             state.update({k: parent[k].clone() for k in keys})
         return state
+
+    def parent_state(self, spec: RunSpec, parent: TrainedRun | None = None) -> dict[str, torch.Tensor]:
+        """The weights ``spec`` takes ``init_keys`` from: its ``init_from`` run's (``parent``
+        when already at hand), with their channels permuted onto the ``align_to`` run's by
+        weight matching (Ainsworth et al. 2023) when it names one (memoised per pair of runs)."""
+        parent = self.train(spec.init_from) if parent is None else parent
+        if spec.align_to is None:
+            return parent.state
+        key = (spec.init_from.key, spec.align_to.key)
+        if key not in self._aligned:
+            from reuse.toolkit.alignment import apply_permutation, mismatched, permutation_spec, weight_matching
+
+            target = self.train(spec.align_to).state
+            perm_spec = permutation_spec(self.build(spec))
+            perms = weight_matching(perm_spec, parent.state, target, ignore=mismatched(parent.state, target))
+            self._aligned[key] = apply_permutation(perm_spec, perms, parent.state)
+        return self._aligned[key]
 
     # --------------------------------------------------------------- training
     def train(self, spec: RunSpec) -> TrainedRun:
@@ -206,7 +224,8 @@ class Runner:
         with bar:
             while missing:
                 pending = {s.key for s in missing}
-                wave = [s for s in missing if s.init_from is None or s.init_from.key not in pending]
+                wave = [s for s in missing if all(p is None or p.key not in pending
+                                                  for p in (s.init_from, s.align_to))]
                 missing = [s for s in missing if s.key not in {w.key for w in wave}]
                 for run in self._train_wave(wave, runs):
                     self._runs[run.spec.key] = run
@@ -220,7 +239,7 @@ class Runner:
         its cache lock and stored, or loaded if another process finished it meanwhile."""
         parents = {s.key: runs[s.init_from.key] if s.init_from.key in runs else self.train(s.init_from)
                    for s in wave if s.init_from is not None}
-        states = {k: run.state for k, run in parents.items()}
+        states = {s.key: self.parent_state(s, parents[s.key]) for s in wave if s.init_from is not None}
         if self.executor is not None and len(wave) > 1:
             yield from self._train_elsewhere(wave, states)
             return

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import scan, similarity
 from .analyze_inputs import Inputs
-from .criteria import kernel_rmse
+from .criteria import kernel_rmse, rmse_over_floor
 
 
 def tables(args, inp: Inputs) -> dict[str, Any]:
@@ -24,11 +24,8 @@ def tables(args, inp: Inputs) -> dict[str, Any]:
     column that judges a swap), ``chosen`` (layers passing alone) and ``kept`` (after the joint
     check). Notes for the report are appended to ``inp.notes``."""
     names = inp.layers
-    out: dict[str, Any] = {"layers": kernel_rmse(inp.source, inp.target, names)}
-    if inp.twin is not None:
-        floor = kernel_rmse(inp.twin, inp.target, names).rmse.to_numpy()
-        ratio = out["layers"].rmse / pd.Series(floor).where(floor > 0)  # NaN, not inf, for a zero floor
-        out["layers"] = out["layers"].assign(floor_rmse=floor, rmse_over_floor=ratio)
+    out: dict[str, Any] = {"layers": kernel_rmse(inp.source, inp.target, names) if inp.twin is None
+                           else rmse_over_floor(inp.source, inp.target, inp.twin, names)}
     if args.align:
         from . import alignment  # scipy: only --align needs it
 

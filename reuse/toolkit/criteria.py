@@ -133,6 +133,22 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
                          "rel_rmse": values[1], "cosine_distance": values[2]})
 
 
+def rmse_over_floor(source: ModelLike, target: ModelLike, twin: ModelLike,
+                    layers: Iterable[str] | None = None) -> pd.DataFrame:
+    """:func:`kernel_rmse` of source against target, with the layer's own noise floor beside
+    it: ``floor_rmse``, the RMSE between ``twin`` (a second training of the target's task from
+    the same theta_0: other data or batch order) and the target, and ``rmse_over_floor`` =
+    rmse / floor_rmse (NaN, not inf, for a zero floor).
+
+    Between networks that share theta_0 a layer's RMSE is set mostly by how far training moves
+    that layer, whatever the source; dividing by what retraining on the target's own task
+    moves it leaves what the source adds: about 1 for a source as close as a retraining,
+    more for a farther one (docs/protocol.md, section 4, M3)."""
+    table = kernel_rmse(source, target, layers)
+    floor = kernel_rmse(twin, target, list(table.layer)).rmse.to_numpy()
+    return table.assign(floor_rmse=floor, rmse_over_floor=table.rmse / pd.Series(floor).where(floor > 0))
+
+
 def per_kernel_rmse(source: ModelLike, target: ModelLike, layers: Iterable[str] | None = None,
                     transposed: Iterable[str] = ()) -> pd.DataFrame:
     """One row per (layer, output channel or unit): the RMSE of that channel's kernel.

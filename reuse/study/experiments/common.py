@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -30,7 +31,7 @@ from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import DOSED, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
+from ..data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
 from ..train import Runner, RunSpec, TrainedRun
@@ -108,7 +109,7 @@ def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data
             e2_grid=grid_of(prof, architectures, tasks, pairs, base=prof.e2_grid),
             e4_grid=grid_of(prof, architectures, tasks, pairs, base=prof.e4_grid),
             e3_dose=Grid(tuple(architectures or prof.e3_dose.architectures), tuple(tasks or prof.e3_dose.tasks),
-                         tuple(p for p in pairs if parse_pair(p)[0] in DOSED) if pairs else prof.e3_dose.pairs))
+                         tuple(p for p in pairs if parse_pair(p)[0] == GRADED_SHIFT) if pairs else prof.e3_dose.pairs))
     executor = None
     if cluster:
         from distributed import (
@@ -136,7 +137,9 @@ def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[s
                    batch_size=profile.batch_size, lr=profile.lr)
     n_src = min(profile.n_source, runner.available(c.pair, "source"))
     n_tgt = min(profile.n_target, runner.available(c.pair, "target") // 2)
-    if parse_pair(c.pair)[0] == "fashion-shifted" and 2 * n_tgt + n_src > runner.available(c.pair, "target"):
+    # sources that take target-class images from the end of the target's permutation
+    if (parse_pair(c.pair)[0] in ("fashion-shifted", "fashion-overlap")
+            and 2 * n_tgt + n_src > runner.available(c.pair, "target")):
         raise ValueError(f"{c.pair}: n_source {n_src} + 2 x n_target {n_tgt} exceed the "
                          f"{runner.available(c.pair, 'target')} images its source and target share; "
                          "lower n_source or n_target")
@@ -357,3 +360,27 @@ def per_seed(frame: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
     """The mean of ``value`` per ``by`` + seed (dropping NaN): the per-seed replicates."""
     return frame.groupby([*by, "seed"], sort=False)[value].mean().dropna().reset_index()
 
+
+
+def criterion_spread(frame: pd.DataFrame, criteria, by: list[str], source: str = "pair") -> pd.DataFrame:
+    """Can a per-layer criterion tell sources apart? Per group of ``by`` and criterion, on the
+    seed means of each (source, layer): the median over layers of the criterion's range across
+    sources (``across_sources``) beside the median over sources of its range across layers
+    (``across_layers``), and the shares of its variance that the layer (``layer_share``) and the
+    source within a layer (``source_share``) explain. A criterion set by which layer it is
+    (between siblings, raw and relative RMSE) picks the same layers for every source
+    (docs/protocol.md, section 10)."""
+    rows = []
+    for key, g in frame.groupby(by, sort=False):
+        for criterion in criteria:
+            m = g.groupby([source, "layer"], sort=False)[criterion].mean().dropna().rename("v").reset_index()
+            if m.empty:
+                continue
+            layer_mean = m.groupby("layer").v.transform("mean")
+            total = float(((m.v - m.v.mean()) ** 2).sum())
+            ranges = [m.groupby(k).v.agg(lambda v: v.max() - v.min()).median() for k in ("layer", source)]
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "criterion": criterion,
+                         "across_sources": float(ranges[0]), "across_layers": float(ranges[1]),
+                         "layer_share": float(((layer_mean - m.v.mean()) ** 2).sum() / total) if total else np.nan,
+                         "source_share": float(((m.v - layer_mean) ** 2).sum() / total) if total else np.nan})
+    return pd.DataFrame(rows)

@@ -24,6 +24,7 @@ from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdic
 
 from .. import claims
 from ..config import Grid, Profile
+from ..data import rung_coordinates
 from ..train import Runner, TrainedRun
 from .common import (
     CONDITION,
@@ -309,3 +310,33 @@ def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFram
               "margin": r.margin, "side": r.side} for r in checks.itertuples()]
     return pd.DataFrame(rows)
 
+
+
+def by_coordinates(table: pd.DataFrame) -> pd.DataFrame:
+    """J1 per rung beside where the rung stands (:func:`reuse.study.data.rung_coordinates`: the
+    share of the target's classes its source has, the shift of its images, other data,
+    scrambled targets), so that J1 can be read against label overlap and against shift: (a)
+    is a test only if it is not just "the same labels as the target"."""
+    coords = pd.DataFrame([{"pair": p, **rung_coordinates(p)} for p in table.pair.unique()])
+    cols = [*CONDITION, "label_overlap", "shift", "other_data", "scrambled", "source_estimate", "source_ci_low",
+            "source_ci_high", "minus_reset_estimate", "verdict", "controls", "n"]
+    return table.merge(coords, on="pair", how="left")[cols]
+
+
+def coordinates_text(coords: pd.DataFrame) -> str:
+    """One line per architecture x task: on how many rungs J1 holds, is refuted and is
+    undecided, and which label overlaps and shifts each verdict spans."""
+    lines = []
+    for (arch, task), g in coords.groupby(["architecture", "task"], sort=False):
+        parts = []
+        for verdict in ("holds", "refuted", "undecided"):
+            v = g[g.verdict == verdict]
+            if len(v):
+                spots = ", ".join(f"{r.pair} (overlap {r.label_overlap:g}, shift {r['shift']:g})"
+                                  for _, r in v.iterrows())
+                parts.append(f"{verdict} on {len(v)} ({spots})")
+        mixed = g[(g.label_overlap > 0) & (g.label_overlap < 1)]
+        lines.append(f"- J1 against label overlap and shift, {arch}/{task}: " + "; ".join(parts)
+                     + (f". On the rungs of partial label overlap J1 is {', '.join(sorted(set(mixed.verdict)))}"
+                        if len(mixed) else "") + ".")
+    return "\n".join(lines)

@@ -41,12 +41,13 @@ from reuse.toolkit.verdicts import (
 
 from .. import claims
 from ..config import Grid, Profile
-from ..data import DOSED, parse_pair
+from ..data import GRADED_SHIFT, parse_pair
 from ..train import Runner
 from .common import (
     CONDITION,
     DONORS,
     FACTORS,
+    RESET,
     Condition,
     Evaluator,
     conditions,
@@ -305,12 +306,12 @@ def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None) ->
     ``grid.pairs`` is (a ladder narrowed to rungs without a dose).
     """
     grid = profile.e3_dose if grid is None else grid
-    bad = [p for p in grid.pairs if parse_pair(p)[0] not in DOSED]
+    bad = [p for p in grid.pairs if parse_pair(p)[0] != GRADED_SHIFT]
     if not grid.pairs:  # a ladder narrowed to rungs without a dose: no series
         return pd.DataFrame()
     if bad:
         raise ValueError(f"dose pairs {list(grid.pairs)!r}; allowed: graded shifts "
-                         f"{', '.join(f'{d}@<s>' for d in DOSED)} (s in (0, 1])")
+                         f"{GRADED_SHIFT}@<s> (s in (0, 1])")
     conds = conditions(grid, profile.seeds)
     twin_done, rows = set(), []
     for i, (c, runs) in enumerate(zip(conds, trained(runner, profile, conds, ("source", "target", "twin")))):
@@ -464,3 +465,25 @@ def records(table: pd.DataFrame, dose: pd.DataFrame | None) -> pd.DataFrame:
                   "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,
                   "n": r.n_seeds, "controls": "n/a"} for r in dose.itertuples()]
     return pd.DataFrame(rows)
+
+
+def label_check(pts: pd.DataFrame, swaps: pd.DataFrame) -> dict:
+    """How much of the source's labels the source explains: of the source points labelled
+    reusable, how many would also be labelled so with the layer reset to theta_0 instead (the
+    same cell, seed and layer, BN re-estimated). A label that the reset earns too says little
+    about the source's kernels, so a threshold fitted on such labels learns mostly the layer."""
+    reset = swaps[(swaps.donor == RESET) & (swaps.bn_reestimated == PRIMARY_BN)]
+    reset = reset.set_index([*FACTORS, "layer"]).reuse_score.rename("reset_score")
+    src = pts[pts.donor == "source"].join(reset, on=[*FACTORS, "layer"])
+    reusable = src[src.reusable]
+    return {"source_points": len(src), "reusable": len(reusable),
+            "reusable_when_reset_too": int((reusable.reset_score >= REUSABLE).sum())}
+
+
+def label_text(check: dict) -> str:
+    """:func:`label_check` as one Markdown line."""
+    share = check["reusable_when_reset_too"] / check["reusable"] if check["reusable"] else float("nan")
+    return (f"- Labels: {check['reusable']} of {check['source_points']} source points are labelled reusable, "
+            f"and {check['reusable_when_reset_too']} of those ({share:.0%}) would be with the layer reset to "
+            "theta_0 instead" + (": most labels mark layers that survive an untrained kernel, not what the "
+                                 "source's kernels add." if share > 0.5 else "."))

@@ -132,3 +132,34 @@ def parameter_types(frame: pd.DataFrame, margins: dict[str, float]) -> plt.Figur
         ax.tick_params(axis="x", rotation=35)
     g.set_ylabels("reuse score r")
     return g.figure
+
+
+def coordinates(coords: pd.DataFrame, margin: float) -> plt.Figure:
+    """J1's all-conv reuse score (95% CI) against the share of the target's classes the source
+    has (x) and the shift of its images (marker), coloured by J1's verdict; a panel per
+    architecture x task. Rungs with other data or scrambled targets sit at overlap 0, labelled."""
+    if coords.empty:
+        return empty_figure(NO_SCORES)
+    panels = list(coords.groupby(["architecture", "task"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    markers = {s: m for s, m in zip(sorted(set(coords["shift"])), "os^Dv")}
+    for ax, ((arch, task), g) in zip(axes.flat, panels):
+        for r in g.itertuples():
+            x = r.label_overlap + (0.03 if r.other_data else -0.03 if r.scrambled else 0)
+            ax.errorbar([x], [r.source_estimate], yerr=[[r.source_estimate - r.source_ci_low],
+                                                        [r.source_ci_high - r.source_estimate]],
+                        fmt=markers[r.shift], color=VERDICT_COLOURS.get(r.verdict, "k"))
+            if r.other_data or r.scrambled:
+                ax.annotate("digits" if r.other_data else "scrambled", (x, r.source_estimate), fontsize=6,
+                            xytext=(4, 0), textcoords="offset points")
+        ax.axhline(margin, color="k", ls="--", lw=1)
+        ax.set_xlabel("share of the target's classes in the source")
+        ax.set_title(f"{arch} / {task}", fontsize=9)
+    axes.flat[0].set_ylabel("all-conv reuse score r (source)")
+    for s, m in markers.items():
+        axes.flat[-1].plot([], [], m, color="k", label=f"shift {s:g}")
+    for verdict_, colour in VERDICT_COLOURS.items():
+        axes.flat[-1].plot([], [], "o", color=colour, label=f"J1 {verdict_}")
+    axes.flat[-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
