@@ -11,6 +11,7 @@ from reuse.study.experiments import adequacy, common
 from reuse.study.experiments import network_reusability as e1
 from reuse.study.models import build_model, conv_layer_names, head_layer
 from reuse.study.train import RunSpec
+from reuse.toolkit.verdicts import VERDICTS
 
 GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-scrambled"))
 
@@ -65,6 +66,13 @@ def test_e1_verdict_tables_run_on_real_frames(e1_frames):
     assert {"reset_estimate", "minus_reset_verdict", "reusable"} <= set(table.columns)
     assert not ((table.reusable == "holds") & (table.minus_reset_verdict != "holds")).any()
     assert list(checks.claim) == ["C1", "C2", "C3", "C4"]
+    # C2 and C4 are judged against the same parameter types put back to theta_0, cell by cell
+    types = f[f.measure == "param_type"]
+    assert types.groupby([*common.FACTORS, "param_type"]).donor.apply(set).eq(
+        {"source", "twin", common.RESET}).all()
+    c = checks.set_index("claim")
+    assert set(c.loc[["C2", "C4"], "minus_reset_verdict"]) <= set(VERDICTS)
+    assert not ((c.verdict == "holds") & c.minus_reset_verdict.isin(["refuted", "undecided"])).any()
     regimes = e1.regimes(f, cells)
     records = e1.records(table, checks, regimes)
     assert len(records) == len(table) + 4 + 2 * len(regimes) and set(records.columns) >= {"judgment", "verdict"}

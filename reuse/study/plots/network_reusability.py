@@ -117,7 +117,8 @@ def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
 
 def parameter_types(frame: pd.DataFrame, margins: dict[str, float]) -> plt.Figure:
     """Reuse score of swapping one parameter type over the whole network (C1-C4), from the
-    source and from the twin, BN statistics kept."""
+    source and from the twin, and of putting it back to theta_0 (the reset, C2's and C4's
+    baseline), BN statistics kept."""
     d = finite(frame[frame.measure == "param_type"])
     if d.empty:
         return empty_figure(NO_SCORES)
