@@ -367,7 +367,7 @@ def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame([{"measure": "LogME (needs a segmentation condition)", "estimate": np.nan,
                               "ci_low": np.nan, "ci_high": np.nan, "verdict": "undecided",
                               "detectable": np.nan, "n": 0, "ungated_verdict": "undecided",
-                              "controls": "n/a (nothing measured)"}])
+                              "controls": "n/a"}])
     src = net[net.donor == "source"]
     keep = ("estimate", "ci_low", "ci_high", "verdict", "detectable", "n")
     rows = [{"measure": "rho(LogME of the source, E1 all-conv reuse score), within one target",
@@ -387,7 +387,7 @@ def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     rows = [{**r, "ungated_verdict": r["verdict"], "verdict": r["verdict"] if passed else "undecided",
              "controls": controls} for r in rows]
     rows.append({"measure": f"{CONTROL} (control)", **{k: ctl[k] for k in keep},
-                 "ungated_verdict": ctl["verdict"], "controls": "n/a (the control itself)"})
+                 "ungated_verdict": ctl["verdict"], "controls": "n/a"})
     return pd.DataFrame(rows)
 
 
