@@ -111,21 +111,46 @@ def test_network_table_without_segmentation_is_undecided():
     assert out.verdict.tolist() == ["undecided"]
 
 
-def test_logme_is_compared_within_one_target_against_fine_tuning_gains():
-    """Two targets whose LogME scales differ by 100: pooled, the scale would decide the
-    correlation; within each target LogME ranks the sources as their fine-tuning gains do."""
+def _logme(twin=lambda s: 5.0 + s) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two targets whose LogME scales differ by 100, three sources each, LogME ranking them as
+    their fine-tuning gains do; the twin's LogME per seed ``twin(seed)``, the different-init
+    control's 1."""
     net, gains = [], []
     for arch, scale, offset in (("unet", 1.0, 0.0), ("pspnet", 100.0, 0.5)):
         for s in range(5):
             for rank, pair in enumerate(("near", "middle", "far")):
                 cell = {"architecture": arch, "task": "segmentation", "pair": pair, "seed": s}
-                for donor, logme in (("source", scale * (3 - rank)), ("twin", 5.0 + s), ("different_init", 1.0)):
-                    net.append({**cell, "donor": donor, "logme": logme, "reuse_score": 0.5})
+                donors = (("source", scale * (3 - rank)), ("twin", twin(s)), ("different_init", 1.0))
+                net += [{**cell, "donor": donor, "logme": logme, "reuse_score": 0.5 + 0.1 * (3 - rank)}
+                        for donor, logme in donors]
                 gains.append({**cell, "n_T": 60, "strategy": "reuse_all", "difference": offset - 0.1 * rank})
-    out = e5.network_table(pd.DataFrame(net), pd.DataFrame(gains)).set_index("measure")
-    row = out.loc["rho(LogME of the source, E4 fine-tuning gain at n_T 60), within one target"]
-    assert row.estimate == pytest.approx(1.0) and row.verdict == "holds"
+    return pd.DataFrame(net), pd.DataFrame(gains)
+
+
+GAIN_RHO = "rho(LogME of the source, E4 fine-tuning gain at n_T 60), within one target"
+
+
+def test_logme_is_compared_within_one_target_against_fine_tuning_gains():
+    """Pooled, the targets' LogME scale would decide the correlation; within each target LogME
+    ranks the sources as their fine-tuning gains do."""
+    out = e5.network_table(*_logme()).set_index("measure")
+    row = out.loc[GAIN_RHO]
+    assert row.estimate == pytest.approx(1.0) and row.verdict == "holds" and row.controls == "passed"
     assert out.loc["LogME twin - LogME different-init (control)", "verdict"] == "holds"
+
+
+def test_logme_counts_only_where_its_own_control_holds():
+    """The same perfect ranking of sources, but LogME no longer places the twin above the
+    different-init model (its control is undecided): the rho rows are undecided and say why."""
+    out = e5.network_table(*_logme(twin=lambda s: 1.0 + (-1) ** s)).set_index("measure")
+    assert out.loc["LogME twin - LogME different-init (control)", "verdict"] == "undecided"
+    rhos = out[out.index.str.startswith("rho(LogME of the source")]
+    assert len(rhos) == 2 and (rhos.ungated_verdict == "holds").all()
+    assert (rhos.verdict == "undecided").all()
+    assert rhos.controls.str.startswith("failed: control LogME twin - LogME different-init").all()
+    text = e5.verdict_text(pd.DataFrame(), pd.DataFrame(columns=["outcome"]), pd.DataFrame(columns=["rho"]),
+                           out.reset_index())
+    assert f"{GAIN_RHO}: 1 [1, 1]: undecided (controls failed: control" in text
 
 
 def test_ranking_figure_draws_every_criterion():

@@ -5,12 +5,16 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from reuse.study import plots
 from reuse.study.config import Grid, SmallData, get_profile
 from reuse.study.experiments import adequacy, common
 from reuse.study.experiments import network_reusability as e1
 from reuse.study.models import build_model, conv_layer_names, head_layer
-from reuse.study.train import RunSpec
+from reuse.study.train import MONITOR_SIZE, RunSpec
+from reuse.toolkit.metrics import chance_level
+from reuse.toolkit.verdicts import VERDICTS
 
 GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-scrambled"))
 
@@ -65,6 +69,13 @@ def test_e1_verdict_tables_run_on_real_frames(e1_frames):
     assert {"reset_estimate", "minus_reset_verdict", "reusable"} <= set(table.columns)
     assert not ((table.reusable == "holds") & (table.minus_reset_verdict != "holds")).any()
     assert list(checks.claim) == ["C1", "C2", "C3", "C4"]
+    # C2 and C4 are judged against the same parameter types put back to theta_0, cell by cell
+    types = f[f.measure == "param_type"]
+    assert types.groupby([*common.FACTORS, "param_type"]).donor.apply(set).eq(
+        {"source", "twin", common.RESET}).all()
+    c = checks.set_index("claim")
+    assert set(c.loc[["C2", "C4"], "minus_reset_verdict"]) <= set(VERDICTS)
+    assert not ((c.verdict == "holds") & c.minus_reset_verdict.isin(["refuted", "undecided"])).any()
     regimes = e1.regimes(f, cells)
     records = e1.records(table, checks, regimes)
     assert len(records) == len(table) + 4 + 2 * len(regimes) and set(records.columns) >= {"judgment", "verdict"}
@@ -126,6 +137,59 @@ def test_adequacy_judges_each_run_by_its_own_curve(runner_profile):
     table = adequacy.summary(cells)
     assert len(table) == 1 and "adequate" in table
     assert adequacy.verdict_lines(table)[0].startswith("- Training adequacy")
+
+
+def test_sources_are_judged_on_their_own_curves_and_chance(e1_frames, runner_profile):
+    """Every rung's source (the scrambled one included) gets its learning curve, scored on the
+    source domain's own test images, and a chance level from its own (scrambled) targets."""
+    runner, profile = runner_profile
+    curves, cells = adequacy.source_run(runner, profile, GRID)
+    assert set(curves.run) == {"source"} and set(cells.pair) == set(GRID.pairs)
+    assert len(cells) == 2 * 2 * len(profile.seeds) and curves.step.max() == profile.steps
+    targets, _ = adequacy.run(runner, profile, Grid(("pspnet",), ("segmentation",), ("fashion-split",)))
+    assert list(curves.columns) == list(targets.columns)  # one frame for notebook 01's CSV and figure
+    fig = plots.network_reusability.learning_curves(pd.concat([targets, curves]))
+    titles = {ax.get_title() for ax in fig.axes}
+    assert "pspnet / segmentation\nfashion-scrambled (source)" in titles
+    assert "pspnet / segmentation\nfashion-split" in titles  # the target's panel, apart from its source's
+    scrambled = cells[(cells.pair == "fashion-scrambled") & (cells.architecture == "unet")].iloc[0]
+    run = common.trained(runner, profile, [common.Condition("unet", "segmentation", "fashion-scrambled",
+                                                            int(scrambled.seed))], ("source",))[0]["source"]
+    spec = run.spec
+    _, test_y = runner.split("fashion-scrambled", "source", "segmentation", "test", spec.data_seed, 0.0,
+                             min(MONITOR_SIZE, runner.available("fashion-scrambled", "source", "test")),
+                             spec.image_size)
+    assert torch.equal(test_y, runner.monitor_split(spec)[1])  # its curve's images: the source's own
+    expected = chance_level("segmentation", runner.train_split(spec)[1], test_y, runner.n_outputs(spec))["miou"]
+    assert scrambled.chance == pytest.approx(expected)
+    curve = curves[(curves.pair == "fashion-scrambled") & (curves.architecture == "unet")
+                   & (curves.seed == scrambled.seed)]
+    assert scrambled.source_value == curve.value.iloc[-1]
+    assert scrambled.source_rise == adequacy.rise_share(list(curve.step), list(curve.value), expected)
+    table = adequacy.source_summary(cells)
+    assert len(table) == 4 and {"adequate", "smallest_gap", "learned_seeds", "plateaued_seeds"} <= set(table)
+    lines = adequacy.source_lines(table)
+    assert lines[0].startswith("- Source adequacy") and len(lines) == 5
+    assert any("unet/segmentation/fashion-scrambled: the source" in line for line in lines)
+
+
+def test_a_source_that_ends_near_its_own_chance_did_not_learn():
+    cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": pair, "seed": s,
+                           "metric": "miou", "source_value": value, "chance": 0.3, "gap": value - 0.3,
+                           "min_gap": 0.1, "learned": value - 0.3 >= 0.1, "source_rise": 0.01,
+                           "source_plateaued": True}
+                          for pair, values in (("fashion-split", [0.7, 0.72, 0.69]),
+                                               ("fashion-scrambled", [0.45, 0.35, 0.33]))
+                          for s, value in enumerate(values)])
+    table = adequacy.source_summary(cells).set_index("pair")
+    assert table.adequate.to_dict() == {"fashion-split": True, "fashion-scrambled": False}
+    assert table.loc["fashion-scrambled", "learned_seeds"] == 1
+    assert table.loc["fashion-scrambled", "smallest_gap"] == pytest.approx(0.03)
+    lines = adequacy.source_lines(table.reset_index())
+    assert lines[0].startswith("- Source adequacy: 1 of 2 sources")
+    assert "fashion-scrambled: the source did not learn its task in 2 of 3 seeds: miou 0.377 against its own " \
+           "chance 0.3" in lines[2]
+    assert "fashion-split: the source learned its task" in lines[1]
 
 
 def test_a_run_still_rising_in_its_last_quarter_is_not_adequate():

@@ -69,3 +69,37 @@ def test_layer_verdicts_need_the_reset_rows():
     swaps, cells = _swaps(0.9, 0.2)
     with pytest.raises(ValueError, match="no 'theta_0' rows"):
         e2.layer_verdicts(swaps[swaps.donor != e2.RESET], cells)
+
+
+def _depth_swaps(source: list[float], reset: list[float], seeds=range(5), noise=0.02) -> pd.DataFrame:
+    """Source-layer and theta_0-reset single-layer scores of one condition, a layer per entry
+    (first to last), BN re-estimated."""
+    rng = np.random.default_rng(1)
+    n = len(source)
+    return pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "a", "seed": s,
+                          "donor": donor, "layer": f"l{i}", "index": i, "n_layers": n, "depth": i / (n - 1),
+                          "bn_reestimated": True, "reuse_score": m + rng.normal(0, noise), "delta": 0.0}
+                         for s in seeds for donor, means in (("source", source), (e2.RESET, reset))
+                         for i, m in enumerate(means)])
+
+
+def test_y2_is_judged_on_what_the_source_adds_over_its_reset():
+    """A source whose scores fall with depth exactly as the theta_0 reset's do shows nothing about
+    its kernels: the raw slope holds, Y2 must not. Where the reset stays flat, Y2 holds."""
+    falling = [0.95, 0.8, 0.65, 0.5, 0.35, 0.2]
+    cells = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "a", "seed": s,
+                           "usable": True} for s in range(5)])
+    alike = _depth_swaps(falling, [m - 0.1 for m in falling])
+    y2 = e2.yosinski_checks(alike, cells, None).set_index("check").loc["Y2"]
+    assert y2.raw_verdict == "holds" and y2.raw_estimate < -0.8    # the source alone falls with depth
+    assert y2.reset_estimate == pytest.approx(y2.raw_estimate, abs=0.1)  # and so does its reset
+    assert y2.verdict != "holds" and abs(y2.estimate) < 0.5
+    points = e2.minus_reset_points(alike)
+    assert len(points) == 5 * 6 and points.minus_reset.mean() == pytest.approx(0.1, abs=0.01)
+    flat = e2.yosinski_checks(_depth_swaps(falling, [0.1] * 6), cells, None).set_index("check").loc["Y2"]
+    assert flat.verdict == "holds" and flat.estimate < -0.8
+    (line,) = [x for x in e2.verdict_text(pd.DataFrame(), e2.yosinski_checks(alike, cells, None)).splitlines()
+               if x.startswith("- Y2")]
+    assert "of the source's r alone" in line and "of the theta_0 reset's r alone" in line
+    no_reset = e2.yosinski_checks(alike[alike.donor == "source"], cells, None).set_index("check").loc["Y2"]
+    assert no_reset.verdict == "undecided" and no_reset.raw_verdict == "holds"

@@ -110,12 +110,15 @@ def test_j1_is_undecided_when_a_control_fails_and_drops_unusable_cells():
                                                 usable=False)).empty
 
 
-def _types(**values):
+def _types(reset=None, **values):
+    """Parameter-type swaps from the source with ``values`` per type, and the same types reset to
+    theta_0 with ``reset`` (a type's values, default REFUTED: the source is well above it)."""
     rows = []
     for name, vals in values.items():
-        rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
-                  "measure": "param_type", "donor": "source", "param_type": name, "reuse_score": x}
-                 for s, x in zip(SEEDS, vals)]
+        for donor, xs in (("source", vals), (e1.RESET, (reset or {}).get(name, REFUTED))):
+            rows += [{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
+                      "measure": "param_type", "donor": donor, "param_type": name, "reuse_score": x}
+                     for s, x in zip(SEEDS, xs)]
     return pd.DataFrame(rows)
 
 
@@ -132,6 +135,30 @@ def test_companion_checks_all_three_ways():
                                        conv_weight=UNDECIDED, conv_bias=[0.5, 1.3, 0.6, 1.2, 0.9]),
                                 cells).set_index("claim").verdict
     assert vague.to_dict() == {"C1": "undecided", "C2": "undecided", "C3": "undecided", "C4": "undecided"}
+
+
+def test_c2_and_c4_need_more_than_their_theta_0_reset():
+    """BN weight and bias, and conv biases, that keep little loss only as well as the same
+    parameters put back to theta_0 are not shown reusable: the margin alone would say holds."""
+    cells = _cells([("unet", "segmentation", "fashion-split")])
+    high = [x + 0.07 for x in HOLDS]
+    types = dict(bn_affine=high, bn_stats=REFUTED, conv_weight=REFUTED, conv_bias=high)
+    for reset, verdict in ((high, "undecided"), ([x + 0.02 for x in high], "refuted")):
+        checks = e1.companion_checks(_types(reset={"bn_affine": reset, "conv_bias": reset}, **types),
+                                     cells).set_index("claim")
+        for claim in ("C2", "C4"):
+            row = checks.loc[claim]
+            assert row.margin_verdict == "holds" and row.verdict == verdict, (claim, row)
+            assert row.reset_estimate == pytest.approx(np.mean(reset))
+            assert row.minus_reset_estimate == pytest.approx(np.mean(high) - np.mean(reset))
+        assert checks.loc[["C1", "C3"], "verdict"].tolist() == ["holds", "holds"]  # no reset applies
+        assert checks.loc[["C1", "C3"], "minus_reset_verdict"].isna().all()
+    no_reset = _types(**types)
+    no_reset = e1.companion_checks(no_reset[no_reset.donor == "source"], cells).set_index("claim")
+    assert no_reset.loc[["C2", "C4"], "verdict"].tolist() == ["undecided", "undecided"]
+    records = e1.records(e1.verdicts(_all_conv(HOLDS), cells), checks.reset_index(), pd.DataFrame())
+    records = records.set_index("judgment")
+    assert records.loc["C2", "p"] < 0.05 and np.isnan(records.loc["C1", "p"])  # refuted by the reset
 
 
 # ----------------------------------------------------------------------------- J2, Y1-Y4

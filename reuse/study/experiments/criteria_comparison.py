@@ -23,7 +23,8 @@ weight-blind baselines (depth, log size: E3's
 ROC AUC on the same leave-one-seed-out replicates, and :func:`beyond_baselines` asks the same of every
 criterion against the best weight-blind baseline. At network level, :func:`network_level`
 asks whether LogME (You et al. 2021) of the donor's penultimate features predicts E1's
-all-conv reuse score.
+all-conv reuse score, and :func:`network_table` counts that only where LogME passes its own
+control (the twin placed above the different-initialisation model).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .layer_selection import PRIMARY_BN
 PAPER = "rmse"  # the paper's criterion
 TIE = 0.05  # |AUC difference| below which two criteria are called tied (fixed before the results)
 MAX_POSITIONS = 4000  # spatial positions kept as samples for SVCCA / PWCCA / LogME
+CONTROL = "LogME twin - LogME different-init"  # LogME's own control (network_table)
 
 
 @dataclass(frozen=True)
@@ -355,11 +357,17 @@ def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     when above 0): against E1's all-conv reuse score, and against what LogME was made to
     predict, the fine-tuning gain (E4's reuse_all minus scratch, per n_T; ``gains``:
     :func:`reuse.study.experiments.small_data.differences`); and the control: the twin's
-    LogME minus the different-init control's, per seed (holds when the twin is placed above)."""
+    LogME minus the different-init control's, per seed (holds when the twin is placed above).
+
+    The rho rows are gated by that control: their ``verdict`` is the rho's own
+    (``ungated_verdict``) where the control holds, else 'undecided' with ``controls`` saying
+    "failed: control ...": a LogME that cannot place a same-domain twin above a model of
+    another initialisation has not shown that it measures what reuse needs."""
     if net.empty:
         return pd.DataFrame([{"measure": "LogME (needs a segmentation condition)", "estimate": np.nan,
                               "ci_low": np.nan, "ci_high": np.nan, "verdict": "undecided",
-                              "detectable": np.nan, "n": 0}])
+                              "detectable": np.nan, "n": 0, "ungated_verdict": "undecided",
+                              "controls": "n/a"}])
     src = net[net.donor == "source"]
     keep = ("estimate", "ci_low", "ci_high", "verdict", "detectable", "n")
     rows = [{"measure": "rho(LogME of the source, E1 all-conv reuse score), within one target",
@@ -373,7 +381,13 @@ def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
                      **{k: v[k] for k in keep}})
     wide = net.pivot_table(index=[*CONDITION, "seed"], columns="donor", values="logme").reset_index()
     ctl = mean_verdict((wide.twin - wide.different_init).groupby(wide.seed).mean(), 0.0, "above")
-    rows.append({"measure": "LogME twin - LogME different-init (control)", **{k: ctl[k] for k in keep}})
+    # a rho of LogME counts only where LogME itself places the twin above the different-init model
+    passed = ctl["verdict"] == "holds"
+    controls = "passed" if passed else f"failed: control {CONTROL} {ctl['verdict']}"
+    rows = [{**r, "ungated_verdict": r["verdict"], "verdict": r["verdict"] if passed else "undecided",
+             "controls": controls} for r in rows]
+    rows.append({"measure": f"{CONTROL} (control)", **{k: ctl[k] for k in keep},
+                 "ungated_verdict": ctl["verdict"], "controls": "n/a"})
     return pd.DataFrame(rows)
 
 
@@ -402,7 +416,9 @@ def verdict_text(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, 
             lines.append(f"- gain from theta_S vs {r.criterion}: rho {r.rho:.2f} [{r.ci_low:.2f}, "
                          f"{r.ci_high:.2f}] over {r.n_points} layers, expected below 0: {r.verdict}.")
     for r in net.itertuples():
-        lines.append(f"- {r.measure}: {r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]: {r.verdict}.")
+        gate = (f" (controls {r.controls}; without the gate {r.ungated_verdict})"
+                if r.controls.startswith("failed") else "")
+        lines.append(f"- {r.measure}: {r.estimate:.3g} [{r.ci_low:.3g}, {r.ci_high:.3g}]: {r.verdict}{gate}.")
     return "\n".join(lines)
 
 
@@ -453,7 +469,7 @@ def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: 
               "n": r.n, "controls": "n/a"} for r in gains.itertuples()]
     rows += [{"judgment": f"E5 {r.measure}", "verdict": r.verdict, "estimate": r.estimate,
               "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n,
-              "controls": "n/a"} for r in net.itertuples()]
+              "controls": r.controls} for r in net.itertuples()]
     return pd.DataFrame(rows)
 
 

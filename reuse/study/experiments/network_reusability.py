@@ -4,7 +4,8 @@
 split (measurement M1): all conv kernels from each donor (source, same-domain twin,
 different-initialisation control), with the target's BN statistics kept and re-estimated
 on target data; the first k / last k conv layers from the source; and each parameter
-type over the whole network from the source and the twin.
+type over the whole network from the source and the twin, and put back to theta_0 (the
+baseline of C2 and C4).
 
 :func:`verdicts` judges J1 per condition (the rule in :data:`RULE`), gated by its two
 controls; :func:`companion_checks` judges C1-C4. Both are three-valued.
@@ -20,7 +21,7 @@ import pandas as pd
 from reuse.toolkit.alignment import apply_permutation, mismatched, permutation_spec, weight_matching
 from reuse.toolkit.criteria import kernel_keys
 from reuse.toolkit.surgery import select_keys
-from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, mean_verdict
+from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, conjunction, mean_verdict
 
 from .. import claims
 from ..config import Grid, Profile
@@ -29,12 +30,14 @@ from ..train import Runner, TrainedRun
 from .common import (
     CONDITION,
     DONORS,
+    FACTORS,
     RESET,
     Evaluator,
     cell_table,
     conditions,
     controlled_verdicts,
     ladder_grid,
+    minus_reset,
     per_seed,
     trained,
     usable_only,
@@ -108,10 +111,14 @@ def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
         for k, row in zip(ks, ev.swap_rows(runs["source"], sets, PRIMARY_BN)):
             add([row], measure=measure, donor="source", k=k, bn_reestimated=PRIMARY_BN)
     bns = [name for name, m in ev.model.named_modules() if "BatchNorm" in type(m).__name__]
-    for donor in ("source", "twin"):
-        sets = {name: select_keys(ev.model, [*layers, *bns], types) for name, types in TYPE_SETS.items()}
-        sets = {name: keys for name, keys in sets.items() if keys}  # e.g. no learnt conv bias
-        for (name, _), row in zip(sets.items(), ev.swap_rows(runs[donor], list(sets.values()))):
+    sets = {name: select_keys(ev.model, [*layers, *bns], types) for name, types in TYPE_SETS.items()}
+    sets = {name: keys for name, keys in sets.items() if keys}  # e.g. no learnt conv bias
+    # from the source, the twin (for reference) and theta_0 (the baseline of C2 and C4: the same
+    # types put back to their initial values, e.g. BN weight 1 and bias 0), BN statistics kept
+    for donor in ("source", "twin", RESET):
+        scored = (ev.reset_rows(list(sets.values())) if donor == RESET
+                  else ev.swap_rows(runs[donor], list(sets.values())))
+        for name, row in zip(sets, scored):
             add([row], measure="param_type", donor=donor, param_type=name)
     return out
 
@@ -194,35 +201,52 @@ def companion_checks(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 
     - C1 BN running statistics matter more than BN weight and bias:
       r(bn_affine) - r(bn_stats) above 0;
-    - C2 BN weight and bias can be reused: r(bn_affine) above LITTLE_LOSS;
+    - C2 BN weight and bias can be reused: r(bn_affine) above LITTLE_LOSS *and* above the
+      same parameters reset to theta_0 (weight 1, bias 0), paired by seed;
     - C3 the network is very sensitive to conv weights: r(conv_weight) below SENSITIVE;
-    - C4 conv biases are not sensitive: r(conv_bias) above LITTLE_LOSS, over the biases
-      that get gradients (convs feeding BatchNorm have none; heads are left out where
+    - C4 conv biases are not sensitive and can be reused directly: r(conv_bias) above
+      LITTLE_LOSS *and* above the same biases reset to theta_0, paired by seed, over the
+      biases that get gradients (convs feeding BatchNorm have none; heads are left out where
       classes differ).
+
+    C2 and C4 say the source's parameters can be reused, which a high score alone cannot
+    show where the parameters barely left theta_0: like J1 and Y1 they are conjunctions
+    (:func:`~reuse.toolkit.verdicts.conjunction`: refuted when either part is refuted; without
+    reset rows that part is undecided, and so is the claim), with ``margin_verdict`` (the
+    score against the margin alone), ``reset_estimate`` and ``minus_reset_*`` beside.
+    C1 and C3 claim no reuse: C1 compares two parameter types within the source's swaps, and
+    C3 is a *low* score (sensitivity), which closeness to theta_0 could never produce; the
+    reset does not apply to them and their ``minus_reset_*`` are NaN.
     """
     d = usable_only(frame, cells)
-    d = d[(d.measure == "param_type") & (d.donor == "source")]
-    wide = (d.pivot_table(index=["architecture", "task", "pair", "seed"], columns="param_type",
-                          values="reuse_score")
+    d = d[d.measure == "param_type"]
+    wide = (d[d.donor == "source"].pivot_table(index=FACTORS, columns="param_type", values="reuse_score")
             .reindex(columns=list(TYPE_SETS)).reset_index())
     wide["affine_minus_stats"] = wide["bn_affine"] - wide["bn_stats"]
     checks = [
         ("C1", "BN running mean/var matter more than BN weight/bias",
-         "r(bn_affine) - r(bn_stats) above 0", "affine_minus_stats", 0.0, "above"),
-        ("C2", "BN weight and bias can be reused", f"r(bn_affine) above {LITTLE_LOSS}",
-         "bn_affine", LITTLE_LOSS, "above"),
+         "r(bn_affine) - r(bn_stats) above 0", "affine_minus_stats", 0.0, "above", False),
+        ("C2", "BN weight and bias can be reused",
+         f"r(bn_affine) above {LITTLE_LOSS} and above BN weight and bias reset to theta_0 (paired by seed)",
+         "bn_affine", LITTLE_LOSS, "above", True),
         ("C3", "the network is very sensitive to conv weights", f"r(conv_weight) below {SENSITIVE}",
-         "conv_weight", SENSITIVE, "below"),
+         "conv_weight", SENSITIVE, "below", False),
         ("C4", "conv biases are not sensitive and can be reused directly",
-         f"r(conv_bias) above {LITTLE_LOSS} (biases that get gradients)", "conv_bias", LITTLE_LOSS,
-         "above"),
+         f"r(conv_bias) above {LITTLE_LOSS} and above the same biases reset to theta_0 (paired by seed; "
+         f"biases that get gradients)", "conv_bias", LITTLE_LOSS, "above", True),
     ]
+    stats = ("estimate", "ci_low", "ci_high", "verdict")
     rows = []
-    for claim, statement, rule, column, margin, side in checks:
+    for claim, statement, rule, column, margin, side, against_reset in checks:
         v = mean_verdict(per_seed(wide, column, [])[column], margin, side)
         measured = wide[wide[column].notna()]
-        rows.append({"claim": claim, "statement": statement, "rule": rule, **v, "margin": margin,
-                     "side": side, "conditions": len(measured[CONDITION].drop_duplicates())})
+        row = {"claim": claim, "statement": statement, "rule": rule, **v, "margin_verdict": v["verdict"],
+               "reset_estimate": np.nan, **{f"minus_reset_{k}": np.nan for k in stats}}
+        if against_reset:
+            row.update(minus_reset(d[d.param_type == column]))
+            row["verdict"] = conjunction(v["verdict"], row["minus_reset_verdict"])
+        rows.append({**row, "margin": margin, "side": side,
+                     "conditions": len(measured[CONDITION].drop_duplicates())})
     return pd.DataFrame(rows)
 
 
@@ -238,9 +262,13 @@ def verdict_text(table: pd.DataFrame, checks: pd.DataFrame) -> str:
                      f"{r.n}, smallest detectable effect {r.detectable:.2f}; twin {r.twin_verdict}, "
                      f"different init {r.different_init_verdict}: controls {r.controls}).")
     for r in checks.itertuples():
+        reset = (f"; against the margin alone {r.margin_verdict}, the theta_0 reset {r.reset_estimate:.2f}, "
+                 f"minus the reset {r.minus_reset_estimate:+.2f} [{r.minus_reset_ci_low:+.2f}, "
+                 f"{r.minus_reset_ci_high:+.2f}] ({r.minus_reset_verdict})"
+                 if isinstance(r.minus_reset_verdict, str) else "")
         lines.append(f"- {r.claim} ({r.statement}; {r.rule}): **{r.verdict}** ({r.estimate:.2f} "
                      f"[{r.ci_low:.2f}, {r.ci_high:.2f}], n = {r.n} seeds over {r.conditions} "
-                     f"conditions, smallest detectable effect {r.detectable:.2f}).")
+                     f"conditions, smallest detectable effect {r.detectable:.2f}{reset}).")
     return "\n".join(lines)
 
 
@@ -296,20 +324,29 @@ def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFram
     rows = [{"judgment": f"J1 {r.architecture}/{r.task}/{r.pair}", "verdict": r.verdict,
              "estimate": r.source_estimate, "ci_low": r.source_ci_low, "ci_high": r.source_ci_high,
              "detectable": r.detectable, "n": r.n, "controls": r.controls, "margin": REUSABLE,
-             "side": "above", "p": claims.conjunction_p([
-                 (claims.p_value(r.source_estimate, r.source_ci_low, r.source_ci_high, r.n, REUSABLE),
-                  r.source_verdict),
-                 (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n,
-                                 0.0), r.minus_reset_verdict)])} for r in table.itertuples()]
+             "side": "above", "p": _conjunction_p(r, "source_", REUSABLE, r.source_verdict)}
+            for r in table.itertuples()]
     rows += [{"judgment": f"{regime} {r.architecture}/{r.task}/{r.pair}: all-conv swap reusable",
               **{k: getattr(r, f"{regime}_{k}") for k in ("verdict", "estimate", "ci_low", "ci_high")},
               "detectable": np.nan, "n": r.n, "controls": "n/a", "margin": REUSABLE, "side": "above"}
              for r in regime_table.itertuples() for regime in ("strangers", "strangers_aligned")]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",
-              "margin": r.margin, "side": r.side} for r in checks.itertuples()]
+              "margin": r.margin, "side": r.side, "p": _conjunction_p(r, "", r.margin, r.margin_verdict)
+              if isinstance(r.minus_reset_verdict, str) else np.nan} for r in checks.itertuples()]
     return pd.DataFrame(rows)
 
+
+def _conjunction_p(r, prefix: str, margin: float, verdict: str) -> float:
+    """The p of a claim "above ``margin`` and above the theta_0 reset" for the Holm step
+    (:func:`reuse.study.claims.conjunction_p`) from a verdict row: the ``<prefix>estimate``,
+    ``_ci_low``, ``_ci_high`` part against ``margin`` (its verdict ``verdict``) and the
+    ``minus_reset_*`` part against 0."""
+    return claims.conjunction_p([
+        (claims.p_value(getattr(r, f"{prefix}estimate"), getattr(r, f"{prefix}ci_low"),
+                        getattr(r, f"{prefix}ci_high"), r.n, margin), verdict),
+        (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
+         r.minus_reset_verdict)])
 
 
 def by_coordinates(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,15 +15,17 @@ from .common import DONOR_ORDER, NO_SCORES, ORDER, dodge, empty_figure, finite, 
 
 def learning_curves(curves: pd.DataFrame) -> plt.Figure:
     """Primary metric on the monitor split vs optimiser step: every seed's target and twin,
-    a panel per condition (training adequacy reads each curve's last quarter)."""
+    a panel per condition, and every seed's source (rows with run 'source'), a panel per rung
+    (its own test images and chance; training adequacy reads each curve's last quarter)."""
     if curves.empty:
         return empty_figure("no learning curves")
-    d = curves.assign(condition=curves.architecture + " / " + curves.task + "\n" + curves.pair)
+    side = (curves.run == "source").map({True: " (source)", False: ""})
+    d = curves.assign(condition=curves.architecture + " / " + curves.task + "\n" + curves.pair + side)
     panels = list(dict.fromkeys(d.condition))
     ncols = min(4, len(panels))
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
-    colours = {"target": "tab:blue", "twin": "tab:orange"}
+    colours = {"target": "tab:blue", "twin": "tab:orange", "source": "tab:green"}
     for ax, panel in zip(axes.flat, panels):
         p = d[d.condition == panel]
         for (run, seed), g in p.groupby(["run", "seed"], sort=False):
@@ -117,7 +119,8 @@ def layer_curves(frame: pd.DataFrame, margin: float) -> plt.Figure:
 
 def parameter_types(frame: pd.DataFrame, margins: dict[str, float]) -> plt.Figure:
     """Reuse score of swapping one parameter type over the whole network (C1-C4), from the
-    source and from the twin, BN statistics kept."""
+    source and from the twin, and of putting it back to theta_0 (the reset, C2's and C4's
+    baseline), BN statistics kept."""
     d = finite(frame[frame.measure == "param_type"])
     if d.empty:
         return empty_figure(NO_SCORES)
