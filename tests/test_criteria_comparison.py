@@ -170,3 +170,22 @@ def test_unpermuted_text_names_the_fixed_layers():
                            "permuted": [True, False, True]})
     assert e5.unpermuted_text(values) == "weight matching left unpermuted: unet: head."
     assert "every swapped layer" in e5.unpermuted_text(values.assign(permuted=True))
+
+
+def test_near_duplicate_criteria_are_marked_as_one_claim():
+    """A criterion that ranks the points as an earlier one does (|rho| > 0.99) is marked an
+    alias of it in every row of the records; a criterion that ranks them otherwise is not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    pts = pd.DataFrame({"donor": "source", "rmse": x, "rel_rmse": rng.normal(size=40), "cka": x * 2 + 1,
+                        "cka_debiased": -x})
+    aliases = e5.near_duplicates(pts, ("rmse", "rel_rmse", "cka", "cka_debiased"))
+    assert aliases == {"cka": "rmse", "cka_debiased": "rmse"}
+    table = pd.DataFrame({"criterion": ["rmse", "cka"], "verdict": "holds", "controls": "passed"})
+    duels = pd.DataFrame({"rival": ["cka"], "auc_difference": [0.0], "ci_low": [-0.1], "ci_high": [0.1],
+                          "verdict": "undecided", "detectable": [0.1], "n": [5], "outcome": "ties"})
+    none = pd.DataFrame(columns=["criterion", "measure", "verdict", "estimate", "ci_low", "ci_high", "detectable",
+                                 "n", "rho", "controls"])
+    out = e5.records(table, duels, none, none, {"cka": "rmse"}).set_index("judgment")
+    assert out.alias_of["E5 cka predicts reuse (held-out accuracy)"] == "E5 rmse predicts reuse (held-out accuracy)"
+    assert pd.isna(out.alias_of["E5 rmse predicts reuse (held-out accuracy)"])

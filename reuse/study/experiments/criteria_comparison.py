@@ -445,8 +445,32 @@ def findings(table: pd.DataFrame, duels: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: pd.DataFrame) -> pd.DataFrame:
-    """Every verdict of the notebook, one row each."""
+NEAR_DUPLICATE = 0.99  # |Spearman rho| over the same points above which two criteria are one claim
+
+
+def near_duplicates(pts: pd.DataFrame, criteria=tuple(CRITERIA)) -> dict[str, str]:
+    """Criteria that rank the source's points as another, earlier criterion does (|Spearman
+    rho| over the points both have above :data:`NEAR_DUPLICATE`): criterion -> the one it
+    repeats (e.g. debiased CKA and CKA), so that each is counted once among the claims."""
+    src = pts[pts.donor == "source"]
+    present = [c for c in criteria if c in src and src[c].notna().any()]
+    out: dict[str, str] = {}
+    for i, c in enumerate(present):
+        for earlier in present[:i]:
+            if earlier in out:
+                continue
+            both = src[[earlier, c]].dropna()
+            if len(both) > 2 and abs(stats.spearmanr(both[earlier], both[c]).statistic) > NEAR_DUPLICATE:
+                out[c] = earlier
+                break
+    return out
+
+
+def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: pd.DataFrame,
+            aliases: dict[str, str] | None = None) -> pd.DataFrame:
+    """Every verdict of the notebook, one row each; a criterion in ``aliases``
+    (:func:`near_duplicates`) has each of its rows marked ``alias_of`` the same row of the
+    criterion it repeats."""
     best = {"judgment": "E5 the paper's RMSE is the best criterion (AUC)", "verdict": overall(duels),
             "estimate": float(duels.auc_difference.min()), "ci_low": np.nan, "ci_high": np.nan,
             "detectable": float(duels.detectable.max()), "n": float(duels.n.max()),
@@ -470,7 +494,13 @@ def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: 
     rows += [{"judgment": f"E5 {r.measure}", "verdict": r.verdict, "estimate": r.estimate,
               "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n,
               "controls": r.controls} for r in net.itertuples()]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for copy, original in (aliases or {}).items():
+        for pattern in ("E5 {} predicts reuse (held-out accuracy)", "E5 RMSE beats {} (AUC difference)",
+                        "E5 {} beats the weight-blind baselines (AUC difference)", "E5 {} predicts the init gain (rho < 0)"):
+            if (out.judgment == pattern.format(original)).any():
+                out.loc[out.judgment == pattern.format(copy), "alias_of"] = pattern.format(original)
+    return out
 
 
 def control_table(table: pd.DataFrame) -> pd.DataFrame:
