@@ -176,8 +176,10 @@ def test_yosinski_checks_all_three_ways():
     gains = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
                            "layer": "l0", "set": "single", "mode": m, "gain": g + 0.01 * s}
                           for s in SEEDS for m, g in (("frozen", 0.0), ("finetuned", 0.1))])
-    checks = e2.yosinski_checks(pd.concat([near, far]), cells, gains).set_index("check").verdict
+    table = e2.yosinski_checks(pd.concat([near, far]), cells, gains).set_index("check")
+    checks = table.verdict
     assert checks.to_dict() == {"Y1": "holds", "Y2": "holds", "Y3": "holds", "Y4": "holds"}
+    assert -1 <= table.ci_low["Y2"] <= table.ci_high["Y2"] <= 1  # a rho, judged on Fisher's z scale
     increasing = [[0.1] * 5, [0.4] * 5, [0.6] * 5, [0.8] * 5]
     near = _swaps(increasing, pairs=("fashion-split",))
     far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=(e2.DISTANCE_ORDER[1],))
@@ -231,13 +233,18 @@ def test_dose_table_all_three_ways():
             rows.append({"seed": s, "shift": shift, "layer": "(all conv)", "rel_rmse": np.nan,
                          "reuse_score": 1 - shift})
     dose = pd.DataFrame(rows)
-    assert set(e3.dose_table(dose).verdict) == {"holds"}
+    table = e3.dose_table(dose)
+    assert set(table.verdict) == {"holds"}
+    # rho is +-1 in every seed: on Fisher's z scale it reads +-0.9999 and its interval stays in [-1, 1]
+    assert (table.ci_low <= table.estimate).all() and (table.estimate <= table.ci_high).all()
+    assert table.estimate.abs().tolist() == pytest.approx([0.9999, 0.9999])
     reversed_ = dose.assign(rel_rmse=1.2 - dose.rel_rmse, reuse_score=-dose.reuse_score)
     assert set(e3.dose_table(reversed_).verdict) == {"refuted"}
     # half the seeds rise with the shift, half fall: no dependable direction
     sign = np.where(dose.seed % 2 == 0, 1.0, -1.0)
     mixed = dose.assign(rel_rmse=sign * dose["shift"], reuse_score=sign * dose["shift"])
-    assert set(e3.dose_table(mixed).verdict) == {"undecided"}
+    table = e3.dose_table(mixed)
+    assert set(table.verdict) == {"undecided"} and (table.ci_low >= -1).all() and (table.ci_high <= 1).all()
 
 
 # ----------------------------------------------------------------------------- E4, adequacy

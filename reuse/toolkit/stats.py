@@ -61,7 +61,8 @@ def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] | None = N
         half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)
         out.update(ci_low=out["estimate"] - half, ci_high=out["estimate"] + half, se=se)
         if bounds is not None:
-            out.update(ci_low=float(np.clip(out["ci_low"], *bounds)), ci_high=float(np.clip(out["ci_high"], *bounds)))
+            low, high = np.clip([out["ci_low"], out["ci_high"]], *bounds)
+            out.update(ci_low=float(low), ci_high=float(high))
     return out
 
 
@@ -105,7 +106,8 @@ def seed_jackknife(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], floa
     missing a replicate has no valid SE, and dropping it silently would narrow the CI).
     ``correlation=True``: the statistic is a correlation, jackknifed as z = atanh(theta)
     (:func:`fisher_z`) and the bounds mapped back with tanh, so they stay in [-1, 1]; the
-    estimate is the statistic itself and ``se`` is on the z scale.
+    estimate is the statistic clipped to +-:data:`CLIP` as its z was (so it lies in its
+    interval) and ``se`` is on the z scale.
     Keys: estimate, ci_low, ci_high, se, n_seeds.
     """
     seeds = frame[seed_column].unique()
@@ -119,6 +121,7 @@ def seed_jackknife(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], floa
         return out
     centre = float(fisher_z(estimate)) if correlation else estimate
     if correlation:
+        out["estimate"] = float(np.tanh(centre))
         left_out = fisher_z(left_out)
     se = float(np.sqrt((n - 1) / n * np.sum((left_out - left_out.mean()) ** 2)))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)

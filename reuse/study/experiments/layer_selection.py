@@ -208,7 +208,7 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     y1["verdict"] = conjunction(y1["verdict"], y1["minus_reset_verdict"])
     rows = [("Y1", "first-layer kernels are general (transfer with little loss)",
              f"r(first layer) above {LITTLE_LOSS} and above the first layer reset to theta_0", y1)]
-    y2 = cluster_verdict(d, _within_spearman, 0.0, "below")
+    y2 = cluster_verdict(d, _within_spearman, 0.0, "below", correlation=True)
     y2["n"] = y2["n_seeds"]
     rows.append(("Y2", "transfer costs more the deeper the layer",
                  "mean within-condition Spearman rho(depth, r) below 0", y2))
