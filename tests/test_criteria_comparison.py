@@ -124,8 +124,36 @@ def test_logme_is_compared_within_one_target_against_fine_tuning_gains():
                 gains.append({**cell, "n_T": 60, "strategy": "reuse_all", "difference": offset - 0.1 * rank})
     out = e5.network_table(pd.DataFrame(net), pd.DataFrame(gains)).set_index("measure")
     row = out.loc["rho(LogME of the source, E4 fine-tuning gain at n_T 60), within one target"]
-    assert row.estimate == pytest.approx(1.0) and row.verdict == "holds"
+    # rho = 1 in every seed: on Fisher's z scale (|rho| clipped to 0.9999) the estimate reads 0.9999
+    assert row.estimate == pytest.approx(1.0, abs=1e-4) and row.verdict == "holds"
+    assert -1 <= row.ci_low <= row.ci_high <= 1
     assert out.loc["LogME twin - LogME different-init (control)", "verdict"] == "holds"
+
+
+def test_a_criterion_that_ranks_the_points_like_an_earlier_one_is_recorded_as_its_alias():
+    """Debiased CKA ordering every point as CKA does (and the aligned RMSE as the RMSE): their
+    claims carry alias_of, the same judgment of the earlier criterion; the RMSE's duel with its
+    own near-copy has no such judgment and stays a claim."""
+    pts = _points("rmse", seeds=range(3), layers=6, pairs=("a", "b"))
+    pts["cka_debiased"] = pts.cka * 1.001 + 0.01
+    pts["aligned_rmse"] = pts.rmse
+    table = e5.criterion_table(pts)
+    alias = table.set_index("criterion").alias_of
+    assert alias["cka_debiased"] == "cka" and alias["aligned_rmse"] == "rmse"
+    assert alias.drop(["cka_debiased", "aligned_rmse"]).isna().all()
+    assert table.set_index("criterion").alias_rho["cka_debiased"] == pytest.approx(1.0)
+    duels, gains = e5.head_to_head(pts), pd.DataFrame(columns=["criterion", "rho", "ci_low", "ci_high", "verdict",
+                                                               "detectable", "n"])
+    out = e5.records(table, duels, gains, e5.network_table(pts.iloc[:0], pd.DataFrame())).set_index("judgment")
+    assert out.alias_of["E5 cka_debiased predicts reuse (held-out accuracy)"] == "E5 cka predicts reuse (held-out accuracy)"
+    assert out.alias_of["E5 RMSE beats cka_debiased (AUC difference)"] == "E5 RMSE beats cka (AUC difference)"
+    assert out.alias_of["E5 aligned_rmse beats the weight-blind baselines (AUC difference)"] == \
+        "E5 rmse beats the weight-blind baselines (AUC difference)"
+    assert out.alias_of.drop(["E5 cka_debiased predicts reuse (held-out accuracy)",
+                              "E5 RMSE beats cka_debiased (AUC difference)",
+                              "E5 cka_debiased beats the weight-blind baselines (AUC difference)",
+                              "E5 aligned_rmse predicts reuse (held-out accuracy)",
+                              "E5 aligned_rmse beats the weight-blind baselines (AUC difference)"]).isna().all()
 
 
 def test_ranking_figure_draws_every_criterion():

@@ -103,3 +103,14 @@ def test_jackknife_of_a_correlation_on_the_z_scale_stays_in_range():
 def test_mean_ci_clipped_to_the_range_of_its_statistic():
     out = stats.mean_ci([1.9, 1.2, 2.0], bounds=(-2.0, 2.0))
     assert out["ci_high"] == 2.0 and out["ci_low"] == stats.mean_ci([1.9, 1.2, 2.0])["ci_low"]
+
+
+def test_near_duplicates_map_each_group_to_its_first_member():
+    rng = np.random.default_rng(1)
+    a = rng.random(40)
+    frame = pd.DataFrame({"a": a, "b": a + 1e-4 * rng.random(40), "c": -a, "d": rng.random(40),
+                          "e": np.where(np.arange(40) < 38, a, np.nan), "flat": 1.0})
+    out = stats.near_duplicates(frame, ["a", "b", "c", "d", "e", "flat"], 0.99)
+    assert set(out) == {"b", "c", "e"} and {k: first for k, (first, _) in out.items()} == {"b": "a", "c": "a", "e": "a"}
+    assert out["c"][1] == pytest.approx(-1.0) and out["e"][1] == pytest.approx(1.0)
+    assert stats.near_duplicates(frame, ["d", "a"], 0.99) == {}

@@ -22,6 +22,8 @@ Layer-level tools (E2-E5):
 - :func:`roc_auc`: how well the criterion ranks reusable layers first (threshold-free);
 - :func:`spearman_ci`: Spearman's rho with a percentile-bootstrap CI over points
   (descriptive only: points sharing a seed are not independent, so no verdict uses it);
+- :func:`near_duplicates`: columns that rank the same points as an earlier one does (two
+  criteria that order every layer alike make one claim, not two);
 - :func:`leave_one_group_out`: fit on all groups but one, score on the held-out group,
   the fit function never receiving a row of the held-out group;
 - :func:`paired_test`: seed-matched comparison of two strategies (paired t and Wilcoxon
@@ -208,6 +210,26 @@ def spearman_ci(x, y, n_boot: int = 1000, level: float = 0.95, seed: int = 0
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if boots else (np.nan, np.nan)
     return {"rho": float(res.statistic), "p": float(res.pvalue), "ci_low": float(lo),
             "ci_high": float(hi), "n": int(len(x))}
+
+
+def near_duplicates(frame: pd.DataFrame, columns, threshold: float) -> dict[str, tuple[str, float]]:
+    """{column: (earlier column, Spearman rho)} for each of ``columns`` whose |Spearman rho|
+    with an earlier one, over the rows where both are finite (at least 3), exceeds
+    ``threshold``. Columns are taken in order and compared with the earlier ones that are
+    not near-duplicates themselves, so every group maps to its first member."""
+    kept: list[str] = []
+    out: dict[str, tuple[str, float]] = {}
+    for column in columns:
+        for first in kept:
+            both = frame[[first, column]].replace([np.inf, -np.inf], np.nan).dropna()
+            if len(both) >= 3 and both[first].nunique() > 1 and both[column].nunique() > 1:
+                rho = float(stats.spearmanr(both[first], both[column]).statistic)
+                if abs(rho) > threshold:
+                    out[column] = (first, rho)
+                    break
+        else:
+            kept.append(column)
+    return out
 
 
 def leave_one_group_out(frame: pd.DataFrame, group: str,
