@@ -157,13 +157,14 @@ def _claims_section(adjusted: pd.DataFrame, level: int) -> list[str]:
               f"over the family (family-wise error {alpha}): a claim whose adjusted p is not below {alpha} "
               f"is undecided. `detectable` is the smallest effect decided with 80% power at the raw level, "
               f"`detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); `n` counts seeds.\n"),
-             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n", "margin",
-                              "p", "p_holm", "verdict_holm", "detectable", "detectable_holm", "aliases", "holm"],
-                             primary), "",
+             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
+                              "margin", "p", "p_holm", "verdict_holm", "detectable", "detectable_holm",
+                              "aliases", "holm"], primary), "",
              f"{head} Exploratory claims\n",
              "*Exploratory*: raw verdicts, no correction for multiplicity; `n` counts seeds.\n",
              _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
-                              "detectable", "aliases"], [r for r in rows if r["family"] == "exploratory"]), "",
+                              "detectable", "aliases"],
+                             [r for r in rows if r["family"] == "exploratory"]), "",
              f"{head} Set apart, not claims\n",
              ("*Duplicates* repeat a claim above: exactly (the same estimate, CI and n to "
               f"{claims.DIGITS} significant digits) or nearly (declared by the notebook: two criteria whose "
@@ -180,8 +181,8 @@ def _tally_line(t: dict) -> str:
     """One profile's tally of distinct claims and of the rows set apart."""
     return (f"{t['claims']} distinct claims ({t['primary']} primary, after Holm; the rest exploratory): "
             f"{t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided "
-            f"({t['holds'] + t['refuted']} of {t['claims']} decided). Apart, not claims: {t['control']} controls, "
-            f"{t['duplicate']} duplicates ({t['exact']} exact, {t['near']} near), {t['undecidable']} "
+            f"({t['holds'] + t['refuted']} of {t['claims']} decided). Apart, not claims: "
+            f"{t['control']} controls, {t['duplicate']} duplicates ({t['exact']} exact, {t['near']} near), {t['undecidable']} "
             "undecidable by design (a control failed).")
 
 
@@ -198,8 +199,9 @@ def _numbers_text(row: dict) -> str:
     n = row.get("n")
     parts.append(f"n = {int(n)} seed{'s' * (int(n) != 1)}" if _finite(n) else "n not recorded")
     if _finite(row.get("detectable")):
-        parts.append(f"detectable {_cell(row['detectable'])}" + (
-            f" ({_cell(row['detectable_holm'])} at Holm's level)" if _finite(row.get("detectable_holm")) else ""))
+        holm = row.get("detectable_holm")
+        parts.append(f"detectable {_cell(row['detectable'])}"
+                     + (f" ({_cell(holm)} at Holm's level)" if _finite(holm) else ""))
     controls = row.get("controls")
     if isinstance(controls, str) and controls not in ("n/a", "passed") and row.get("family") != "undecidable":
         parts.append(f"controls {controls}")
@@ -221,7 +223,8 @@ def _overview_cell(row: dict, kept: dict | None) -> str:
     names the claim it repeats and states that claim's verdict."""
     numbers = _numbers_text(row)
     if row["family"] == "duplicate" and kept is not None:
-        return f"{row['reason'].split(' of ')[0]} of {kept['notebook']} {kept['judgment']}: {_stated(kept)} ({numbers})"
+        kind = row["reason"].split(" of ")[0]  # exact duplicate / near-duplicate
+        return f"{kind} of {kept['notebook']} {kept['judgment']}: {_stated(kept)} ({numbers})"
     if row["family"] == "undecidable":
         return f"{row['reason']}: {row['verdict']} ({numbers})"
     return f"{_stated(row)} ({numbers})"
