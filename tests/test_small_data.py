@@ -65,6 +65,11 @@ def test_e4_findings_state_the_primary_claims_after_holm():
     assert headline.endswith("after Holm's correction over the 3 primary claims recorded at this profile "
                              "(by notebook 04).")
     assert "- H2 at n_T = 12" in text and ": undecided (+0.03" in text
+    # the smallest detectable effect at both levels, and power judged at Holm's
+    holm = family.set_index("judgment").detectable_holm
+    assert f"detectable 0.02 raw, {holm.iloc[0]:.2g} at Holm's level" in headline
+    powered = e4.findings(heads.assign(reuse_all_benefit=1.0), none, decisions, family)
+    assert "at Holm's level: powered there against half the reuse-all benefit 0.5" in powered
 
 
 def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):

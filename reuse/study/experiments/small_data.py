@@ -313,13 +313,20 @@ def _judgment(head) -> str:
 
 def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
     """(verdict after Holm, what to say beside the estimate) of a primary claim, from
-    ``family`` (:func:`reuse.study.report.family_adjusted`)."""
+    ``family`` (:func:`reuse.study.report.family_adjusted`): its smallest detectable effect
+    at both levels, and whether the design is powered at Holm's (half the reuse-all benefit)."""
     row = family.set_index("judgment").loc[_judgment(head)]
     said = f"{head.estimate:+.3g} [{head.ci_low:+.3g}, {head.ci_high:+.3g}]"
     if row.verdict_holm != head.verdict:
         said += f", {head.verdict} before the correction"
     if np.isfinite(row.p_holm):
         said += f", Holm-adjusted p {row.p_holm:.2g}"
+    if np.isfinite(row.get("detectable_holm", np.nan)):
+        said += f"; detectable {head.detectable:.2g} raw, {row.detectable_holm:.2g} at Holm's level"
+        half = abs(getattr(head, "reuse_all_benefit", np.nan)) / 2
+        if np.isfinite(half):
+            said += (f": {'powered' if row.detectable_holm <= half else 'underpowered'} there against half "
+                     f"the reuse-all benefit {half:.2g}")
     return row.verdict_holm, said
 
 
