@@ -53,8 +53,7 @@ PRIMARY = {
 }
 DIGITS = 12  # significant digits at which two rows' estimate, CI and n are the same numbers
 NEAR = 0.99  # |Spearman rho| over the same points above which two criteria are near-duplicates
-FAMILIES = ("primary", "exploratory", "control", "duplicate", "undecidable")
-_CLAIMS = ("primary", "exploratory")
+_CLAIMS = ("primary", "exploratory")  # the families that are claims; the others are set apart
 
 
 def family(judgment: str) -> str:
