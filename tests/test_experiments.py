@@ -79,6 +79,17 @@ def test_e1_verdict_tables_run_on_real_frames(e1_frames):
     regimes = e1.regimes(f, cells)
     records = e1.records(table, checks, regimes)
     assert len(records) == len(table) + 4 + 2 * len(regimes) and set(records.columns) >= {"judgment", "verdict"}
+    assert records.n.notna().all()  # every verdict carries its number of seeds
+
+
+def test_a_regime_verdict_carries_its_own_seeds_and_detectable_effect():
+    """The strangers' rows print their own n and detectable effect, not the matching gain's."""
+    regime = {"architecture": "pspnet", "task": "segmentation", "pair": "fashion-split", "n": 5}
+    for name, n in (("strangers", 4), ("strangers_aligned", 3)):
+        regime.update({f"{name}_{k}": v for k, v in (("verdict", "refuted"), ("estimate", 0.1), ("ci_low", 0.0),
+                                                     ("ci_high", 0.2), ("n", n), ("detectable", 0.05 * n))})
+    records = e1.records(pd.DataFrame(), pd.DataFrame(), pd.DataFrame([regime])).set_index("judgment")
+    assert records.n.tolist() == [4, 3] and records.detectable.tolist() == pytest.approx([0.2, 0.15])
 
 
 def test_excluded_cells_are_listed_with_their_numbers():

@@ -150,7 +150,8 @@ def test_verdicts_follow_the_controls():
     half = stats.t.ppf(0.975, 2) * np.std([0.8, 0.7, 0.75], ddof=1) / np.sqrt(3)
     assert table.loc["selected set as a whole", "ci_low"] == pytest.approx(0.75 - half)
     assert table.loc["selected set as a whole", "verdict"] == "holds"
-    assert table.loc["RMSE ranks layers", "estimate"] == pytest.approx(-1.0)  # a perfect inverse ranking
+    # a perfect inverse ranking in every seed; on Fisher's z scale (|rho| clipped to 0.9999) it reads -0.9999
+    assert table.loc["RMSE ranks layers", "estimate"] == pytest.approx(-1.0, abs=1e-4)
     text = om.findings(table.reset_index(), pd.DataFrame({"layer": list("abcd"), "reusable": [1, 1, 0, 0]}
                                                           ).astype({"reusable": bool}), joint, dist)
     assert "2.00x as far" in text  # source RMSE is twice the twin's in every layer

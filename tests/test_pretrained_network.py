@@ -205,6 +205,24 @@ def test_verdicts_by_hand():
     assert failed.verdict["E7 far: V3 pretraining beats a fresh initialisation"] == "holds"  # no swap in it
 
 
+def test_v2_judges_per_seed_correlations_on_fisher_z_and_says_on_how_many_seeds():
+    """Per-seed -rho of 1, 1, 0.8, -0.6, 1: a t interval on the values would reach 1.5; on
+    the z scale it stays in [-1, 1]. The difference to depth's rho is clipped to [-2, 2]."""
+    src = {"conv1": 0.95, "conv2": 0.2, "conv3": 0.7, "conv4": 0.1}
+    orders = [(0.1, 0.8, 0.3, 0.9)] * 2 + [(0.1, 0.9, 0.3, 0.8), (0.8, 0.1, 0.9, 0.3), (0.1, 0.8, 0.3, 0.9)]
+    distances = pd.concat([_distances(dict(zip(src, rel)), seeds=[s]) for s, rel in enumerate(orders)])
+    table = e7.verdicts(_runs(0.9, 0.8), _scans(src, 0.98, 0.05, src), distances).set_index("judgment")
+    row = table.loc["E7 far: V2 rel_rmse ranks layers like the swap scan"]
+    rhos = e7.rank_correlations(_scans(src, 0.98, 0.05, src), distances)
+    minus = -rhos[rhos.column == "rel_rmse"].rho
+    assert sorted(minus.round(6)) == [-0.6, 0.8, 1.0, 1.0, 1.0] and row.n == 5
+    assert np.mean(minus) + 2.7764451051977987 * np.std(minus, ddof=1) / np.sqrt(5) > 1  # what a t interval did
+    assert -1 <= row.ci_low <= row.estimate <= row.ci_high <= 1
+    assert -2 <= row.minus_baseline_ci_low <= row.minus_baseline_ci_high <= 2
+    assert "over 5 seeds" in e7.findings(table.reset_index(), _runs(0.9, 0.8), e7.layer_table(
+        _scans(src, 0.98, 0.05, src), distances))
+
+
 def test_a_seed_near_chance_is_excluded_and_listed():
     runs = _runs(0.9, 0.8)
     runs.loc[(runs.seed == 4) & (runs.role == "finetuned"), "accuracy"] = 0.15

@@ -203,8 +203,10 @@ def test_yosinski_checks_all_three_ways():
     gains = pd.DataFrame([{"architecture": "unet", "task": "segmentation", "pair": "fashion-split", "seed": s,
                            "layer": "l0", "set": "single", "mode": m, "gain": g + 0.01 * s}
                           for s in SEEDS for m, g in (("frozen", 0.0), ("finetuned", 0.1))])
-    checks = e2.yosinski_checks(pd.concat([near, far]), cells, gains).set_index("check").verdict
+    table = e2.yosinski_checks(pd.concat([near, far]), cells, gains).set_index("check")
+    checks = table.verdict
     assert checks.to_dict() == {"Y1": "holds", "Y2": "holds", "Y3": "holds", "Y4": "holds"}
+    assert -1 <= table.ci_low["Y2"] <= table.ci_high["Y2"] <= 1  # a rho, judged on Fisher's z scale
     increasing = [[0.1] * 5, [0.4] * 5, [0.6] * 5, [0.8] * 5]
     near = _swaps(increasing, pairs=("fashion-split",))
     far = _swaps([[x + 0.05 for x in layer] for layer in increasing], pairs=(e2.DISTANCE_ORDER[1],))
@@ -258,13 +260,18 @@ def test_dose_table_all_three_ways():
             rows.append({"seed": s, "shift": shift, "layer": "(all conv)", "rel_rmse": np.nan,
                          "reuse_score": 1 - shift})
     dose = pd.DataFrame(rows)
-    assert set(e3.dose_table(dose).verdict) == {"holds"}
+    table = e3.dose_table(dose)
+    assert set(table.verdict) == {"holds"}
+    # rho is +-1 in every seed: on Fisher's z scale it reads +-0.9999 and its interval stays in [-1, 1]
+    assert (table.ci_low <= table.estimate).all() and (table.estimate <= table.ci_high).all()
+    assert table.estimate.abs().tolist() == pytest.approx([0.9999, 0.9999])
     reversed_ = dose.assign(rel_rmse=1.2 - dose.rel_rmse, reuse_score=-dose.reuse_score)
     assert set(e3.dose_table(reversed_).verdict) == {"refuted"}
     # half the seeds rise with the shift, half fall: no dependable direction
     sign = np.where(dose.seed % 2 == 0, 1.0, -1.0)
     mixed = dose.assign(rel_rmse=sign * dose["shift"], reuse_score=sign * dose["shift"])
-    assert set(e3.dose_table(mixed).verdict) == {"undecided"}
+    table = e3.dose_table(mixed)
+    assert set(table.verdict) == {"undecided"} and (table.ci_low >= -1).all() and (table.ci_high <= 1).all()
 
 
 # ----------------------------------------------------------------------------- E4, adequacy
@@ -327,3 +334,29 @@ def test_one_home_for_intervals_one_seed_gives_no_interval_everywhere():
     three = [0.6, 0.7, 0.8]
     assert t_interval(three) == (stats.mean_ci(three)["ci_low"], stats.mean_ci(three)["ci_high"])
     assert v.mean_verdict(three, 0.5)["ci_low"] == stats.mean_ci(three)["ci_low"]
+
+
+def test_correlation_verdict_on_fisher_z_all_three_ways():
+    """Per-seed correlations: the interval is back-transformed from z, the verdict read from
+    it, and the detectable effect is the z-scale effect mapped back as a distance from the margin."""
+    holds = v.correlation_verdict([0.9, 0.8, 0.95, 0.85, 0.9])
+    assert holds["verdict"] == "holds" and holds["ci_high"] < 1 and holds["n"] == 5
+    assert v.correlation_verdict([-0.9, -0.8, -0.95, -0.85, -0.9])["verdict"] == "refuted"
+    assert v.correlation_verdict([0.6, -0.4, 0.2, -0.1, 0.3])["verdict"] == "undecided"
+    assert v.correlation_verdict([-0.7, -0.9, -0.8], side="below")["verdict"] == "holds"
+    r = np.array([0.3, 0.5, 0.4])
+    se_z = np.arctanh(r).std(ddof=1) / np.sqrt(3)
+    out = v.correlation_verdict(r, 0.2, "above")
+    z_effect = (4.302652729911275 + 1.0606601717798212) * se_z  # (t_0.975 + t_0.8) on 2 df
+    assert out["detectable"] == pytest.approx(np.tanh(np.arctanh(0.2) + z_effect) - 0.2)
+    assert v.correlation_verdict(r, 0.2, "below")["detectable"] == pytest.approx(0.2 - np.tanh(np.arctanh(0.2) - z_effect))
+    assert np.isnan(v.correlation_verdict([0.5])["detectable"])
+    assert set(out) == set(v.mean_verdict(r, 0.2))  # the same keys as mean_verdict
+
+
+def test_cluster_verdict_of_a_correlation_maps_its_detectable_effect_back():
+    frame = pd.DataFrame({"seed": np.repeat(np.arange(4), 5), "x": np.tile(np.arange(5.0), 4)})
+    frame["y"] = frame.x + np.repeat([0.1, 0.3, 0.2, 0.4], 5) * np.tile([1, -1, 0, 1, -1], 4)
+    out = v.cluster_verdict(frame, lambda f: float(np.corrcoef(f.x, f.y)[0, 1]), 0.0, correlation=True)
+    assert out["verdict"] == "holds" and out["ci_high"] < 1
+    assert out["detectable"] == pytest.approx(np.tanh(v.detectable(out["se"], 3)))

@@ -6,10 +6,12 @@ Entry points:
   writes ``results_dir/<name>.json`` (data) and ``results_dir/<name>.md`` (to read);
 - ``summarize(results_dir)`` joins every recorded notebook into one Markdown text; when
   ``results_dir`` holds one folder per profile (``results/quick``, ``results/paper``),
-  it opens with every verdict tabled side by side per profile. Each profile then lists
-  its claims (:mod:`reuse.study.claims`): the declared primary family with raw and
-  Holm-adjusted verdicts first, then the exploratory claims, then a tally of distinct
-  claims with the controls, duplicates and undecidable-by-design rows counted apart;
+  it opens with every verdict tabled side by side per profile (primary claims after Holm,
+  the raw verdict beside and labelled; each with its number of seeds). Each profile then
+  lists its claims (:mod:`reuse.study.claims`): the declared primary family with raw and
+  Holm-adjusted verdicts and detectable effects at both levels first, then the exploratory
+  claims, then the duplicates and undecidable-by-design rows set apart, then a tally of
+  distinct claims with the controls, duplicates (exact / near) and undecidable rows counted apart;
 - ``python -m reuse.study.report --results DIR --out FILE`` writes that summary
   (run_all.sh calls it after the notebooks).
 """
@@ -108,7 +110,7 @@ def summarize(results_dir: str | Path) -> str:
     adjusted = {p: _adjusted(records) for p, records in groups.items()}
     parts = ["# Results summary\n"]
     if None not in groups:
-        parts += _verdict_overview(groups, adjusted)
+        parts += _verdict_overview(adjusted)
     for profile, records in groups.items():
         where = results_dir / profile if profile else results_dir
         if profile:
@@ -142,63 +144,115 @@ def _adjusted(records: list[dict]) -> pd.DataFrame:
 
 
 def _claims_section(adjusted: pd.DataFrame, level: int) -> list[str]:
-    """Primary family (raw and Holm), exploratory claims, and the tally of distinct claims."""
+    """Primary family (raw and Holm), exploratory claims, the rows set apart, and the tally
+    of distinct claims."""
     if adjusted.empty:
         return []
     rows = adjusted.to_dict("records")
     head = "#" * level
     primary = [r for r in rows if r["family"] == "primary"]
-    exploratory = [r for r in rows if r["family"] == "exploratory"]
-    t = claims.tally(adjusted)
     alpha = f"{claims.ALPHA:.2g}"
     lines = [f"{head} Primary claims\n",
              ("Declared before the results (`reuse.study.claims.PRIMARY`); Holm's step-down correction "
               f"over the family (family-wise error {alpha}): a claim whose adjusted p is not below {alpha} "
-              "is undecided.\n"),
-             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "margin",
-                              "p", "p_holm", "verdict_holm", "holm"], primary), "",
+              f"is undecided. `detectable` is the smallest effect decided with 80% power at the raw level, "
+              f"`detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); `n` counts seeds.\n"),
+             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
+                              "margin", "p", "p_holm", "verdict_holm", "detectable", "detectable_holm",
+                              "aliases", "holm"], primary), "",
              f"{head} Exploratory claims\n",
-             "*Exploratory*: raw verdicts, no correction for multiplicity.\n",
-             _markdown_table(["notebook", "judgment", "family", "verdict", "estimate", "ci_low", "ci_high",
-                              "detectable"], exploratory), "",
-             f"{head} Tally\n",
-             (f"{t['claims']} distinct claims ({t['primary']} primary, after Holm; the rest exploratory): "
-              f"{t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided. Apart, not claims: "
-              f"{t['control']} controls, {t['duplicate']} duplicates, {t['undecidable']} undecidable by "
-              "design.\n")]
-    for kind, declared in (("duplicate", claims.DUPLICATES), ("undecidable", claims.UNDECIDABLE)):
-        for prefix, reason in declared.items():
-            n = int(adjusted.judgment.str.startswith(prefix).sum())
-            if n:
-                lines.append(f"- {kind}: `{prefix.strip()}` ({n} rows): {reason}.")
-    return lines + [""]
+             "*Exploratory*: raw verdicts, no correction for multiplicity; `n` counts seeds.\n",
+             _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
+                              "detectable", "aliases"],
+                             [r for r in rows if r["family"] == "exploratory"]), "",
+             f"{head} Set apart, not claims\n",
+             ("*Duplicates* repeat a claim above: exactly (the same estimate, CI and n to "
+              f"{claims.DIGITS} significant digits) or nearly (declared by the notebook: two criteria whose "
+              f"|Spearman rho| over the same points exceeds {claims.NEAR}); each shows the verdict of the "
+              "claim it repeats, after Holm where that one is primary. *Undecidable by design*: exploratory "
+              "rows whose controls failed, so the rule cannot tell reusable from not reusable there.\n"),
+             _markdown_table(["notebook", "judgment", "family", "reason", "verdict", "verdict_holm", "n"],
+                             [r for r in rows if r["family"] in ("duplicate", "undecidable")]), "",
+             f"{head} Tally\n", _tally_line(claims.tally(adjusted)) + "\n"]
+    return lines
 
 
-def _verdict_overview(groups: dict[str, list[dict]], adjusted: dict[str, pd.DataFrame]) -> list[str]:
+def _tally_line(t: dict) -> str:
+    """One profile's tally of distinct claims and of the rows set apart."""
+    return (f"{t['claims']} distinct claims ({t['primary']} primary, after Holm; the rest exploratory): "
+            f"{t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided "
+            f"({t['holds'] + t['refuted']} of {t['claims']} decided). Apart, not claims: "
+            f"{t['control']} controls, {t['duplicate']} duplicates ({t['exact']} exact, {t['near']} near), {t['undecidable']} "
+            "undecidable by design (a control failed).")
+
+
+def _numbers_text(row: dict) -> str:
+    """'0.89 [0.77, 1.01]; n = 5 seeds; detectable 0.16' with what is known of a verdict row:
+    no empty brackets or clauses where a number is missing."""
+    parts = []
+    if _finite(row.get("estimate")):
+        ci = (f" [{_cell(row['ci_low'])}, {_cell(row['ci_high'])}]"
+              if _finite(row.get("ci_low")) and _finite(row.get("ci_high")) else ", no interval")
+        parts.append(f"{_cell(row['estimate'])}{ci}")
+    else:
+        parts.append("no estimate")
+    n = row.get("n")
+    parts.append(f"n = {int(n)} seed{'s' * (int(n) != 1)}" if _finite(n) else "n not recorded")
+    if _finite(row.get("detectable")):
+        holm = row.get("detectable_holm")
+        parts.append(f"detectable {_cell(row['detectable'])}"
+                     + (f" ({_cell(holm)} at Holm's level)" if _finite(holm) else ""))
+    controls = row.get("controls")
+    if isinstance(controls, str) and controls not in ("n/a", "passed") and row.get("family") != "undecidable":
+        parts.append(f"controls {controls}")
+    return "; ".join(parts)
+
+
+def _stated(row: dict) -> str:
+    """A verdict as the summary states it: a primary claim after Holm, its raw verdict beside
+    and labelled; any other row its raw verdict."""
+    if row["family"] != "primary":
+        return row["verdict"]
+    if not _finite(row.get("p_holm")):
+        return f"{row['verdict']} (raw, {row['holm']})"
+    return f"{row['verdict_holm']} after Holm (raw: {row['verdict']}; Holm p {row['p_holm']:.2g})"
+
+
+def _overview_cell(row: dict, kept: dict | None) -> str:
+    """One verdict of the overview table, with its numbers and number of seeds; a duplicate
+    names the claim it repeats and states that claim's verdict."""
+    numbers = _numbers_text(row)
+    if row["family"] == "duplicate" and kept is not None:
+        kind = row["reason"].split(" of ")[0]  # exact duplicate / near-duplicate
+        return f"{kind} of {kept['notebook']} {kept['judgment']}: {_stated(kept)} ({numbers})"
+    if row["family"] == "undecidable":
+        return f"{row['reason']}: {row['verdict']} ({numbers})"
+    return f"{_stated(row)} ({numbers})"
+
+
+def _verdict_overview(adjusted: dict[str, pd.DataFrame]) -> list[str]:
     """Every verdict by profile: one row per judgment, a column per profile; then each
     profile's tally of distinct claims."""
     table: dict[str, dict[str, str]] = {}
-    for profile, records in groups.items():
-        for data in records:
-            for v in data.get("verdicts", []):
-                key = f"{data['name'][:2]} {v['judgment']}"
-                controls = v.get("controls") or "n/a"
-                table.setdefault(key, {})[profile] = (
-                    f"{v['verdict']} ({_cell(v.get('estimate'))} [{_cell(v.get('ci_low'))}, "
-                    f"{_cell(v.get('ci_high'))}]; detectable {_cell(v.get('detectable'))}"
-                    + ("" if controls in ("n/a", "passed") else f"; controls {controls}") + ")")
-    profiles = list(groups)
+    for profile, frame in adjusted.items():
+        rows = frame.to_dict("records")
+        first = {}
+        for r in rows:
+            first.setdefault(r["judgment"], r)
+        for r in rows:
+            kept = first.get(r["alias_of"]) if isinstance(r.get("alias_of"), str) else None
+            table.setdefault(f"{r['notebook']} {r['judgment']}", {})[profile] = _overview_cell(r, kept)
+    profiles = list(adjusted)
     rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
     lines = ["## Verdicts at each profile\n",
-             "Estimate [95% CI] and the smallest effect the design can detect; the notebooks "
-             "state each rule, margin and control.\n",
+             ("Each cell: the verdict, estimate [95% CI], the number of seeds n and the smallest effect the "
+              "design can detect. Primary claims (`reuse.study.claims.PRIMARY`) show their verdict **after "
+              "Holm's correction** over the primary family, with the raw verdict beside it, labelled *raw*, "
+              "and their detectable effect at Holm's level too; duplicates name the claim they repeat and "
+              "state its verdict; rows undecidable by design (a control failed) are marked. The notebooks "
+              "state each rule, margin and control.\n"),
              _markdown_table(["judgment", *profiles], rows), ""]
-    for p, frame in adjusted.items():
-        t = claims.tally(frame)
-        lines.append(f"- `{p}`: {t['holds']} hold, {t['refuted']} refuted, {t['undecided']} undecided "
-                     f"({t['holds'] + t['refuted']} of {t['claims']} distinct claims decided, primary ones "
-                     f"after Holm); apart: {t['control']} controls, {t['duplicate']} duplicates, "
-                     f"{t['undecidable']} undecidable by design.")
+    lines += [f"- `{p}`: {_tally_line(claims.tally(frame))}" for p, frame in adjusted.items()]
     return lines + [""]
 
 
@@ -271,6 +325,10 @@ def _markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
              "|" + "|".join(" --- " for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _cell(value: Any) -> str:

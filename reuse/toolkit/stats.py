@@ -3,12 +3,17 @@
 Intervals (the one home for them; :mod:`reuse.toolkit.verdicts` turns them into verdicts):
 
 - :func:`mean_ci`: the mean of per-seed values with its Student-t interval (NaN bounds
-  with fewer than two finite values: one seed says nothing about spread);
+  with fewer than two finite values: one seed says nothing about spread), optionally clipped
+  to the range the statistic can take;
+- :func:`correlation_ci`: the mean of per-seed correlations with a Student-t interval on
+  Fisher's z scale (:func:`fisher_z`), back-transformed, so it never leaves [-1, 1] (a t
+  interval on the correlations themselves did: LogME's rho 0.96 [0.89, 1.03]);
 - :func:`seed_jackknife`: any statistic of a frame with a leave-one-seed-out (cluster)
   jackknife interval on Student-t quantiles with n_seeds - 1 degrees of freedom. A
   percentile bootstrap over whole seeds undercovers with 5 clusters (its intervals came out
   about 1.5x too narrow here); the jackknife-t is the standard small-cluster correction,
-  and for a mean of per-seed values it is exactly :func:`mean_ci`'s interval.
+  and for a mean of per-seed values it is exactly :func:`mean_ci`'s interval. With
+  ``fisher_z=True`` a correlation is jackknifed on the z scale and its bounds back-transformed.
 
 Layer-level tools (E2-E5):
 
@@ -17,6 +22,8 @@ Layer-level tools (E2-E5):
 - :func:`roc_auc`: how well the criterion ranks reusable layers first (threshold-free);
 - :func:`spearman_ci`: Spearman's rho with a percentile-bootstrap CI over points
   (descriptive only: points sharing a seed are not independent, so no verdict uses it);
+- :func:`near_duplicates`: columns that rank the same points as an earlier one does (two
+  criteria that order every layer alike make one claim, not two);
 - :func:`leave_one_group_out`: fit on all groups but one, score on the held-out group,
   the fit function never receiving a row of the held-out group;
 - :func:`paired_test`: seed-matched comparison of two strategies (paired t and Wilcoxon
@@ -34,13 +41,17 @@ from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 LEVEL = 0.95  # confidence level of every interval
+CLIP = 0.9999  # |r| clipped to this before Fisher's z (atanh(+-1) is infinite)
 
 
-def mean_ci(values, level: float = LEVEL) -> dict:
+def mean_ci(values, level: float = LEVEL, bounds: tuple[float, float] | None = None) -> dict:
     """Mean of the finite ``values`` and its two-sided Student-t interval.
 
     Keys: estimate, ci_low, ci_high, n (finite values), se (standard error). With fewer
-    than two values the bounds and se are NaN.
+    than two values the bounds and se are NaN. ``bounds`` (low, high): the range the
+    statistic can take (e.g. (-2, 2) for a difference of two correlations); a symmetric t
+    interval can spill past it, so its ends are clipped there, which changes no verdict
+    against a margin inside the range. Callers that clip say so beside the interval.
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -51,11 +62,43 @@ def mean_ci(values, level: float = LEVEL) -> dict:
         se = float(v.std(ddof=1) / np.sqrt(n))
         half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)
         out.update(ci_low=out["estimate"] - half, ci_high=out["estimate"] + half, se=se)
+        if bounds is not None:
+            low, high = np.clip([out["ci_low"], out["ci_high"]], *bounds)
+            out.update(ci_low=float(low), ci_high=float(high))
     return out
 
 
+def fisher_z(r) -> np.ndarray:
+    """Fisher's z = atanh(r) of correlations ``r`` (any shape), with r clipped to
+    +-:data:`CLIP` first: a correlation of exactly +-1 (common for a Spearman rho over four
+    layers) has no finite z. Raises ``ValueError`` for a finite value outside [-1, 1]."""
+    r = np.asarray(r, dtype=float)
+    if (np.abs(r[np.isfinite(r)]) > 1 + 1e-12).any():
+        raise ValueError(f"correlations must lie in [-1, 1]; got {r[np.isfinite(r)].min()} .. "
+                         f"{r[np.isfinite(r)].max()}")
+    return np.arctanh(np.clip(r, -CLIP, CLIP))
+
+
+def correlation_ci(values, level: float = LEVEL) -> dict:
+    """Mean of per-seed correlations ``values`` (each in [-1, 1]; NaN dropped) with a
+    Student-t interval on Fisher's z scale, back-transformed with tanh.
+
+    Each value becomes z = atanh(r) (:func:`fisher_z`: r clipped to +-:data:`CLIP`, so +-1
+    reads as z = +-4.95); the t interval of the mean z over the n seeds (n - 1 degrees of
+    freedom) is mapped back, so it never leaves [-1, 1] and is wider on the side away from
+    +-1. The estimate is tanh(mean z), the centre the interval is built around, so it always
+    lies inside it; the plain mean of the correlations need not (per-seed rho 1, 1, 1, 1,
+    0.8: plain mean 0.96, interval [0.967, 1.0]). A clipped +-1 pulls the estimate towards
+    +-1 (all seeds at 1 read 0.9999). Keys: estimate, ci_low, ci_high, n, z (mean z), se_z
+    (its standard error on the z scale).
+    """
+    ci = mean_ci(fisher_z(values), level)
+    return {"estimate": float(np.tanh(ci["estimate"])), "ci_low": float(np.tanh(ci["ci_low"])),
+            "ci_high": float(np.tanh(ci["ci_high"])), "n": ci["n"], "z": ci["estimate"], "se_z": ci["se"]}
+
+
 def seed_jackknife(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float],
-                   seed_column: str = "seed", level: float = LEVEL) -> dict:
+                   seed_column: str = "seed", level: float = LEVEL, correlation: bool = False) -> dict:
     """``statistic(frame)`` with a leave-one-seed-out jackknife Student-t interval.
 
     Each seed is dropped with all its rows, so points sharing a training run are never
@@ -63,6 +106,10 @@ def seed_jackknife(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], floa
     n seeds, CI = estimate +- t_{n-1} * se. The bounds and se are NaN with fewer than two
     seeds, or when the full statistic or any leave-one-out value is not finite (a jackknife
     missing a replicate has no valid SE, and dropping it silently would narrow the CI).
+    ``correlation=True``: the statistic is a correlation, jackknifed as z = atanh(theta)
+    (:func:`fisher_z`) and the bounds mapped back with tanh, so they stay in [-1, 1]; the
+    estimate is the statistic clipped to +-:data:`CLIP` as its z was (so it lies in its
+    interval) and ``se`` is on the z scale.
     Keys: estimate, ci_low, ci_high, se, n_seeds.
     """
     seeds = frame[seed_column].unique()
@@ -74,9 +121,16 @@ def seed_jackknife(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], floa
     left_out = np.array([statistic(frame[frame[seed_column] != s]) for s in seeds], dtype=float)
     if not np.isfinite(left_out).all():
         return out
+    centre = float(fisher_z(estimate)) if correlation else estimate
+    if correlation:
+        out["estimate"] = float(np.tanh(centre))
+        left_out = fisher_z(left_out)
     se = float(np.sqrt((n - 1) / n * np.sum((left_out - left_out.mean()) ** 2)))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * se)
-    out.update(ci_low=estimate - half, ci_high=estimate + half, se=se)
+    low, high = centre - half, centre + half
+    if correlation:
+        low, high = float(np.tanh(low)), float(np.tanh(high))
+    out.update(ci_low=low, ci_high=high, se=se)
     return out
 
 
@@ -156,6 +210,26 @@ def spearman_ci(x, y, n_boot: int = 1000, level: float = 0.95, seed: int = 0
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if boots else (np.nan, np.nan)
     return {"rho": float(res.statistic), "p": float(res.pvalue), "ci_low": float(lo),
             "ci_high": float(hi), "n": int(len(x))}
+
+
+def near_duplicates(frame: pd.DataFrame, columns, threshold: float) -> dict[str, tuple[str, float]]:
+    """{column: (earlier column, Spearman rho)} for each of ``columns`` whose |Spearman rho|
+    with an earlier one, over the rows where both are finite (at least 3), exceeds
+    ``threshold``. Columns are taken in order and compared with the earlier ones that are
+    not near-duplicates themselves, so every group maps to its first member."""
+    kept: list[str] = []
+    out: dict[str, tuple[str, float]] = {}
+    for column in columns:
+        for first in kept:
+            both = frame[[first, column]].replace([np.inf, -np.inf], np.nan).dropna()
+            if len(both) >= 3 and both[first].nunique() > 1 and both[column].nunique() > 1:
+                rho = float(stats.spearmanr(both[first], both[column]).statistic)
+                if abs(rho) > threshold:
+                    out[column] = (first, rho)
+                    break
+        else:
+            kept.append(column)
+    return out
 
 
 def leave_one_group_out(frame: pd.DataFrame, group: str,

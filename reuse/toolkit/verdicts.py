@@ -12,6 +12,9 @@ layers or conditions go into :func:`cluster_verdict` (a leave-one-seed-out jackk
 Student-t quantiles, :func:`reuse.toolkit.stats.seed_jackknife`), never resampling points
 that share a seed. A percentile bootstrap over 5 seeds undercovers (its intervals were
 about 1.5x too narrow); the jackknife-t is the standard small-cluster correction.
+Correlations (a Spearman or Pearson rho) are judged on Fisher's z scale instead, so their
+intervals stay in [-1, 1]: per-seed values by :func:`correlation_verdict`, pooled ones by
+:func:`cluster_verdict` with ``correlation=True``.
 
 The margins are the same at every scale; notebooks print them before their results.
 """
@@ -24,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .stats import LEVEL, mean_ci, seed_jackknife
+from .stats import LEVEL, correlation_ci, fisher_z, mean_ci, seed_jackknife
 
 VERDICTS = ("holds", "refuted", "undecided")
 POWER = 0.8  # power of the detectable effects printed beside verdicts
@@ -66,24 +69,50 @@ def detectable(se: float, df: float | None = None, level: float = LEVEL, power: 
     return float((dist.ppf(0.5 + level / 2) + dist.ppf(power)) * se)
 
 
-def mean_verdict(values, margin: float, side: str = "above", level: float = LEVEL) -> dict:
-    """Mean of per-seed ``values`` with its Student-t CI (:func:`reuse.toolkit.stats.mean_ci`),
-    the verdict against ``margin`` and the detectable effect. Keys: estimate, ci_low,
-    ci_high, n, verdict, detectable."""
-    ci = mean_ci(values, level)
+def mean_verdict(values, margin: float, side: str = "above", level: float = LEVEL,
+                 bounds: tuple[float, float] | None = None) -> dict:
+    """Mean of per-seed ``values`` with its Student-t CI (:func:`reuse.toolkit.stats.mean_ci`,
+    ``bounds`` clipping it to the statistic's range), the verdict against ``margin`` and the
+    detectable effect. Keys: estimate, ci_low, ci_high, n, verdict, detectable."""
+    ci = mean_ci(values, level, bounds)
     n = ci["n"]
     return {"estimate": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": n,
             "verdict": verdict(ci["ci_low"], ci["ci_high"], margin, side),
             "detectable": detectable(ci["se"], n - 1, level) if n >= 2 else np.nan}
 
 
+def correlation_verdict(values, margin: float = 0.0, side: str = "above", level: float = LEVEL) -> dict:
+    """:func:`mean_verdict` for per-seed correlations (each in [-1, 1]): the interval is a
+    Student-t interval on Fisher's z scale mapped back (:func:`reuse.toolkit.stats.correlation_ci`,
+    estimate tanh of the mean z), so it never leaves [-1, 1]. The detectable effect is
+    computed on the z scale and mapped back as the distance from ``margin``, towards
+    ``side``, that a true correlation must have to be decided with 80% power (it saturates
+    below 1 - |margin|). Keys: estimate, ci_low, ci_high, n, verdict, detectable."""
+    ci = correlation_ci(values, level)
+    n = ci["n"]
+    return {"estimate": ci["estimate"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": n,
+            "verdict": verdict(ci["ci_low"], ci["ci_high"], margin, side),
+            "detectable": _correlation_distance(detectable(ci["se_z"], n - 1, level), margin, side)
+            if n >= 2 else np.nan}
+
+
+def _correlation_distance(z_effect: float, margin: float, side: str) -> float:
+    """A detectable effect on Fisher's z scale as a distance from ``margin`` in correlation units."""
+    z_margin = float(fisher_z(margin))
+    return float(abs(np.tanh(z_margin + (z_effect if side == "above" else -z_effect)) - margin))
+
+
 def cluster_verdict(frame: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], margin: float,
-                    side: str = "above", seed_column: str = "seed", level: float = LEVEL) -> dict:
+                    side: str = "above", seed_column: str = "seed", level: float = LEVEL,
+                    correlation: bool = False) -> dict:
     """:func:`reuse.toolkit.stats.seed_jackknife` plus the verdict against ``margin`` and the
-    detectable effect (Student-t quantiles on n_seeds - 1 degrees of freedom, as the CI)."""
-    out = seed_jackknife(frame, statistic, seed_column, level)
+    detectable effect (Student-t quantiles on n_seeds - 1 degrees of freedom, as the CI).
+    ``correlation=True`` for a statistic that is a correlation: jackknifed on Fisher's z scale,
+    bounds and detectable effect mapped back as in :func:`correlation_verdict`."""
+    out = seed_jackknife(frame, statistic, seed_column, level, correlation)
     out["verdict"] = verdict(out["ci_low"], out["ci_high"], margin, side)
-    out["detectable"] = detectable(out["se"], out["n_seeds"] - 1, level)  # NaN se below two seeds
+    effect = detectable(out["se"], out["n_seeds"] - 1, level)  # NaN se below two seeds
+    out["detectable"] = _correlation_distance(effect, margin, side) if correlation else effect
     return out
 
 

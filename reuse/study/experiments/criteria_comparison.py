@@ -39,9 +39,10 @@ from scipy import stats
 
 from reuse.toolkit import alignment, similarity
 from reuse.toolkit.criteria import kernel_keys, kernel_rmse
-from reuse.toolkit.stats import roc_auc
-from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, mean_verdict
+from reuse.toolkit.stats import near_duplicates, roc_auc
+from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, correlation_verdict, mean_verdict
 
+from .. import claims
 from ..config import Grid, Profile
 from ..train import Runner
 from . import rmse_threshold as e3
@@ -196,12 +197,17 @@ def points(e3_points: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
 
 
 def criterion_table(pts: pd.DataFrame) -> pd.DataFrame:
-    """E3's criterion table over every E5 criterion, with each one's family and its AUC minus
-    the best weight-blind baseline's (:func:`beyond_baselines`, columns ``baseline_auc_*``)."""
+    """E3's criterion table over every E5 criterion, with each one's family, its AUC minus
+    the best weight-blind baseline's (:func:`beyond_baselines`, columns ``baseline_auc_*``)
+    and ``alias_of`` / ``alias_rho``: the earlier criterion that ranks the source's points
+    alike (|Spearman rho| above :data:`reuse.study.claims.NEAR`), whose claims it repeats."""
     table = e3.criterion_table(pts, criteria=tuple(CRITERIA))
     table.insert(1, "family", table.criterion.map(lambda c: CRITERIA[c].family))
     blind = beyond_baselines(pts).drop(columns="n")
     blind.columns = ["criterion", *(f"baseline_auc_{c}" for c in blind.columns[1:])]
+    near = near_duplicates(pts[pts.donor == "source"], list(CRITERIA), claims.NEAR)
+    table["alias_of"] = table.criterion.map(lambda c: near.get(c, (None, np.nan))[0])
+    table["alias_rho"] = table.criterion.map(lambda c: near.get(c, (None, np.nan))[1])
     return table.merge(blind, on="criterion", how="left")
 
 
@@ -281,8 +287,9 @@ def gain_table(pts: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """Per criterion: Spearman rho between the source's criterion value of a layer (``pts``:
     :func:`points`) and M2's
     gain of initialising that layer alone from theta_S and fine-tuning (E2), pooled over the
-    measured layers with a CI over seeds; a useful distance predicts a smaller gain (rho
-    below 0: holds). Only layers M2 measured, so few points at small scales."""
+    measured layers with a CI over seeds (jackknifed on Fisher's z scale, so it stays in
+    [-1, 1]); a useful distance predicts a smaller gain (rho below 0: holds). Only layers M2
+    measured, so few points at small scales."""
     keys = [*FACTORS, "layer"]
     g = gains[(gains.set == "single") & (gains["mode"] == "finetuned")][[*keys, "gain"]]
     p = pts[pts.donor == "source"].merge(g, on=keys, how="inner")
@@ -290,7 +297,7 @@ def gain_table(pts: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     for crit in CRITERIA:
         f = p[np.isfinite(p[crit])]
         v = cluster_verdict(f, lambda d, c=crit: stats.spearmanr(d[c], d.gain).statistic
-                            if d[c].nunique() > 1 else np.nan, 0.0, "below") \
+                            if d[c].nunique() > 1 else np.nan, 0.0, "below", correlation=True) \
             if f.seed.nunique() >= 2 else {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                                            "verdict": "undecided", "detectable": np.nan, "n_seeds": 0}
         rows.append({"criterion": crit, "n_points": len(f), "rho": v["estimate"], "ci_low": v["ci_low"],
@@ -371,12 +378,12 @@ def network_table(net: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     src = net[net.donor == "source"]
     keep = ("estimate", "ci_low", "ci_high", "verdict", "detectable", "n")
     rows = [{"measure": "rho(LogME of the source, E1 all-conv reuse score), within one target",
-             **{k: v for k, v in mean_verdict(_within_target_rho(src, "logme", "reuse_score"), 0.0).items()
+             **{k: v for k, v in correlation_verdict(_within_target_rho(src, "logme", "reuse_score"), 0.0).items()
                 if k in keep}}]
     reuse_all = gains[gains.strategy == "reuse_all"]
     for n_t, g in reuse_all.groupby("n_T"):
         both = src.merge(g[[*FACTORS, "difference"]], on=FACTORS, how="inner")
-        v = mean_verdict(_within_target_rho(both, "logme", "difference"), 0.0)
+        v = correlation_verdict(_within_target_rho(both, "logme", "difference"), 0.0)
         rows.append({"measure": f"rho(LogME of the source, E4 fine-tuning gain at n_T {n_t}), within one target",
                      **{k: v[k] for k in keep}})
     wide = net.pivot_table(index=[*CONDITION, "seed"], columns="donor", values="logme").reset_index()
@@ -445,62 +452,44 @@ def findings(table: pd.DataFrame, duels: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-NEAR_DUPLICATE = 0.99  # |Spearman rho| over the same points above which two criteria are one claim
+_DUEL = "E5 RMSE beats {} (AUC difference)"  # a duel's judgment, by rival
 
 
-def near_duplicates(pts: pd.DataFrame, criteria=tuple(CRITERIA)) -> dict[str, str]:
-    """Criteria that rank the source's points as another, earlier criterion does (|Spearman
-    rho| over the points both have above :data:`NEAR_DUPLICATE`): criterion -> the one it
-    repeats (e.g. debiased CKA and CKA), so that each is counted once among the claims."""
-    src = pts[pts.donor == "source"]
-    present = [c for c in criteria if c in src and src[c].notna().any()]
-    out: dict[str, str] = {}
-    for i, c in enumerate(present):
-        for earlier in present[:i]:
-            if earlier in out:
-                continue
-            both = src[[earlier, c]].dropna()
-            if len(both) > 2 and abs(stats.spearmanr(both[earlier], both[c]).statistic) > NEAR_DUPLICATE:
-                out[c] = earlier
-                break
-    return out
+def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: pd.DataFrame) -> pd.DataFrame:
+    """Every verdict of the notebook, one row each. A criterion that ranks the points like an
+    earlier one (``table.alias_of``) carries ``alias_of``: the same judgment of that criterion,
+    which :mod:`reuse.study.claims` counts once (the RMSE's duel with its own near-copy has no
+    such judgment and stays a claim)."""
+    alias = dict(zip(table.criterion, table.alias_of)) if "alias_of" in table else {}
 
-
-def records(table: pd.DataFrame, duels: pd.DataFrame, gains: pd.DataFrame, net: pd.DataFrame,
-            aliases: dict[str, str] | None = None) -> pd.DataFrame:
-    """Every verdict of the notebook, one row each; a criterion in ``aliases``
-    (:func:`near_duplicates`) has each of its rows marked ``alias_of`` the same row of the
-    criterion it repeats."""
+    def named(template: str, criterion: str) -> dict:
+        first = alias.get(criterion)
+        same = isinstance(first, str) and not (template == _DUEL and first == PAPER)
+        return {"judgment": template.format(criterion), "alias_of": template.format(first) if same else None}
     best = {"judgment": "E5 the paper's RMSE is the best criterion (AUC)", "verdict": overall(duels),
             "estimate": float(duels.auc_difference.min()), "ci_low": np.nan, "ci_high": np.nan,
             "detectable": float(duels.detectable.max()), "n": float(duels.n.max()),
             "controls": "n/a"}
     rows = [best]
-    rows += [{"judgment": f"E5 RMSE beats {r.rival} (AUC difference)", "verdict": r.verdict,
+    rows += [{**named(_DUEL, r.rival), "verdict": r.verdict,
               "estimate": r.auc_difference, "ci_low": r.ci_low, "ci_high": r.ci_high,
               "detectable": r.detectable, "n": r.n, "controls": "n/a"} for r in duels.itertuples()]
-    rows += [{"judgment": f"E5 {r.criterion} predicts reuse (held-out accuracy)", "verdict": r.verdict,
+    rows += [{**named("E5 {} predicts reuse (held-out accuracy)", r.criterion), "verdict": r.verdict,
               "estimate": getattr(r, "held_out_accuracy", np.nan), "ci_low": getattr(r, "acc_ci_low", np.nan),
               "ci_high": getattr(r, "acc_ci_high", np.nan), "detectable": getattr(r, "detectable", np.nan),
               "n": getattr(r, "n_seeds", np.nan), "controls": r.controls} for r in table.itertuples()]
-    rows += [{"judgment": f"E5 {r.criterion} beats the weight-blind baselines (AUC difference)",
+    rows += [{**named("E5 {} beats the weight-blind baselines (AUC difference)", r.criterion),
               "verdict": r.baseline_auc_verdict, "estimate": r.baseline_auc_difference,
               "ci_low": r.baseline_auc_ci_low, "ci_high": r.baseline_auc_ci_high,
               "detectable": r.baseline_auc_detectable, "n": getattr(r, "n_seeds", np.nan), "controls": "n/a"}
              for r in table.itertuples() if hasattr(r, "baseline_auc_verdict")]
-    rows += [{"judgment": f"E5 {r.criterion} predicts the init gain (rho < 0)", "verdict": r.verdict,
+    rows += [{**named("E5 {} predicts the init gain (rho < 0)", r.criterion), "verdict": r.verdict,
               "estimate": r.rho, "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,
               "n": r.n, "controls": "n/a"} for r in gains.itertuples()]
     rows += [{"judgment": f"E5 {r.measure}", "verdict": r.verdict, "estimate": r.estimate,
               "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n,
               "controls": r.controls} for r in net.itertuples()]
-    out = pd.DataFrame(rows)
-    for copy, original in (aliases or {}).items():
-        for pattern in ("E5 {} predicts reuse (held-out accuracy)", "E5 RMSE beats {} (AUC difference)",
-                        "E5 {} beats the weight-blind baselines (AUC difference)", "E5 {} predicts the init gain (rho < 0)"):
-            if (out.judgment == pattern.format(original)).any():
-                out.loc[out.judgment == pattern.format(copy), "alias_of"] = pattern.format(original)
-    return out
+    return pd.DataFrame(rows)
 
 
 def control_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -227,7 +227,8 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     y1["verdict"] = conjunction(y1["verdict"], y1["minus_reset_verdict"])
     rows = [("Y1", "first-layer kernels are general (transfer with little loss)",
              f"r(first layer) above {LITTLE_LOSS} and above the first layer reset to theta_0", y1)]
-    y2 = cluster_verdict(minus_reset_points(judged), lambda f: _within_spearman(f, "minus_reset"), 0.0, "below")
+    y2 = cluster_verdict(minus_reset_points(judged), lambda f: _within_spearman(f, "minus_reset"), 0.0, "below",
+                         correlation=True)
     y2["n"] = y2["n_seeds"]
     raw = cluster_verdict(d, _within_spearman, 0.0, "below")
     reset = cluster_verdict(judged[judged.donor == RESET], _within_spearman, 0.0, "below")

@@ -143,8 +143,9 @@ def _strangers(ev: Evaluator, stranger: TrainedRun) -> list[dict]:
 def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """The all-conv swap per rung in each regime measured: *siblings* (the source, shared
     theta_0) and *strangers* (a source from another theta_0, raw and weight-matched), each
-    mean reuse score over seeds with its CI and verdict against :data:`REUSABLE`, and the
-    seed-paired gain of weight matching (aligned minus raw, against 0). Exploratory."""
+    mean reuse score over seeds with its CI, verdict against :data:`REUSABLE`, number of seeds
+    and detectable effect, and the seed-paired gain of weight matching (aligned minus raw,
+    against 0; its seeds in ``n``). Exploratory."""
     d = usable_only(frame, cells)
     d = d[(d.measure == "all_conv") & (d.bn_reestimated == PRIMARY_BN)]
     rows = []
@@ -156,7 +157,8 @@ def regimes(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(CONDITION, key))
         for name, regime in (("source", "siblings"), *zip(STRANGERS, ("strangers", "strangers_aligned"))):
             v = mean_verdict(score[name], REUSABLE)
-            row.update({f"{regime}_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")})
+            row.update({f"{regime}_{k}": v[k]
+                        for k in ("estimate", "ci_low", "ci_high", "verdict", "n", "detectable")})
         v = mean_verdict((score[STRANGERS[1]] - score[STRANGERS[0]]).dropna(), 0.0)
         row.update({f"matching_gain_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")},
                    n=v["n"])
@@ -327,8 +329,9 @@ def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFram
              "side": "above", "p": _conjunction_p(r, "source_", REUSABLE, r.source_verdict)}
             for r in table.itertuples()]
     rows += [{"judgment": f"{regime} {r.architecture}/{r.task}/{r.pair}: all-conv swap reusable",
-              **{k: getattr(r, f"{regime}_{k}") for k in ("verdict", "estimate", "ci_low", "ci_high")},
-              "detectable": np.nan, "n": r.n, "controls": "n/a", "margin": REUSABLE, "side": "above"}
+              **{k: getattr(r, f"{regime}_{k}")
+                 for k in ("verdict", "estimate", "ci_low", "ci_high", "detectable", "n")},
+              "controls": "n/a", "margin": REUSABLE, "side": "above"}
              for r in regime_table.itertuples() for regime in ("strangers", "strangers_aligned")]
     rows += [{"judgment": r.claim, "verdict": r.verdict, "estimate": r.estimate, "ci_low": r.ci_low,
               "ci_high": r.ci_high, "detectable": r.detectable, "n": r.n, "controls": "n/a",

@@ -56,7 +56,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
 from reuse.toolkit.selection import check_joint, swap_verdicts
-from reuse.toolkit.verdicts import REUSABLE, gated, mean_verdict
+from reuse.toolkit.verdicts import REUSABLE, correlation_verdict, gated, mean_verdict
 
 from ..config import OwnModel, Profile
 from ..data import CLASSIFICATION, load_domain
@@ -319,7 +319,8 @@ def verdicts(scans: pd.DataFrame, distances: pd.DataFrame, joint: pd.DataFrame) 
     checks = controls(scans)
     rows = [{"judgment": name, **v, "controls": "n/a", "raw_verdict": v["verdict"]} for name, v in checks.items()]
     claims = (("selected set as a whole", mean_verdict(joint.joint_reuse_score, REUSABLE), "joint swap"),
-              ("RMSE ranks layers", mean_verdict(_rank_rho(distances, scans), 0.0, "below"), "single swaps"))
+              ("RMSE ranks layers", correlation_verdict(_rank_rho(distances, scans), 0.0, "below"),
+               "single swaps"))
     for name, v, basis in claims:
         verdict, gate = gated(v["verdict"], checks[f"{basis}, positive control"]["verdict"],
                               checks[f"{basis}, negative control"]["verdict"])

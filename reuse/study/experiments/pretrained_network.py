@@ -41,8 +41,13 @@ the twin's swaps must keep the margin, the scratch model's must not):
   reset to theta_0, paired by seed;
 - **V2** per criterion (RMSE, relative RMSE between theta_P and theta_FT): Spearman's rho
   between the criterion and the single-layer reuse score, per seed, is negative (a larger
-  distance, a worse swap), *and* the criterion's -rho beats the weight-blind baseline
-  (layer depth, oriented in its better direction over all seeds);
+  distance, a worse swap; the per-seed -rho judged on Fisher's z scale,
+  :func:`reuse.toolkit.verdicts.correlation_verdict`, so its interval stays in [-1, 1]),
+  *and* the criterion's -rho beats the weight-blind baseline (layer depth, oriented in its
+  better direction over all seeds): the per-seed difference of the two correlations lies in
+  [-2, 2] and is judged by a t interval on the raw difference clipped to [-2, 2] (a z
+  transform is not defined for a difference, and over four layers +-1 is common, where z
+  would be set by the clip); the clip changes no verdict against 0;
 - **V3** pretraining helps: test accuracy of theta_FT minus theta_scratch, per seed, > 0.
 
 Sizes (:class:`reuse.study.config.Pretrained`) were measured on this project's 2-core CPU:
@@ -72,7 +77,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
-from reuse.toolkit.verdicts import REUSABLE, conjunction, gated, mean_verdict
+from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
 from ..config import Pretrained, Profile
 from ..data import CLASSIFICATION
@@ -464,15 +469,17 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
                 "layer reset to theta_0 (paired by seed)", gate)
         for crit in CRITERIA:
             per = rhos[(rhos.task == task)].pivot(index="seed", columns="column", values="rho")
-            v = mean_verdict(-per[crit], 0.0)
+            v = correlation_verdict(-per[crit], 0.0)
             blind = per[BASELINE].dropna()  # the baseline in its better direction over all seeds
             sign = (np.sign(blind.mean()) if len(blind) else 0.0) or 1.0
-            beat = mean_verdict(-per[crit] - sign * per[BASELINE], 0.0)
+            # a difference of two correlations: its t interval clipped to the range it can take
+            beat = mean_verdict(-per[crit] - sign * per[BASELINE], 0.0, bounds=(-2.0, 2.0))
             both = {**v, "verdict": conjunction(v["verdict"], beat["verdict"])}
             add(f"V2 {crit} ranks layers like the swap scan", task, both, 0.0, "above",
-                f"-Spearman rho({crit}, theta_P's single-layer reuse score) per seed above 0, and above the "
-                f"weight-blind baseline's ({BASELINE}, oriented) by a CI above 0 (difference "
-                f"{beat['estimate']:+.3g} [{beat['ci_low']:+.3g}, {beat['ci_high']:+.3g}])", gate, beat)
+                f"-Spearman rho({crit}, theta_P's single-layer reuse score) per seed above 0 (Fisher-z "
+                f"interval), and above the weight-blind baseline's ({BASELINE}, oriented) by a CI above 0 "
+                f"(difference {beat['estimate']:+.3g} [{beat['ci_low']:+.3g}, {beat['ci_high']:+.3g}], "
+                "t interval clipped to [-2, 2])", gate, beat)
         acc = runs[runs.task == task].merge(ok, on=["task", "seed"]).pivot(index="seed", columns="role",
                                                                          values="accuracy")
         add("V3 pretraining beats a fresh initialisation", task,
@@ -532,10 +539,12 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scan
 
 
 def _rank_text(row: pd.Series, name: str) -> str:
-    """'relative RMSE undecided (mean -rho 0.52; minus depth's +0.00 [+0.00, +0.00]: ...)'."""
+    """'relative RMSE undecided (-rho 0.52 over 5 seeds; minus depth's +0.00 [+0.00, +0.00]: ...)' (-rho:
+    tanh of the seeds' mean Fisher z)."""
     if not np.isfinite(row.estimate):
         return f"{name} {row.verdict} (no ranking: every layer put back scored alike in every seed)"
-    text = (f"{name} {row.verdict} (mean -rho {row.estimate:.2f}; minus depth's {row.minus_baseline_estimate:+.2f} "
+    text = (f"{name} {row.verdict} (-rho {row.estimate:.2f} over {int(row.n)} seeds; minus depth's "
+            f"{row.minus_baseline_estimate:+.2f} "
             f"[{row.minus_baseline_ci_low:+.2f}, {row.minus_baseline_ci_high:+.2f}]")
     if row.minus_baseline_ci_low == row.minus_baseline_ci_high == 0:
         text += ": it orders the layers exactly as depth does, in every seed"

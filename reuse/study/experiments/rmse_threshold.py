@@ -9,7 +9,8 @@
   single-layer reuse score and whether it is reusable;
 - :func:`criterion_table`: for each criterion, on the source's points, Spearman's rho
   pooled and within condition, ROC AUC, and a threshold fitted leave-one-pair-out with its
-  held-out balanced accuracy, all with CIs from resampling seeds; the same accuracy minus
+  held-out balanced accuracy, all with CIs from resampling seeds (the correlations' on
+  Fisher's z scale, so they stay in [-1, 1]); the same accuracy minus
   the best weight-blind baseline's; J3's verdict and the controls (the twin's layers must
   fall below the threshold, the different-init ones above);
 - :func:`baseline_table`: the weight-blind baselines alone, each in the direction it picks
@@ -217,8 +218,9 @@ def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
         held = cluster_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY,
                                  "above")
         pooled = cluster_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
-                                   0.0, "below")
-        within = cluster_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below")
+                                 0.0, "below", correlation=True)
+        within = cluster_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below",
+                                 correlation=True)
         auc = cluster_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above")
         baseline_accs = {b: _held_out_accuracy(src, b, oriented=True) for b in BASELINES}
         best = max(baseline_accs, key=lambda b: np.nan_to_num(baseline_accs[b], nan=-1.0))
@@ -337,7 +339,8 @@ def dose_response(runner: Runner, profile: Profile, grid: Grid | None = None) ->
 
 def dose_table(dose: pd.DataFrame) -> pd.DataFrame:
     """Spearman rho of the shift strength with the relative RMSE (single layers) and with
-    the all-conv reuse score, CIs from resampling seeds: a larger shift should raise the
+    the all-conv reuse score, CIs from resampling seeds (on Fisher's z scale, so within
+    [-1, 1]): a larger shift should raise the
     RMSE (rho above 0) and lower the score (rho below 0)."""
     if dose.empty:
         return pd.DataFrame()
@@ -346,7 +349,7 @@ def dose_table(dose: pd.DataFrame) -> pd.DataFrame:
     for what, frame, column, side in (("relative RMSE", layers, "rel_rmse", "above"),
                                       ("all-conv reuse score", whole, "reuse_score", "below")):
         v = cluster_verdict(frame, lambda f, c=column: stats.spearmanr(f["shift"], f[c]).statistic,
-                            0.0, side)
+                            0.0, side, correlation=True)
         rows.append({"measure": what, "expected": f"rho {side} 0", **v})
     return pd.DataFrame(rows)
 

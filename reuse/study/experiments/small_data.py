@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from reuse.toolkit.criteria import kernel_keys, rmse_over_floor
 from reuse.toolkit.selection import CRITERIA as RULE_CRITERIA
 from reuse.toolkit.selection import select_layers
-from reuse.toolkit.stats import LEVEL, fit_threshold
-from reuse.toolkit.verdicts import detectable, mean_verdict
+from reuse.toolkit.stats import fit_threshold
+from reuse.toolkit.verdicts import mean_verdict
 
+from .. import claims
 from ..config import Grid, Profile
 from ..train import Runner, RunSpec
 from . import layer_selection as e2
@@ -347,17 +347,17 @@ def headline(results: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def power(heads: pd.DataFrame, family_size: int, alpha: float = 0.05) -> pd.DataFrame:
+def power(heads: pd.DataFrame, family_size: int) -> pd.DataFrame:
     """``heads`` with each claim's smallest detectable effect at its Holm level
-    (``detectable_holm``: two-sided level alpha / family_size, Holm's strictest step, which
-    bounds every later one; 80% power, Student-t on n - 1 df, from the CI's standard error)
-    beside the raw one, half the reuse-all benefit and whether each is at most that
-    (``powered``, ``powered_holm``)."""
+    (``detectable_holm``, :func:`reuse.study.claims.detectable_at_holm`: alpha / family_size,
+    Holm's strictest step, which bounds every later one) beside the raw one, half the
+    reuse-all benefit where (a) holds and whether each is at most that (``powered``,
+    ``powered_holm``)."""
     half = heads.reuse_all_benefit.abs() / 2
-    se = (heads.ci_high - heads.ci_low) / (2 * stats.t.ppf(0.5 + LEVEL / 2, (heads.n - 1).clip(lower=1)))
-    holm = [detectable(s, n - 1, 1 - alpha / family_size) if n >= 2 else np.nan for s, n in zip(se, heads.n)]
+    holm = pd.Series([claims.detectable_at_holm(r, family_size) for r in heads.to_dict("records")],
+                     index=heads.index, dtype=float)
     return heads.assign(detectable_holm=holm, half_benefit=half, powered=heads.detectable <= half,
-                        powered_holm=pd.Series(holm, index=heads.index) <= half)
+                        powered_holm=holm <= half)
 
 
 def _rule_wide(results: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
@@ -546,6 +546,12 @@ def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
         said += f", {head.verdict} before the correction"
     if np.isfinite(row.p_holm):
         said += f", Holm-adjusted p {row.p_holm:.2g}"
+    if np.isfinite(row.get("detectable_holm", np.nan)):
+        said += f"; detectable {head.detectable:.2g} raw, {row.detectable_holm:.2g} at Holm's level"
+        half = abs(getattr(head, "reuse_all_benefit", np.nan)) / 2
+        if np.isfinite(half):
+            said += (f": {'powered' if row.detectable_holm <= half else 'underpowered'} there against half "
+                     f"the reuse-all benefit {half:.2g}")
     return row.verdict_holm, said
 
 
