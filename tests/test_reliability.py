@@ -145,8 +145,27 @@ def test_a_full_out_folder_is_refused_then_replaced_whole_with_force(tiny, tmp_p
     assert _listing(out) == before
     assert main([*_tiny_args(tiny), "--out", str(out), "--force"]) == 0
     written = json.loads((out / "analyze.json").read_text())["summary"]["files"]
-    assert sorted(os.listdir(out)) == sorted([*written, "analyze.json"])  # no swaps.csv of the old run
+    assert sorted(os.listdir(out)) == sorted([*written, "analyze.json", files.MARKER])  # no old swaps.csv
     assert not _leftovers(tmp_path)
+
+
+def test_force_never_removes_an_input_or_a_file_it_did_not_write(tiny, tmp_path, monkeypatch, capsys):
+    ckpts = shutil.copytree(tiny, tmp_path / "ckpts")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(ckpts)
+    pair = ["analyze", "source.pt", "target.pt", "--no-progress", "--force", "--out"]
+    for out, why in ((".", "is the working folder"), ("..", "is the working folder or a folder above it"),
+                     (str(tmp_path / "mine"), "holds notes.txt, which this command did not write")):
+        assert main([*pair, out]) == 2
+        assert why in _one_line(capsys.readouterr().err)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "ckpts/source.pt", "ckpts/target.pt", "--out", "ckpts", "--force"]) == 2
+    assert f"holds the input {ckpts / 'source.pt'}" in _one_line(capsys.readouterr().err)
+    assert main([*_tiny_args(ckpts), "--out", "ckpts/report", "--force"]) == 0  # beside its inputs: fine
+    assert {p: p.read_bytes() for p in before if p.exists()} == before
 
 
 def test_out_naming_a_file_is_refused_before_the_analysis(tiny, tmp_path, capsys, monkeypatch):
@@ -184,7 +203,7 @@ def test_two_concurrent_analyses_into_one_folder_never_mix(tiny, tmp_path, force
     errors = [child.stderr.read() for child in children]
     assert sorted(codes) == ([0, 0] if force else [0, 2]), errors
     meta = json.loads((out / "analyze.json").read_text())
-    assert sorted(os.listdir(out)) == sorted([*meta["summary"]["files"], "analyze.json"])
+    assert sorted(os.listdir(out)) == sorted([*meta["summary"]["files"], "analyze.json", files.MARKER])
     twin = meta["params"]["twin"] is not None
     assert ("floor_rmse" in pd.read_csv(out / "layers.csv").columns) == twin
     assert (out / "swaps.csv").exists() != twin

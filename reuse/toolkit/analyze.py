@@ -49,9 +49,12 @@ target's architecture; swaps take the source's paired layers only.
   target are named by their file names or ``--name-source``/``--name-target``.
 
 ``--out DIR`` is written whole or not at all (:func:`reuse.toolkit.files.atomic_folder`): into a
-hidden folder beside DIR, renamed into place. A DIR that holds files is refused unless
-``--force``, which replaces it whole; a DIR that is a file is refused before anything is
-read. ``--model``, ``--dataset`` and ``--score`` modules are imported from the ``--path``
+hidden folder beside DIR, renamed into place, with a marker file (``.reuse-written``) naming
+what it wrote. A DIR that holds files is refused unless ``--force``, which replaces it whole
+where the marker names everything in it (an earlier report), never a folder holding anything
+else; a DIR that is a file, the working folder or a folder above it, or a folder that holds an
+input (a checkpoint, ``--map-file``, ``--data``, a ``--path`` folder) is refused before
+anything is read. ``--model``, ``--dataset`` and ``--score`` modules are imported from the ``--path``
 folders and the installed packages, never from the working folder.
 
 Data:
@@ -146,10 +149,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="--data: shuffling seed")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", default="reuse_analyze",
-                   help="output folder, new or empty (default ./reuse_analyze); written whole or not at all")
-    p.add_argument("--force", action="store_true", help="replace an --out folder that holds files, whole")
+                   help="output folder, new or empty (default ./reuse_analyze), neither the working folder "
+                        "nor one above it nor one holding an input; written whole or not at all")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out folder that an earlier reuse analyze wrote, whole (never one "
+                        "holding other files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Every file and folder the command reads: ``--out`` may hold none of them."""
+    return [p for p in (args.source, args.target, args.twin, args.map_file, args.data, *args.path) if p]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(folder).is_dir():
                 raise InputError(f"--path {folder}: no such folder; allowed: a folder holding the "
                                  "modules of --model, --dataset or --score")
-        try:  # before anything is read: a file, or a full folder without --force, is refused
-            files.check_folder(args.out, args.force)
+        try:  # before anything is read: a file, a folder holding an input, or one --force may not replace
+            files.check_folder(args.out, args.force, _inputs(args))
         except files.FolderExistsError as err:
             raise InputError(f"--out {err}") from None
         inp = analyze_inputs.read_inputs(args)
@@ -194,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: warning: {undefined}", file=sys.stderr)
         inp.notes.append(undefined)
     try:  # into a hidden folder beside --out, renamed into place: whole or not at all
-        with files.atomic_folder(args.out, args.force) as folder:
+        with files.atomic_folder(args.out, args.force, _inputs(args)) as folder:
             analyze_report.write(folder, args, inp, res, time.perf_counter() - start)
     except files.FolderExistsError as err:
         print(f"{PROG}: error: --out {err} (another analysis wrote it meanwhile); this analysis was "
