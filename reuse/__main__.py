@@ -12,7 +12,21 @@ import sys
 COMMANDS = {"run": "reuse.study.batch", "analyze": "reuse.toolkit.analyze"}
 
 
+def _drop_working_folder() -> None:
+    """Take the working folder off ``sys.path`` (``''``, or its path: ``python -m`` puts it first,
+    an empty ``PYTHONPATH`` entry adds it for the console script too), so a ``torch/`` or
+    ``pandas/`` folder there (say, inside a downloaded checkpoint folder) is never imported.
+    ``reuse analyze --path DIR`` adds folders on purpose."""
+    cwd = os.path.realpath(os.getcwd())
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != cwd]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The program: ``reuse COMMAND ...`` (the console script and ``python -m reuse`` call it
+    without ``argv``, which also drops the working folder from ``sys.path`` before a command is
+    imported); called from Python with ``argv`` (a notebook), ``sys.path`` is left as it is."""
+    if argv is None:
+        _drop_working_folder()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: reuse COMMAND [options]\n\ncommands:\n  run      execute the notebooks with "
@@ -28,8 +42,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m` puts the working folder first on sys.path; it comes off before anything else
-    # is imported, so a torch/ or torchvision/ folder there (say, inside a downloaded
-    # checkpoint folder) never runs. `reuse analyze --path DIR` adds folders on purpose.
-    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
     sys.exit(main())

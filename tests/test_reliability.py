@@ -553,3 +553,18 @@ def test_python_m_reuse_never_imports_from_the_working_folder(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout
+
+
+def test_the_console_script_never_imports_from_the_working_folder(tmp_path):
+    """An empty PYTHONPATH entry puts the working folder on the console script's sys.path: a
+    planted pandas/ there is not run by `reuse analyze` (as with `python -m reuse`)."""
+    planted = tmp_path / "pandas"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("raise SystemExit(97)  # planted\n")
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), tmp_path / "a.pt")
+    script = Path(sys.executable).with_name("reuse")  # the console script pip installed
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'nowhere'}{os.pathsep}")
+    done = subprocess.run([str(script), "analyze", "a.pt", "a.pt", "--out", "out"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "layers.csv").exists()
