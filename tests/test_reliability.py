@@ -49,6 +49,9 @@ def score(model):
 def dataset():
     g = torch.Generator().manual_seed(0)
     return torch.rand(8, 3, 12, 12, generator=g), torch.arange(8) % 3
+
+def gray():
+    return dataset()[0][:, :1], dataset()[1]
 """
 LAUNCHER = "import sys\nfrom reuse.__main__ import main\nsys.exit(main())\n"
 
@@ -221,6 +224,41 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_at_read(tiny, tmp_path,
     assert main(args) == 2
     err = _one_line(capsys.readouterr().err)
     assert "target" in err and "'3.weight'" in err and "non-finite" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _images(folder: Path) -> Path:
+    """An ImageFolder of two classes, three 16 px RGB PNGs each."""
+    from PIL import Image
+
+    for c in range(2):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 100 * c, 7)).save(folder / f"class{c}" / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("data, why", [
+    (["--channels", "1"], "--channels 1, --image-size 32) gives inputs of 1 channel(s), shape [1, 32, 32]; "
+                          "the model's first layer '0' takes 3; allowed: 3-channel inputs"),
+    (["--image-size", "4"], "--image-size 4) gives inputs of shape [3, 4, 4], which the model cannot take: "),
+    (["--dataset", "tinynet:gray"], "--dataset tinynet:gray gives inputs of 1 channel(s), shape [1, 12, 12]"),
+])
+def test_inputs_the_model_cannot_take_are_refused_naming_both(tiny, tmp_path, capsys, data, why):
+    if data[0] != "--dataset":
+        data = ["--data", str(_images(tmp_path / "imgs")), *data]
+    assert main([*_tiny_args(tiny), *data, "--out", str(tmp_path / "out")]) == 2
+    assert why in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_an_image_that_cannot_be_decoded_is_refused_naming_the_file(tiny, tmp_path, capsys, damage):
+    bad = _images(tmp_path / "imgs") / "class1" / ("1.png" if damage == "truncated" else "junk.png")
+    bad.write_bytes(bad.read_bytes()[:60] if damage == "truncated" else b"not a picture at all")
+    assert main([*_tiny_args(tiny), "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "out")]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"cannot decode {bad} (" in err and ("truncated" in err if damage == "truncated" else True)
     assert not (tmp_path / "out").exists()
 
 

@@ -77,7 +77,9 @@ class); the reuse score is (score - chance) / (target score - chance).
 
 Bad input (missing or corrupt file, a checkpoint with NaN or inf weights, architectures with
 no layer in common, a bad ``--map`` entry, an unknown factory or function, bad JSON, an
---out that is a file or holds files)
+--out that is a file or holds files, an image of ``--data`` that cannot be decoded, inputs
+whose channels or size the model cannot take: every image used is decoded, and two inputs go
+through the model, before any work)
 prints one line on stderr and exits with code 2; so does a full disk while writing the report
 (nothing is written). Layers whose ratios are undefined (an all-zero target kernel: rel_rmse)
 get NaN in layers.csv and a one-line warning.
