@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -52,6 +53,12 @@ def dataset():
 
 def gray():
     return dataset()[0][:, :1], dataset()[1]
+
+def slow_score(model):
+    import time
+    open("STARTED", "w").close()  # in the working folder: the test waits for it, then sends Ctrl-C
+    time.sleep(120)
+    return 1.0
 """
 LAUNCHER = "import sys\nfrom reuse.__main__ import main\nsys.exit(main())\n"
 
@@ -260,6 +267,36 @@ def test_an_image_that_cannot_be_decoded_is_refused_naming_the_file(tiny, tmp_pa
     err = _one_line(capsys.readouterr().err)
     assert f"cannot decode {bad} (" in err and ("truncated" in err if damage == "truncated" else True)
     assert not (tmp_path / "out").exists()
+
+
+def _interrupt(child: subprocess.Popen, started: Path) -> tuple[int, str]:
+    """Ctrl-C (SIGINT) to ``child`` once ``started`` exists: its exit status and stderr."""
+    deadline = time.monotonic() + 240
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), child.communicate()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    return child.returncode, err
+
+
+def test_ctrl_c_in_analyze_ends_in_one_line_and_writes_nothing(tiny, tmp_path):
+    child = _cli(*_tiny_args(tiny, "--score", "tinynet:slow_score", "--out", str(tmp_path / "out")),
+                 cwd=tmp_path, tmp_path=tmp_path, popen=True)
+    code, err = _interrupt(child, tmp_path / "STARTED")
+    assert code == 130, err
+    assert "interrupted: nothing written" in _one_line(err) and "run the same command again" in err
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_ctrl_c_in_main_called_from_python_stops_the_caller(tiny, tmp_path, monkeypatch):
+    """A notebook calling main(argv) is stopped by Ctrl-C as it asked (its next cells must not
+    run), with what the command kept as the message."""
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(analyze_inputs, "read_inputs", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="nothing written"):
+        main([*_tiny_args(tiny), "--out", str(tmp_path / "out")])
 
 
 def test_an_all_zero_target_layer_warns_and_writes_nan_not_inf(tiny, tmp_path, capsys):
@@ -508,10 +545,24 @@ def test_a_full_disk_inside_a_notebook_ends_in_one_line(fake_notebooks, tmp_path
                              "--output", str(tmp_path / "out")], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[IPKernelApp]")]
-    err = _one_line("\n".join(ours))  # the kernel's own start-up warning aside
+    err = _one_line(result.stderr)  # the kernel's own log stays off the console (batch.KERNEL_QUIET)
     assert "no space left on device" in err and "03_full.ipynb was not written" in err
     assert os.listdir(tmp_path / "out" / "notebooks") == []
+
+
+def test_ctrl_c_in_a_run_ends_in_one_line_naming_what_was_kept(fake_notebooks, tmp_path):
+    _notebook(fake_notebooks / "03_slow.ipynb", f"open({str(tmp_path / 'STARTED')!r}, 'w').close()\n"
+              "import time\ntime.sleep(120)")
+    env = dict(os.environ, JUPYTER_PREFER_ENV_PATH="1")
+    child = subprocess.Popen([sys.executable, "-m", "reuse", "run", "--profile", "smoke", "--only", "01",
+                              "--only", "03", "--output", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    code, err = _interrupt(child, tmp_path / "STARTED")
+    assert code == 130, err
+    ours = _one_line(err)  # nor the kernel's log, nor asyncio's about the abandoned cell
+    assert "interrupted: 03_slow.ipynb was not written; kept: 01_fake.ipynb" in ours
+    assert "run the same command again to resume" in ours
+    assert os.listdir(tmp_path / "out" / "notebooks") == ["01_fake.ipynb"]  # no partial notebook
 
 
 def test_a_figure_is_written_whole_or_not_at_all(tmp_path, monkeypatch):

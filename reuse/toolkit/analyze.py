@@ -167,11 +167,25 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``reuse analyze`` / ``python -m reuse analyze``: 0 on success, 2 on
-    bad input (one line on stderr)."""
+    bad input (one line on stderr). Ctrl-C raises KeyboardInterrupt saying what is true of
+    ``--out`` (:func:`reuse.__main__.main` prints it as one line)."""
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # argparse has printed its message
         return int(stop.code or 0)
+    try:
+        code, lines = _analyze(args)
+    except KeyboardInterrupt:  # before the report was renamed into place: nothing of it is there
+        raise KeyboardInterrupt(f"nothing written ({args.out} unchanged: the report is written whole or "
+                                "not at all); run the same command again to analyse") from None
+    for line in lines:
+        print(line)
+    return code
+
+
+def _analyze(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """The analysis, its report written: the exit code and the lines to print (once the report
+    is in place)."""
     from . import analyze_inputs, analyze_report, analyze_tables, scan  # torch: after parsing, not for --help
 
     start = time.perf_counter()
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         inp = analyze_inputs.read_inputs(args)
     except (InputError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return 2, []
     unpaired = [r.target_layer or r.source_layer for r in inp.unmatched.itertuples()]
     if unpaired:
         print(f"{PROG}: warning: {len(unpaired)} layers did not pair and are not analysed "
@@ -212,12 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     except files.FolderExistsError as err:
         print(f"{PROG}: error: --out {err} (another analysis wrote it meanwhile); this analysis was "
               "not written", file=sys.stderr)
-        return 2
+        return 2, []
     except OSError as err:
         print(f"{PROG}: error: {files.describe(err, args.out)}: nothing written ({args.out} unchanged)",
               file=sys.stderr)
-        return 2
-    for line in analyze_report.answer_lines(args, inp, res):
-        print(line)
-    print(f"wrote {args.out}/report.html ({time.perf_counter() - start:.1f} s)")
-    return 0
+        return 2, []
+    return 0, [*analyze_report.answer_lines(args, inp, res),
+               f"wrote {args.out}/report.html ({time.perf_counter() - start:.1f} s)"]
