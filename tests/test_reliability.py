@@ -489,6 +489,25 @@ def test_a_yaml_tag_in_set_is_refused(fake_notebooks, tmp_path, capsys):
     assert not (tmp_path / "CODE_RAN").exists()
 
 
+@pytest.mark.parametrize("args, bad", [
+    (["--set", "threads=0"], "threads=0, workers=1; both must be >= 1"),
+    (["--set", "workers=0"], "workers=0; both must be >= 1"),
+    (["--set", "precision=fp64"], "precision='fp64'; allowed: auto, bf16, fp32"),
+    (["--set", "pairs=[no-such-pair]"], "pair='no-such-pair'; allowed: fashion-split"),
+    (["--set", "architectures=[resnet50]"], "architectures=['resnet50']; allowed: unet, pspnet, plain"),
+    (["--seeds", "0,0"], "seeds=[0, 0]; expected a non-empty list of distinct integers"),
+])
+def test_a_set_value_not_allowed_is_refused_before_a_kernel_starts(fake_fashion, tmp_path, monkeypatch,
+                                                                   capsys, args, bad):
+    import papermill
+
+    monkeypatch.setenv("REUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a kernel started"))
+    assert runner.main(["--profile", "smoke", "--only", "01", *args, "--output", str(tmp_path / "out")]) == 2
+    assert bad in _one_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []  # nothing written: no output folder, no cache
+
+
 @pytest.fixture
 def fake_notebooks(tmp_path, monkeypatch, fake_fashion) -> Path:
     folder = tmp_path / "notebooks"

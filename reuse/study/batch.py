@@ -1,17 +1,19 @@
 """The batch runner: every notebook through papermill, at one profile (``python -m reuse run``).
 
-Everything is checked before anything runs, and a bad option exits 2 having written
-nothing: the profile, device and seeds; which notebooks ``--only`` selects; every
+Everything is checked before anything runs, and a bad option exits 2 having written nothing:
+the profile, device and seeds; which notebooks ``--only`` selects; every
 ``--set NAME=VALUE`` (a parameter of every selected notebook, valid YAML, of the type the
-notebook's annotation names); an explicit ``--data-dir`` (it must hold Fashion-MNIST);
-the ``--cluster`` address; and that the output folders can be written (a read-only run
-cache is allowed: it serves what it holds, with a warning), that every notebook parameter is
-UTF-8 text, and every data file (labels in range, 28x28 images). Then each notebook executes
-into a hidden partial file of its own (``.NAME.PID-RANDOM.partial.ipynb``) that replaces the
-committed notebook only when it ran through, is cleaned (:mod:`reuse.study.nbclean`), and the
-results summary is written. A full disk ends the run with one line and exit 2, naming what
-was not written and what was kept; so does Ctrl-C, with exit 130 (finished training runs stay
-in the run cache: the same command again resumes).
+notebook's annotation names, and of an allowed value as the notebooks' own session checks
+it: precision, threads, workers, architectures, tasks, pairs); an explicit ``--data-dir``
+(it must hold Fashion-MNIST); the ``--cluster`` address; and that the output folders can be
+written (a read-only run cache is allowed: it serves what it holds, with a warning), that
+every notebook parameter is UTF-8 text, and every data file (labels in range, 28x28 images).
+Then each notebook executes into a hidden partial file of its own
+(``.NAME.PID-RANDOM.partial.ipynb``) that replaces the committed notebook only when it ran
+through, is cleaned (:mod:`reuse.study.nbclean`), and the results summary is written. A full
+disk ends the run with one line and exit 2, naming what was not written and what was kept;
+so does Ctrl-C, with exit 130 (finished training runs stay in the run cache: the same
+command again resumes).
 
 Outputs go to ``figures/PROFILE`` and ``results/PROFILE``; the executed notebooks replace
 ``notebooks/`` only for :data:`SHOWN_PROFILE`, else go to ``results/PROFILE/notebooks``.
@@ -206,6 +208,22 @@ def check_text(name: str, value) -> None:
                          "UTF-8 path (rename the folder, or give a link with a UTF-8 name)") from None
 
 
+def check_values(values: dict) -> None:
+    """Raise UsageError unless the notebook parameters in ``values`` (the profile, seeds and
+    ``--set`` values) are allowed, as the notebooks' own session checks them
+    (:func:`reuse.study.experiments.common.session_profile`, whose arguments are the
+    parameters' names): a bad value is refused here, not in a notebook's fourth cell."""
+    import inspect
+
+    from .experiments.common import session_profile  # pandas and scipy: after the cheap checks
+
+    names = inspect.signature(session_profile).parameters
+    try:
+        session_profile(**{name: value for name, value in values.items() if name in names})
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def writable(folder: Path) -> bool:
     """Whether ``folder`` can be created (if missing) and written: tried for real, with a
     temporary folder in its nearest existing ancestor that is removed again."""
@@ -255,6 +273,7 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
         dirs = [out_nb, REPO / "figures" / args.profile, REPO / "results" / args.profile]
     for name, value in {**parameters, **sets}.items():
         check_text(name, value)
+    check_values({**parameters, **sets})
     for folder in dirs:
         if not writable(folder):
             raise UsageError(f"cannot write to {folder} (an output folder): choose another --output")

@@ -61,9 +61,7 @@ class Runner:
                  workers: int = 1, deterministic: bool = True, progress: bool = True,
                  group_training: bool | None = None, compile: bool = False, cluster=None):
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        if threads < 1 or workers < 1:
-            raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
+        self.precision = check_settings(precision, threads, workers, self.device)
         if (workers > 1 or cluster is not None) and self.device.type != "cpu":
             raise ValueError(f"workers={workers}, cluster={cluster!r}: training elsewhere needs "
                              f"device='cpu'; got {self.device}")
@@ -342,6 +340,16 @@ class Runner:
     def _store(self, run: TrainedRun) -> None:
         self._runs[run.spec.key] = run
         self.cache.store(run)
+
+
+def check_settings(precision: str, threads: int, workers: int, device: torch.device = torch.device("cpu")
+                   ) -> str:
+    """``precision`` resolved on ``device`` ('auto' to 'bf16' or 'fp32'), and ``threads`` and
+    ``workers`` checked; a ValueError names a bad value and what is allowed. A runner's
+    settings, checked by `reuse run` too before any notebook starts."""
+    if threads < 1 or workers < 1:
+        raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
+    return resolve_precision(precision, device)
 
 
 def _absolute(folder: str | Path | None) -> str | None:
