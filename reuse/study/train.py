@@ -75,9 +75,11 @@ class Runner:
         if self.group_training and (workers > 1 or cluster is not None):
             raise ValueError("group_training and workers > 1 (or a cluster) exclude each other")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.data_dir = data_dir
-        # the data is part of every cache key: a run trained on other files is never loaded
-        self.data = rdata.data_provenance(data_dir)
+        # the data is part of every cache key: a run trained on other files is never loaded.
+        # Read once, here, and hashed from those bytes: a file replaced during the run
+        # changes neither what trains nor the key it is stored under
+        self.fashion = rdata.read_fashion(data_dir)
+        self.data = rdata.data_provenance(self.fashion)
         self.cache = RunCache(self.cache_dir, _data_fingerprint(self.data),
                               compute_class(self.device, self.precision, threads), self._check_entry)
         self.progress = progress
@@ -118,7 +120,7 @@ class Runner:
         key = (pair, domain, task, split, data_seed, shift, n, image_size, block, channels)
         if key not in self._tensors:
             sizes = {"n_train": n, "n_test": 0} if split == "train" else {"n_train": 0, "n_test": n}
-            d = rdata.load_domain(pair, domain, seed=data_seed, shift=shift, data_dir=self.data_dir,
+            d = rdata.load_domain(pair, domain, seed=data_seed, shift=shift, data_dir=self.fashion,
                                   image_size=image_size, block=block if split == "train" else 0,
                                   **sizes)
             x, y = rdata.task_targets(d, task, split)
@@ -147,7 +149,7 @@ class Runner:
 
     def available(self, pair: str, domain: str, split: str = "train") -> int:
         """Samples the domain has in ``split``."""
-        return rdata.domain_size(pair, domain, split, self.data_dir)
+        return rdata.domain_size(pair, domain, split, self.fashion)
 
     # --------------------------------------------------------------- models
     def build(self, spec: RunSpec) -> nn.Module:
@@ -253,16 +255,21 @@ class Runner:
     def _train_elsewhere(self, wave: list[RunSpec], parents: dict):
         """Train ``wave`` through :attr:`executor` (worker processes or a Dask cluster), one
         run per task; each task obtains its run under the shared cache's locks."""
-        # absolute folders: a worker's working directory is not this process's
-        config = {"data_dir": _absolute(self.data_dir), "precision": self.precision, "threads": self.threads,
-                  "deterministic": self.deterministic, "compile": self.compile,
-                  "cache_dir": _absolute(self.cache_dir)}
+        config = self._worker_config()
         futures = [self.executor.submit(_obtain_remote, config, spec, _pack(parents.get(spec.key)))
                    for spec in wave]
         for future in futures:
             run, state = future.result()
             run.state = _unpack(state)
             yield run
+
+    def _worker_config(self) -> dict:
+        """What a worker process builds its runner from (:func:`_obtain_remote`), with the hash
+        of this runner's data, which the worker's own reading must give."""
+        # absolute folders: a worker's working directory is not this process's
+        return {"data_dir": _absolute(self.fashion.folder), "data_sha256": self.cache.data,
+                "precision": self.precision, "threads": self.threads, "deterministic": self.deterministic,
+                "compile": self.compile, "cache_dir": _absolute(self.cache_dir)}
 
     @property
     def executor(self):
@@ -373,9 +380,14 @@ def _obtain_remote(config: dict, spec: RunSpec, parent: bytes | None) -> tuple[T
     key = json.dumps(config, sort_keys=True, default=str)
     if key not in _WORKERS:
         torch.set_num_threads(config["threads"])
-        _WORKERS[key] = Runner("cpu", config["cache_dir"], config["data_dir"], precision=config["precision"],
-                               threads=config["threads"], deterministic=config["deterministic"],
-                               compile=config["compile"], progress=False, group_training=False)
+        runner = Runner("cpu", config["cache_dir"], config["data_dir"], precision=config["precision"],
+                        threads=config["threads"], deterministic=config["deterministic"],
+                        compile=config["compile"], progress=False, group_training=False)
+        if runner.cache.data != config["data_sha256"]:  # the worker reads the files itself
+            raise ValueError(f"the data in {runner.fashion.folder} changed since the run started (SHA-256 "
+                             f"{runner.cache.data[:12]}, not {config['data_sha256'][:12]}); allowed: data "
+                             "that stay the same for the whole run")
+        _WORKERS[key] = runner
     (run,) = _WORKERS[key].obtain([spec], [_unpack(parent)])
     state, run = run.state, dataclasses.replace(run, state={})
     return run, _pack(state)
