@@ -299,6 +299,24 @@ def test_ctrl_c_in_main_called_from_python_stops_the_caller(tiny, tmp_path, monk
         main([*_tiny_args(tiny), "--out", str(tmp_path / "out")])
 
 
+@pytest.mark.parametrize("kind", ["int8", "quantized"])
+def test_integer_weights_are_refused_and_quantized_ones_dequantised_in_one_line(tiny, tmp_path, capsys, kind):
+    state = torch.load(tiny / "target.pt")
+    w = state["0.weight"]
+    state["0.weight"] = (w * 20).to(torch.int8) if kind == "int8" else torch.quantize_per_tensor(w, 0.01, 0,
+                                                                                                 torch.qint8)
+    torch.save(state, tmp_path / "t.pt")
+    args = ["analyze", str(tiny / "source.pt"), str(tmp_path / "t.pt"), "--out", str(tmp_path / "out")]
+    if kind == "int8":
+        assert main(args) == 2
+        assert "target: tensor '0.weight' is torch.int8" in _one_line(capsys.readouterr().err)
+        return
+    assert main(args) == 0
+    warning = _one_line(capsys.readouterr().err)
+    assert warning.startswith("reuse analyze: warning: target: 1 quantized tensor(s) (0.weight) dequantised")
+    assert "dequantised" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_an_all_zero_target_layer_warns_and_writes_nan_not_inf(tiny, tmp_path, capsys):
     state = torch.load(tiny / "target.pt")
     state["0.weight"].zero_()

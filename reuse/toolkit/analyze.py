@@ -75,7 +75,8 @@ The chance level of a built-in task is that of the best input-blind predictor in
 (:func:`reuse.toolkit.scan.chance` fitted on the scored targets themselves, e.g. the majority
 class); the reuse score is (score - chance) / (target score - chance).
 
-Bad input (missing or corrupt file, a checkpoint with NaN or inf weights, architectures with
+Bad input (missing or corrupt file, a checkpoint with NaN or inf weights or integer weights
+(quantized ones are dequantised, with a warning), architectures with
 no layer in common, a bad ``--map`` entry, an unknown factory or function, bad JSON, an
 --out that is a file or holds files, an image of ``--data`` that cannot be decoded, inputs
 whose channels or size the model cannot take: every image used is decoded, and two inputs go
@@ -96,6 +97,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import files
@@ -206,10 +208,15 @@ def _analyze(args: argparse.Namespace) -> tuple[int, list[str]]:
             files.check_folder(args.out, args.force, _inputs(args))
         except files.FolderExistsError as err:
             raise InputError(f"--out {err}") from None
-        inp = analyze_inputs.read_inputs(args)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. quantized weights dequantised
+            warnings.simplefilter("always")
+            inp = analyze_inputs.read_inputs(args)
     except (InputError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2, []
+    for warning in caught:  # one line each, and in the report
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        inp.notes.append(str(warning.message))
     unpaired = [r.target_layer or r.source_layer for r in inp.unmatched.itertuples()]
     if unpaired:
         print(f"{PROG}: warning: {len(unpaired)} layers did not pair and are not analysed "
