@@ -43,3 +43,16 @@ def test_cka_memory_benchmark_runs_both_variants_and_they_agree(capsys):
     assert row.split()[-1].startswith("x")  # the ratio of the two CKA memories
     means = [line.split()[-1] for line in out.err.splitlines() if "mean debiased CKA" in line]
     assert len(means) == 2 and means[0] == means[1]
+
+
+def test_memory_benchmark_measures_both_variants_and_they_agree(capsys, monkeypatch):
+    """benchmarks/bench_memory.py on two 4 MiB checkpoints, against the committed code: both
+    peaks printed with their share of the inputs, the ratio, and the same layers.csv."""
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as a script: its folder, for bench_analyze
+    spec = importlib.util.spec_from_file_location("bench_memory", BENCH.with_name("bench_memory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--mib", "4", "--baseline", "HEAD"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" the inputs); above start-up ") == 2
+    assert "now / baseline above start-up: x" in out and "agree (the same layers.csv): True" in out

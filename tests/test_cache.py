@@ -1,12 +1,14 @@
 """The run cache (reuse.study.cache): entries keyed by data and code, scores tied to weights."""
 
 import json
+import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 from reuse.study import cache as rcache
-from reuse.study.data import write_synthetic_fashion
+from reuse.study.data import FASHION_FILES, read_idx, write_idx, write_synthetic_fashion
 from reuse.study.spec import RunSpec
 from reuse.study.train import Runner
 
@@ -30,6 +32,22 @@ def test_other_data_retrains_and_the_settings_name_the_data_of_the_runs(fake_fas
     run = again.train(TINY)
     assert run.cached and run.digest() == first.digest()
     assert again.settings()["data_sha256"] == a.cache.data  # what the results JSON records
+
+
+def test_data_replaced_after_the_runner_started_never_trains_under_the_old_key(fake_fashion_dir, tmp_path):
+    """The runner reads and hashes the files once: labels shuffled between its start and its
+    training change neither what it trains on nor the key it stores the run under."""
+    data = shutil.copytree(fake_fashion_dir, tmp_path / "data")
+    runner = _runner(tmp_path / "cache", data)
+    for split in ("train", "test"):
+        path = data / FASHION_FILES[(split, "labels")]
+        write_idx(path, np.random.default_rng(0).permutation(read_idx(path)))
+    run = runner.train(TINY)
+    assert run.digest() == _runner(None, fake_fashion_dir).train(TINY).digest()  # the data it hashed
+    again = _runner(tmp_path / "cache", fake_fashion_dir).train(TINY)
+    assert again.cached and again.digest() == run.digest()
+    shuffled = _runner(tmp_path / "cache", data)
+    assert not shuffled.train(TINY).cached and shuffled.cache.data != runner.cache.data
 
 
 def test_other_training_code_retrains(fake_fashion_dir, tmp_path, monkeypatch):

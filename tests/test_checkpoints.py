@@ -1,4 +1,7 @@
-"""reuse.toolkit.checkpoints.load_state: modules, state dicts, files, checkpoint dicts, wrapper prefixes."""
+"""reuse.toolkit.checkpoints.load_state: modules, state dicts, files, checkpoint dicts, wrapper prefixes,
+memory-mapped files, integer and quantized weights."""
+
+import os
 
 import pytest
 import torch
@@ -73,3 +76,38 @@ def test_bad_inputs_name_the_problem(model, tmp_path):
         load_state({"epoch": 1, "state_dict": {"lr": 0.1}})
     with pytest.raises(ValueError, match=r"entries \['epoch'\] are not tensors"):
         load_state({"epoch": 1, "w": torch.zeros(1)})
+
+
+def _mapped_file(t: torch.Tensor) -> str | None:
+    """The file whose memory mapping holds ``t``'s data, from /proc/self/maps (None: anonymous)."""
+    ptr = t.data_ptr()
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        if low <= ptr < high:
+            return fields[5] if len(fields) > 5 and fields[5].startswith("/") else None
+    return None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_a_torch_save_file_is_memory_mapped_and_a_legacy_one_read(model, tmp_path):
+    sd = model.state_dict()
+    torch.save(sd, tmp_path / "zip.pt")
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # cannot be mapped
+    mapped, read = load_state(tmp_path / "zip.pt"), load_state(tmp_path / "legacy.pt")
+    assert _same(mapped, sd) and _same(read, sd)
+    assert _mapped_file(mapped["features.0.0.weight"]) == str(tmp_path / "zip.pt")
+    assert _mapped_file(read["features.0.0.weight"]) is None
+
+
+def test_integer_weights_are_refused_and_quantized_ones_dequantised_with_a_warning(tmp_path):
+    w = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(0))
+    counts = {"bn.num_batches_tracked": torch.tensor(7)}  # an integer buffer, not a weight: kept
+    with pytest.raises(ValueError, match=r"source: tensor 'conv.weight' is torch.int8 .*allowed: floating"):
+        load_state({"conv.weight": (w * 20).to(torch.int8), **counts}, what="source")
+    q = torch.quantize_per_tensor(w, 0.05, 0, torch.qint8)
+    torch.save({"conv.weight": q, "conv.bias": torch.zeros(4), **counts}, tmp_path / "q.pt")
+    with pytest.warns(UserWarning, match=r"target: 1 quantized tensor\(s\) \(conv.weight\) dequantised"):
+        state = load_state(tmp_path / "q.pt", what="target")
+    assert state["conv.weight"].dtype == torch.float32 and torch.equal(state["conv.weight"], q.dequantize())
+    assert state["bn.num_batches_tracked"] == 7

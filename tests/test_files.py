@@ -115,7 +115,7 @@ def test_atomic_folder_new_and_refusals(tmp_path):
     with files.atomic_folder(tmp_path / "out") as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".out.tmp-")
         (tmp / "a.csv").write_text("a")
-    assert os.listdir(tmp_path / "out") == ["a.csv"]
+    assert sorted(os.listdir(tmp_path / "out")) == [files.MARKER, "a.csv"]
     with pytest.raises(files.FolderExistsError, match="holds files.*--force"):
         with files.atomic_folder(tmp_path / "out"):
             pytest.fail("entered for a non-empty folder")
@@ -126,23 +126,58 @@ def test_atomic_folder_new_and_refusals(tmp_path):
     (tmp_path / "empty").mkdir()
     with files.atomic_folder(tmp_path / "empty") as tmp:
         (tmp / "b.csv").write_text("b")
-    assert os.listdir(tmp_path / "empty") == ["b.csv"]
+    assert sorted(os.listdir(tmp_path / "empty")) == [files.MARKER, "b.csv"]
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
 
 
 def test_atomic_folder_force_replaces_whole_and_an_error_changes_nothing(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "swaps.csv").write_text("old")
+    with files.atomic_folder(out) as tmp:
+        (tmp / "swaps.csv").write_text("old")
     with pytest.raises(RuntimeError):
         with files.atomic_folder(out, force=True) as tmp:
             (tmp / "layers.csv").write_text("new")
             raise RuntimeError("killed between two files")
-    assert os.listdir(out) == ["swaps.csv"]
+    assert sorted(os.listdir(out)) == [files.MARKER, "swaps.csv"]
     with files.atomic_folder(out, force=True) as tmp:
         (tmp / "layers.csv").write_text("new")
-    assert os.listdir(out) == ["layers.csv"]  # no file of the old run is left
+    assert sorted(os.listdir(out)) == [files.MARKER, "layers.csv"]  # no file of the old run is left
     assert sorted(os.listdir(tmp_path)) == [".out.lock", "out"]
+
+
+def test_force_replaces_only_a_folder_it_wrote_and_never_a_file_it_did_not(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("precious")
+    with pytest.raises(files.FolderExistsError, match="holds mine.txt, which this command did not write"):
+        with files.atomic_folder(out, force=True):
+            pytest.fail("entered for a folder it did not write")
+    (out / "mine.txt").unlink()
+    with files.atomic_folder(out, force=True) as tmp:
+        (tmp / "report.md").write_text("first")
+    (out / "notes.txt").write_text("added by hand")  # beside a report it wrote
+    with pytest.raises(files.FolderExistsError, match="holds notes.txt, which"):
+        files.check_folder(out, force=True)
+    (out / "notes.txt").unlink()
+    assert files.check_folder(out, force=True) == out
+
+
+def test_the_working_folder_its_parents_and_folders_holding_inputs_are_refused(tmp_path, monkeypatch):
+    work = tmp_path / "ckpts"
+    (work / "sub").mkdir(parents=True)
+    (work / "source.pt").write_bytes(b"weights")
+    monkeypatch.chdir(work)
+    for out in (".", "..", str(tmp_path), "/"):
+        with pytest.raises(files.FolderExistsError, match="is the working folder or a folder above it"):
+            files.check_folder(out, force=True)
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(files.FolderExistsError, match=f"holds the input {work / 'source.pt'}"):
+        files.check_folder("../ckpts", force=True, inputs=["../ckpts/source.pt"])
+    with pytest.raises(files.FolderExistsError, match="holds the input"):  # the input itself
+        files.check_folder(work / "sub" / "x", force=True, inputs=[work / "sub" / "x"])
+    assert files.check_folder(work / "sub", inputs=[work / "source.pt"]) == work / "sub"
+    assert sorted(os.listdir(work)) == ["source.pt", "sub"]
 
 
 @pytest.mark.parametrize("force", [False, True])
@@ -155,7 +190,7 @@ def test_a_writer_that_committed_meanwhile_is_refused_or_replaced_whole(tmp_path
             with files.atomic_folder(out, force=force) as second:  # finishes while the first writes
                 (second / "report.md").write_text("second")
     winner = "first" if force else "second"
-    assert {p.name: p.read_text() for p in out.iterdir()} == {
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != files.MARKER} == {
         "report.md": winner, **({"swaps.csv": "first"} if force else {})}
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p or ".old-" in p]
 

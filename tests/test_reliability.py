@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -49,6 +50,15 @@ def score(model):
 def dataset():
     g = torch.Generator().manual_seed(0)
     return torch.rand(8, 3, 12, 12, generator=g), torch.arange(8) % 3
+
+def gray():
+    return dataset()[0][:, :1], dataset()[1]
+
+def slow_score(model):
+    import time
+    open("STARTED", "w").close()  # in the working folder: the test waits for it, then sends Ctrl-C
+    time.sleep(120)
+    return 1.0
 """
 LAUNCHER = "import sys\nfrom reuse.__main__ import main\nsys.exit(main())\n"
 
@@ -145,8 +155,27 @@ def test_a_full_out_folder_is_refused_then_replaced_whole_with_force(tiny, tmp_p
     assert _listing(out) == before
     assert main([*_tiny_args(tiny), "--out", str(out), "--force"]) == 0
     written = json.loads((out / "analyze.json").read_text())["summary"]["files"]
-    assert sorted(os.listdir(out)) == sorted([*written, "analyze.json"])  # no swaps.csv of the old run
+    assert sorted(os.listdir(out)) == sorted([*written, "analyze.json", files.MARKER])  # no old swaps.csv
     assert not _leftovers(tmp_path)
+
+
+def test_force_never_removes_an_input_or_a_file_it_did_not_write(tiny, tmp_path, monkeypatch, capsys):
+    ckpts = shutil.copytree(tiny, tmp_path / "ckpts")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(ckpts)
+    pair = ["analyze", "source.pt", "target.pt", "--no-progress", "--force", "--out"]
+    for out, why in ((".", "is the working folder"), ("..", "is the working folder or a folder above it"),
+                     (str(tmp_path / "mine"), "holds notes.txt, which this command did not write")):
+        assert main([*pair, out]) == 2
+        assert why in _one_line(capsys.readouterr().err)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", "ckpts/source.pt", "ckpts/target.pt", "--out", "ckpts", "--force"]) == 2
+    assert f"holds the input {ckpts / 'source.pt'}" in _one_line(capsys.readouterr().err)
+    assert main([*_tiny_args(ckpts), "--out", "ckpts/report", "--force"]) == 0  # beside its inputs: fine
+    assert {p: p.read_bytes() for p in before if p.exists()} == before
 
 
 def test_out_naming_a_file_is_refused_before_the_analysis(tiny, tmp_path, capsys, monkeypatch):
@@ -184,7 +213,7 @@ def test_two_concurrent_analyses_into_one_folder_never_mix(tiny, tmp_path, force
     errors = [child.stderr.read() for child in children]
     assert sorted(codes) == ([0, 0] if force else [0, 2]), errors
     meta = json.loads((out / "analyze.json").read_text())
-    assert sorted(os.listdir(out)) == sorted([*meta["summary"]["files"], "analyze.json"])
+    assert sorted(os.listdir(out)) == sorted([*meta["summary"]["files"], "analyze.json", files.MARKER])
     twin = meta["params"]["twin"] is not None
     assert ("floor_rmse" in pd.read_csv(out / "layers.csv").columns) == twin
     assert (out / "swaps.csv").exists() != twin
@@ -203,6 +232,89 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_at_read(tiny, tmp_path,
     err = _one_line(capsys.readouterr().err)
     assert "target" in err and "'3.weight'" in err and "non-finite" in err
     assert not (tmp_path / "out").exists()
+
+
+def _images(folder: Path) -> Path:
+    """An ImageFolder of two classes, three 16 px RGB PNGs each."""
+    from PIL import Image
+
+    for c in range(2):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 100 * c, 7)).save(folder / f"class{c}" / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("data, why", [
+    (["--channels", "1"], "--channels 1, --image-size 32) gives inputs of 1 channel(s), shape [1, 32, 32]; "
+                          "the model's first layer '0' takes 3; allowed: 3-channel inputs"),
+    (["--image-size", "4"], "--image-size 4) gives inputs of shape [3, 4, 4], which the model cannot take: "),
+    (["--dataset", "tinynet:gray"], "--dataset tinynet:gray gives inputs of 1 channel(s), shape [1, 12, 12]"),
+])
+def test_inputs_the_model_cannot_take_are_refused_naming_both(tiny, tmp_path, capsys, data, why):
+    if data[0] != "--dataset":
+        data = ["--data", str(_images(tmp_path / "imgs")), *data]
+    assert main([*_tiny_args(tiny), *data, "--out", str(tmp_path / "out")]) == 2
+    assert why in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an image"])
+def test_an_image_that_cannot_be_decoded_is_refused_naming_the_file(tiny, tmp_path, capsys, damage):
+    bad = _images(tmp_path / "imgs") / "class1" / ("1.png" if damage == "truncated" else "junk.png")
+    bad.write_bytes(bad.read_bytes()[:60] if damage == "truncated" else b"not a picture at all")
+    assert main([*_tiny_args(tiny), "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "out")]) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"cannot decode {bad} (" in err and ("truncated" in err if damage == "truncated" else True)
+    assert not (tmp_path / "out").exists()
+
+
+def _interrupt(child: subprocess.Popen, started: Path) -> tuple[int, str]:
+    """Ctrl-C (SIGINT) to ``child`` once ``started`` exists: its exit status and stderr."""
+    deadline = time.monotonic() + 240
+    while not started.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert started.exists(), child.communicate()
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    return child.returncode, err
+
+
+def test_ctrl_c_in_analyze_ends_in_one_line_and_writes_nothing(tiny, tmp_path):
+    child = _cli(*_tiny_args(tiny, "--score", "tinynet:slow_score", "--out", str(tmp_path / "out")),
+                 cwd=tmp_path, tmp_path=tmp_path, popen=True)
+    code, err = _interrupt(child, tmp_path / "STARTED")
+    assert code == 130, err
+    assert "interrupted: nothing written" in _one_line(err) and "run the same command again" in err
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path)
+
+
+def test_ctrl_c_in_main_called_from_python_stops_the_caller(tiny, tmp_path, monkeypatch):
+    """A notebook calling main(argv) is stopped by Ctrl-C as it asked (its next cells must not
+    run), with what the command kept as the message."""
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(analyze_inputs, "read_inputs", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="nothing written"):
+        main([*_tiny_args(tiny), "--out", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("kind", ["int8", "quantized"])
+def test_integer_weights_are_refused_and_quantized_ones_dequantised_in_one_line(tiny, tmp_path, capsys, kind):
+    state = torch.load(tiny / "target.pt")
+    w = state["0.weight"]
+    state["0.weight"] = (w * 20).to(torch.int8) if kind == "int8" else torch.quantize_per_tensor(w, 0.01, 0,
+                                                                                                 torch.qint8)
+    torch.save(state, tmp_path / "t.pt")
+    args = ["analyze", str(tiny / "source.pt"), str(tmp_path / "t.pt"), "--out", str(tmp_path / "out")]
+    if kind == "int8":
+        assert main(args) == 2
+        assert "target: tensor '0.weight' is torch.int8" in _one_line(capsys.readouterr().err)
+        return
+    assert main(args) == 0
+    warning = _one_line(capsys.readouterr().err)
+    assert warning.startswith("reuse analyze: warning: target: 1 quantized tensor(s) (0.weight) dequantised")
+    assert "dequantised" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_an_all_zero_target_layer_warns_and_writes_nan_not_inf(tiny, tmp_path, capsys):
@@ -395,6 +507,25 @@ def test_a_yaml_tag_in_set_is_refused(fake_notebooks, tmp_path, capsys):
     assert not (tmp_path / "CODE_RAN").exists()
 
 
+@pytest.mark.parametrize("args, bad", [
+    (["--set", "threads=0"], "threads=0, workers=1; both must be >= 1"),
+    (["--set", "workers=0"], "workers=0; both must be >= 1"),
+    (["--set", "precision=fp64"], "precision='fp64'; allowed: auto, bf16, fp32"),
+    (["--set", "pairs=[no-such-pair]"], "pair='no-such-pair'; allowed: fashion-split"),
+    (["--set", "architectures=[resnet50]"], "architectures=['resnet50']; allowed: unet, pspnet, plain"),
+    (["--seeds", "0,0"], "seeds=[0, 0]; expected a non-empty list of distinct integers"),
+])
+def test_a_set_value_not_allowed_is_refused_before_a_kernel_starts(fake_fashion, tmp_path, monkeypatch,
+                                                                   capsys, args, bad):
+    import papermill
+
+    monkeypatch.setenv("REUSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a kernel started"))
+    assert runner.main(["--profile", "smoke", "--only", "01", *args, "--output", str(tmp_path / "out")]) == 2
+    assert bad in _one_line(capsys.readouterr().err)
+    assert os.listdir(tmp_path) == []  # nothing written: no output folder, no cache
+
+
 @pytest.fixture
 def fake_notebooks(tmp_path, monkeypatch, fake_fashion) -> Path:
     folder = tmp_path / "notebooks"
@@ -451,10 +582,24 @@ def test_a_full_disk_inside_a_notebook_ends_in_one_line(fake_notebooks, tmp_path
                              "--output", str(tmp_path / "out")], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 2, result.stdout + result.stderr
-    ours = [line for line in result.stderr.splitlines() if not line.startswith("[IPKernelApp]")]
-    err = _one_line("\n".join(ours))  # the kernel's own start-up warning aside
+    err = _one_line(result.stderr)  # the kernel's own log stays off the console (batch.KERNEL_QUIET)
     assert "no space left on device" in err and "03_full.ipynb was not written" in err
     assert os.listdir(tmp_path / "out" / "notebooks") == []
+
+
+def test_ctrl_c_in_a_run_ends_in_one_line_naming_what_was_kept(fake_notebooks, tmp_path):
+    _notebook(fake_notebooks / "03_slow.ipynb", f"open({str(tmp_path / 'STARTED')!r}, 'w').close()\n"
+              "import time\ntime.sleep(120)")
+    env = dict(os.environ, JUPYTER_PREFER_ENV_PATH="1")
+    child = subprocess.Popen([sys.executable, "-m", "reuse", "run", "--profile", "smoke", "--only", "01",
+                              "--only", "03", "--output", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    code, err = _interrupt(child, tmp_path / "STARTED")
+    assert code == 130, err
+    ours = _one_line(err)  # nor the kernel's log, nor asyncio's about the abandoned cell
+    assert "interrupted: 03_slow.ipynb was not written; kept: 01_fake.ipynb" in ours
+    assert "run the same command again to resume" in ours
+    assert os.listdir(tmp_path / "out" / "notebooks") == ["01_fake.ipynb"]  # no partial notebook
 
 
 def test_a_figure_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -534,3 +679,18 @@ def test_python_m_reuse_never_imports_from_the_working_folder(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout
+
+
+def test_the_console_script_never_imports_from_the_working_folder(tmp_path):
+    """An empty PYTHONPATH entry puts the working folder on the console script's sys.path: a
+    planted pandas/ there is not run by `reuse analyze` (as with `python -m reuse`)."""
+    planted = tmp_path / "pandas"
+    planted.mkdir()
+    (planted / "__init__.py").write_text("raise SystemExit(97)  # planted\n")
+    torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), tmp_path / "a.pt")
+    script = Path(sys.executable).with_name("reuse")  # the console script pip installed
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'nowhere'}{os.pathsep}")
+    done = subprocess.run([str(script), "analyze", "a.pt", "a.pt", "--out", "out"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "layers.csv").exists()

@@ -1,5 +1,6 @@
 """E4: condition (b) per layer, the factorial's claims, the earlier rule, power and the frames."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -257,3 +258,7 @@ def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):
     heads = e4.headline(results, layers)
     assert set(heads.claim) == {"H1", "H2", "H3a", "H3b"} and set(heads.regime) == set(e4.REGIMES)
     assert len(e4.design_check(results)) == 2 and len(e4.b_table(layers))
+    # the regimes only at the fractions the profile names for them (the siblings at every one)
+    narrowed = e4.run(runner, dataclasses.replace(profile, e4_regime_fractions=(0.25,)), GRID, fractions=(0.25, 1.0))[0]
+    assert set(narrowed[narrowed.regime != "siblings"].fraction) == {0.25}
+    assert set(narrowed[narrowed.regime == "siblings"].fraction) == {0.25, 1.0}

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from reuse.study.cache import compute_class
+from reuse.study import train
 from reuse.study.train import Runner, RunSpec
 from reuse.toolkit.provenance import cpu_class
 
@@ -256,3 +257,14 @@ def test_a_run_finished_elsewhere_while_waiting_is_loaded_not_retrained(fake_fas
     (run,) = second.obtain([spec], [None])
     assert run.cached and second.trained == 0
     assert list((tmp_path / "cache").rglob("*.lock"))  # the entry was trained under its lock
+
+
+def test_a_worker_refuses_data_that_changed_since_the_run_started(fake_fashion, tmp_path, monkeypatch):
+    """A worker process reads the files itself: other bytes than the runner hashed are refused,
+    never trained and stored for the runner's run."""
+    monkeypatch.setattr(train, "_WORKERS", {})
+    config = {**Runner("cpu", None, progress=False)._worker_config(), "data_sha256": "0" * 64}
+    spec = RunSpec("plain", "autoencoder", "fashion-split", width=2, depth=1, steps=2, batch_size=8,
+                   n_train=16, image_size=16)
+    with pytest.raises(ValueError, match="changed since the run started"):
+        train._obtain_remote(config, spec, None)

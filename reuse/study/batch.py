@@ -1,16 +1,19 @@
 """The batch runner: every notebook through papermill, at one profile (``python -m reuse run``).
 
-Everything is checked before anything runs, and a bad option exits 2 having written
-nothing: the profile, device and seeds; which notebooks ``--only`` selects; every
+Everything is checked before anything runs, and a bad option exits 2 having written nothing:
+the profile, device and seeds; which notebooks ``--only`` selects; every
 ``--set NAME=VALUE`` (a parameter of every selected notebook, valid YAML, of the type the
-notebook's annotation names); an explicit ``--data-dir`` (it must hold Fashion-MNIST);
-the ``--cluster`` address; and that the output folders can be written (a read-only run
-cache is allowed: it serves what it holds, with a warning), that every notebook parameter is
-UTF-8 text, and every data file (labels in range, 28x28 images). Then each notebook executes
-into a hidden partial file of its own (``.NAME.PID-RANDOM.partial.ipynb``) that replaces the
-committed notebook only when it ran through, is cleaned (:mod:`reuse.study.nbclean`), and the
-results summary is written. A full disk ends the run with one line and exit 2, naming what
-was not written and what was kept.
+notebook's annotation names, and of an allowed value as the notebooks' own session checks
+it: precision, threads, workers, architectures, tasks, pairs); an explicit ``--data-dir``
+(it must hold Fashion-MNIST); the ``--cluster`` address; and that the output folders can be
+written (a read-only run cache is allowed: it serves what it holds, with a warning), that
+every notebook parameter is UTF-8 text, and every data file (labels in range, 28x28 images).
+Then each notebook executes into a hidden partial file of its own
+(``.NAME.PID-RANDOM.partial.ipynb``) that replaces the committed notebook only when it ran
+through, is cleaned (:mod:`reuse.study.nbclean`), and the results summary is written. A full
+disk ends the run with one line and exit 2, naming what was not written and what was kept;
+so does Ctrl-C, with exit 130 (finished training runs stay in the run cache: the same
+command again resumes).
 
 Outputs go to ``figures/PROFILE`` and ``results/PROFILE``; the executed notebooks replace
 ``notebooks/`` only for :data:`SHOWN_PROFILE`, else go to ``results/PROFILE/notebooks``.
@@ -37,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from reuse.toolkit import files
 from reuse.toolkit.gpu import DEVICES
@@ -50,6 +54,9 @@ RESERVED = ("profile", "seeds", "device", "figures_dir", "results_dir", "cache_d
             "cluster")
 _SEEDS = re.compile(r"(0|[1-9][0-9]*)(,(0|[1-9][0-9]*))*")  # no leading zeros: YAML reads 010 as octal
 _CLUSTER = re.compile(r"local:[1-9][0-9]*|tcp://[^\s:/]+:[0-9]+")
+# the kernel's own log off the console (a cell's output and errors come through papermill): at
+# Ctrl-C, ipykernel logs a traceback when its shutdown races the interrupted cell
+KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 _SOURCES = {"data_dir": "--data-dir", "cache_dir": "$REUSE_CACHE_DIR", "figures_dir": "--output",
             "results_dir": "--output"}  # where a notebook parameter comes from, for messages
 
@@ -201,6 +208,22 @@ def check_text(name: str, value) -> None:
                          "UTF-8 path (rename the folder, or give a link with a UTF-8 name)") from None
 
 
+def check_values(values: dict) -> None:
+    """Raise UsageError unless the notebook parameters in ``values`` (the profile, seeds and
+    ``--set`` values) are allowed, as the notebooks' own session checks them
+    (:func:`reuse.study.experiments.common.session_profile`, whose arguments are the
+    parameters' names): a bad value is refused here, not in a notebook's fourth cell."""
+    import inspect
+
+    from .experiments.common import session_profile  # pandas and scipy: after the cheap checks
+
+    names = inspect.signature(session_profile).parameters
+    try:
+        session_profile(**{name: value for name, value in values.items() if name in names})
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def writable(folder: Path) -> bool:
     """Whether ``folder`` can be created (if missing) and written: tried for real, with a
     temporary folder in its nearest existing ancestor that is removed again."""
@@ -250,6 +273,7 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
         dirs = [out_nb, REPO / "figures" / args.profile, REPO / "results" / args.profile]
     for name, value in {**parameters, **sets}.items():
         check_text(name, value)
+    check_values({**parameters, **sets})
     for folder in dirs:
         if not writable(folder):
             raise UsageError(f"cannot write to {folder} (an output folder): choose another --output")
@@ -291,7 +315,8 @@ class _CellOutput(logging.Filter):
 
 
 def execute(plan: Plan) -> int:
-    """Run every planned notebook; 0 when all ran through, 1 at the first failure."""
+    """Run every planned notebook; 0 when all ran through, 1 at the first failure; Ctrl-C
+    raises KeyboardInterrupt saying what was kept and how to resume."""
     import papermill as pm
 
     from . import nbclean, report
@@ -307,22 +332,25 @@ def execute(plan: Plan) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     start_all = time.perf_counter()
+    done, partial, running = [], None, "the first notebook"
     try:
         with cluster_address(plan.cluster) as address:
             params = dict(plan.parameters, **({"cluster": address} if address else {}))
             for i, nb in enumerate(plan.notebooks, start=1):
                 # a name of its own per run (pid, random): two runs never write one partial file
                 partial = plan.out_notebooks / f".{nb.stem}.{os.getpid()}-{secrets.token_hex(3)}.partial.ipynb"
+                running = nb.name
                 print(f"[{i}/{len(plan.notebooks)}] {nb.name} ...", flush=True)
                 start = time.perf_counter()
                 try:
                     pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
-                                        cwd=str(nb.parent), progress_bar=False, log_output=True)
+                                        cwd=str(nb.parent), progress_bar=False, log_output=True,
+                                        extra_arguments=KERNEL_QUIET)
                     nbclean.main([str(partial)])
                     os.replace(partial, plan.out_notebooks / nb.name)
                 except (pm.PapermillExecutionError, OSError) as err:
                     if _out_of_space(err):
-                        return _full_disk(nb, partial, plan.notebooks[:i - 1], plan)
+                        return _full_disk(nb, partial, done, plan)
                     if isinstance(err, OSError):
                         raise
                     print(f"[{i}/{len(plan.notebooks)}] {nb.name} ... FAILED "
@@ -330,19 +358,22 @@ def execute(plan: Plan) -> int:
                     print(f"Error in cell [{err.exec_count}]: {err.ename}: {err.evalue}\n"
                           f"partly executed notebook: {partial}", file=sys.stderr)
                     return 1
+                done.append(nb)
                 print(f"[{i}/{len(plan.notebooks)}] {nb.name} ... ok ({time.perf_counter() - start:.0f} s)",
                       flush=True)
+        summary, running = plan.summary_root / "SUMMARY.md", "SUMMARY.md"
+        try:
+            report.main(["--results", str(plan.summary_root), "--out", str(summary)])
+        except OSError as err:
+            if not files.out_of_space(err):
+                raise
+            print(f"reuse run: error: {files.describe(err, str(summary))}: the summary was not written; "
+                  "kept: every notebook, figure and result of this run", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        _interrupted(running, partial, done, plan)
     finally:
         logger.removeHandler(handler)
-    summary = plan.summary_root / "SUMMARY.md"
-    try:
-        report.main(["--results", str(plan.summary_root), "--out", str(summary)])
-    except OSError as err:
-        if not files.out_of_space(err):
-            raise
-        print(f"reuse run: error: {files.describe(err, str(summary))}: the summary was not written; kept: "
-              "every notebook, figure and result of this run", file=sys.stderr)
-        return 2
     print(f"Ran {len(plan.notebooks)} notebook(s); total wall time {time.perf_counter() - start_all:.0f} s; "
           f"summary: {summary}")
     return 0
@@ -359,11 +390,27 @@ def _out_of_space(err: BaseException) -> bool:
 def _full_disk(nb: Path, partial: Path, done: list[Path], plan: Plan) -> int:
     """One line for a full disk while ``nb`` ran: what was not written, what was kept; exit 2."""
     partial.unlink(missing_ok=True)  # possibly truncated
-    kept = ", ".join(p.name for p in done) or "no notebook"
     print(f"reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
           f"(its partial notebook removed; a figure or result it was writing was not replaced); kept: "
-          f"{kept} in {plan.out_notebooks}, and the run cache", file=sys.stderr)
+          f"{_kept(done, plan)}, and the run cache", file=sys.stderr)
     return 2
+
+
+def _interrupted(running: str, partial: Path | None, done: list[Path], plan: Plan) -> NoReturn:
+    """Ctrl-C: the partial notebook removed, and KeyboardInterrupt raised again saying what was
+    not written, what was kept and how to resume (:func:`reuse.__main__.main` prints it)."""
+    if partial is not None:
+        partial.unlink(missing_ok=True)  # the notebook that was running, part-executed
+    # the interrupted cell's task is left unread in papermill's event loop: asyncio would log
+    # it at exit as "Task exception was never retrieved", with the cell's whole traceback
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    raise KeyboardInterrupt(f"{running} was not written; kept: {_kept(done, plan)}, and every training "
+                            "run that finished (the run cache); run the same command again to resume "
+                            "(finished runs load from the cache)") from None
+
+
+def _kept(done: list[Path], plan: Plan) -> str:
+    return f"{', '.join(p.name for p in done) or 'no notebook'} in {plan.out_notebooks}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"reuse run: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("while checking the options: nothing was run or written") from None
     if args.setup_only:
         print(f"Options checked; Fashion-MNIST found in {rdata.find_fashion_mnist(plan.data_dir)}"
               if not args.download else "Options checked")

@@ -21,7 +21,7 @@ import math
 import os
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -130,11 +130,22 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises ``ValueError`` naming the file when the magic number, element type or
     size is wrong (a truncated download, say).
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    return _parse_idx(path, _read_bytes(Path(path)))
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        return path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read IDX file ({err})") from err
+
+
+def _parse_idx(path: str | Path, data: bytes) -> np.ndarray:
+    """The uint8 array of an IDX file's bytes ``data`` (gunzipped first if ``path`` ends in
+    ``.gz``), validated as :func:`read_idx` does; ``path`` names the file in errors."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError) as err:  # gzip raises these on a truncated stream
         raise ValueError(f"{path}: cannot read IDX file ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
@@ -209,31 +220,57 @@ def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = Fals
         "to fetch them.")
 
 
-def data_provenance(data_dir: str | Path | None = None) -> dict:
-    """Where the data came from: the Fashion-MNIST folder and the SHA-256 of each file,
-    and the scikit-learn release whose bundled digits were used."""
-    from importlib.metadata import version
+@dataclass(frozen=True, eq=False)
+class Fashion:
+    """Fashion-MNIST as read once (:func:`read_fashion`): each split's images ``[N, 28, 28]``
+    and labels ``[N]``, and the SHA-256 of the very bytes they were parsed from, so a file
+    replaced afterwards changes neither. Pass it as ``data_dir`` to the loaders below: a
+    runner trains on exactly the data its cache key names."""
 
+    folder: str
+    sha256: dict[str, str]  # file name -> SHA-256 of the file's bytes
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)  # split -> (images, labels)
+
+
+def read_fashion(data_dir: str | Path | None = None) -> Fashion:
+    """Fashion-MNIST from :func:`find_fashion_mnist`'s folder: every file read once, hashed
+    and parsed from those bytes in memory, and checked (header, size, 28x28 images, labels
+    in 0..9: a ValueError names the file, the bad value and what is allowed)."""
     folder = find_fashion_mnist(data_dir)
-    files = {name: _sha256(folder / name) for name in FASHION_FILES.values()}
-    return {"fashion_mnist": str(folder), "sha256": files, "digits": f"scikit-learn {version('scikit-learn')}"}
-
-
-@lru_cache(maxsize=8)
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    raw = {name: _read_bytes(folder / name) for name in FASHION_FILES.values()}
+    arrays = {split: _fashion_arrays(folder, split, raw) for split in ("train", "test")}
+    return Fashion(str(folder), {name: hashlib.sha256(data).hexdigest() for name, data in raw.items()},
+                   arrays)
 
 
 @lru_cache(maxsize=2)
-def _fashion_arrays(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A split's images ``[N, 28, 28]`` and labels ``[N]`` in 0..9, checked on load: a
-    ValueError names the file, the bad value and what is allowed."""
-    images_path, labels_path = (Path(folder) / FASHION_FILES[(split, kind)] for kind in ("images", "labels"))
-    images, labels = read_idx(images_path), read_idx(labels_path)
+def _read_folder(folder: str) -> Fashion:
+    return read_fashion(folder)
+
+
+def _fashion(data_dir: str | Path | Fashion | None) -> Fashion:
+    """``data_dir`` itself when it is data already read, else the folder's data (read once
+    per process and kept: callers that hash nothing)."""
+    return data_dir if isinstance(data_dir, Fashion) else _read_folder(str(find_fashion_mnist(data_dir)))
+
+
+def data_provenance(data_dir: str | Path | Fashion | None = None) -> dict:
+    """Where the data came from: the Fashion-MNIST folder and the SHA-256 of each file (of
+    the bytes a :class:`Fashion` was parsed from), and the scikit-learn release whose bundled
+    digits were used."""
+    from importlib.metadata import version
+
+    data = _fashion(data_dir)
+    return {"fashion_mnist": data.folder, "sha256": dict(data.sha256),
+            "digits": f"scikit-learn {version('scikit-learn')}"}
+
+
+def _fashion_arrays(folder: Path, split: str, raw: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """A split's images ``[N, 28, 28]`` and labels ``[N]`` in 0..9 from the files' bytes
+    ``raw`` (by file name), checked: a ValueError names the file, the bad value and what is
+    allowed."""
+    images_path, labels_path = (folder / FASHION_FILES[(split, kind)] for kind in ("images", "labels"))
+    images, labels = (_parse_idx(path, raw[path.name]) for path in (images_path, labels_path))
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise ValueError(f"{images_path}: images of shape {images.shape}; allowed: [N, 28, 28] "
                          "(Fashion-MNIST's 28x28 px)")
@@ -250,10 +287,7 @@ def _fashion_arrays(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def check_fashion(data_dir: str | Path | None = None) -> Path:
     """The Fashion-MNIST folder (:func:`find_fashion_mnist`) with every file read and checked
     (header, size, image shape, label range; about 0.3 s), not kept in memory."""
-    folder = find_fashion_mnist(data_dir)
-    for split in ("train", "test"):
-        _fashion_arrays.__wrapped__(str(folder), split)
-    return folder
+    return Path(read_fashion(data_dir).folder)
 
 
 def check_image_size(image_size: int) -> int:
@@ -278,17 +312,17 @@ def _to_tensor(images: np.ndarray, image_size: int = IMAGE_SIZE) -> torch.Tensor
     return _place(x, round(image_size * 28 / 32), image_size, "area")
 
 
-def load_fashion(split: str, data_dir: str | Path | None = None,
+def load_fashion(split: str, data_dir: str | Path | Fashion | None = None,
                  image_size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Fashion-MNIST ``split`` ('train' or 'test') as (images ``[N,1,S,S]``, labels ``[N]``)."""
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
-    return _fashion_tensors(str(find_fashion_mnist(data_dir)), split, check_image_size(image_size))
+    return _fashion_tensors(_fashion(data_dir), split, check_image_size(image_size))
 
 
 @lru_cache(maxsize=4)
-def _fashion_tensors(folder: str, split: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = _fashion_arrays(folder, split)
+def _fashion_tensors(data: Fashion, split: str, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = data.arrays[split]
     return _to_tensor(images, image_size), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -429,12 +463,12 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
     return x, y, 5
 
 
-def domain_size(pair: str, side: str, split: str, data_dir: str | Path | None = None) -> int:
+def domain_size(pair: str, side: str, split: str, data_dir: str | Path | Fashion | None = None) -> int:
     """Samples available on one side and split of a pair (from the labels alone)."""
     pair, dose = parse_pair(pair)
     if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         return len(load_digits(8)[1]) - 500 if split == "train" else 500
-    labels = _fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1]
+    labels = _fashion(data_dir).arrays[split][1]
     if pair in ("fashion-to-digits", "fashion-shift"):
         return len(labels)
     return int(np.isin(labels, _source_classes(pair, dose) if side == "source" else _TARGET_CLASSES).sum())
@@ -457,7 +491,7 @@ def _overlap_rows(labels: torch.Tensor, shared: int, n: int, seed: int) -> torch
 
 
 def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, seed: int = 0,
-                shift: float = 0.5, data_dir: str | Path | None = None,
+                shift: float = 0.5, data_dir: str | Path | Fashion | None = None,
                 image_size: int = IMAGE_SIZE, block: int = 0) -> Domain:
     """One side ('source' or 'target') of ``pair`` (docs/protocol.md, section 2).
 
@@ -501,7 +535,7 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
             perm = _subset(len(x), None, seed + 10)  # the tail of the target's permutation
             idx = perm[len(x) - (len(x) if n is None else n):]
         elif name == "fashion-overlap" and side == "source" and split == "train":
-            labels = torch.from_numpy(_fashion_arrays(str(find_fashion_mnist(data_dir)), split)[1].astype(np.int64))
+            labels = torch.from_numpy(_fashion(data_dir).arrays[split][1].astype(np.int64))
             chosen = torch.isin(labels, torch.tensor(_source_classes(name, dose)))
             row = torch.cumsum(chosen, 0) - 1  # a row of the whole split -> its row in x
             idx = row[_overlap_rows(labels, shared_classes(dose), len(x) if n is None else n, seed)]
@@ -527,7 +561,7 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
 
 
 def load_pair(pair: str, n_source: int | None, n_target: int | None, n_test: int | None,
-              seed: int = 0, shift: float = 0.5, data_dir: str | Path | None = None,
+              seed: int = 0, shift: float = 0.5, data_dir: str | Path | Fashion | None = None,
               image_size: int = IMAGE_SIZE) -> tuple[Domain, Domain]:
     """Source and target :class:`Domain` of ``pair`` (see :func:`load_domain`)."""
     return (load_domain(pair, "source", n_source, n_test, seed, shift, data_dir, image_size),
@@ -578,9 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true")
     args = parser.parse_args(argv)
     try:
-        folder = find_fashion_mnist(args.data_dir, download=args.download)
-        for split in ("train", "test"):
-            _fashion_arrays(str(folder), split)  # validates every file
+        folder = check_fashion(find_fashion_mnist(args.data_dir, download=args.download))
     except (DataNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

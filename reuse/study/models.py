@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 ARCHITECTURES = ("unet", "pspnet", "plain")  # the dense-task grid
@@ -154,6 +153,8 @@ def build_model(architecture: str, task: str, in_channels: int, out_channels: in
         if task != CLASSIFICATION or in_channels != 3:
             raise ValueError(f"architecture={architecture!r} with task={task!r}, in_channels="
                              f"{in_channels}; allowed: task 'classification' with 3 input channels")
+        import torchvision  # seconds of imports (torch._dynamo) that only a classifier needs
+
         return getattr(torchvision.models, architecture)(weights=None, num_classes=out_channels)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r}; allowed: {', '.join(ARCHITECTURES + CLASSIFIERS)}")

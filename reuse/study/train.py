@@ -61,9 +61,7 @@ class Runner:
                  workers: int = 1, deterministic: bool = True, progress: bool = True,
                  group_training: bool | None = None, compile: bool = False, cluster=None):
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        if threads < 1 or workers < 1:
-            raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
+        self.precision = check_settings(precision, threads, workers, self.device)
         if (workers > 1 or cluster is not None) and self.device.type != "cpu":
             raise ValueError(f"workers={workers}, cluster={cluster!r}: training elsewhere needs "
                              f"device='cpu'; got {self.device}")
@@ -77,9 +75,11 @@ class Runner:
         if self.group_training and (workers > 1 or cluster is not None):
             raise ValueError("group_training and workers > 1 (or a cluster) exclude each other")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.data_dir = data_dir
-        # the data is part of every cache key: a run trained on other files is never loaded
-        self.data = rdata.data_provenance(data_dir)
+        # the data is part of every cache key: a run trained on other files is never loaded.
+        # Read once, here, and hashed from those bytes: a file replaced during the run
+        # changes neither what trains nor the key it is stored under
+        self.fashion = rdata.read_fashion(data_dir)
+        self.data = rdata.data_provenance(self.fashion)
         self.cache = RunCache(self.cache_dir, _data_fingerprint(self.data),
                               compute_class(self.device, self.precision, threads), self._check_entry)
         self.progress = progress
@@ -121,7 +121,7 @@ class Runner:
         key = (pair, domain, task, split, data_seed, shift, n, image_size, block, channels)
         if key not in self._tensors:
             sizes = {"n_train": n, "n_test": 0} if split == "train" else {"n_train": 0, "n_test": n}
-            d = rdata.load_domain(pair, domain, seed=data_seed, shift=shift, data_dir=self.data_dir,
+            d = rdata.load_domain(pair, domain, seed=data_seed, shift=shift, data_dir=self.fashion,
                                   image_size=image_size, block=block if split == "train" else 0,
                                   **sizes)
             x, y = rdata.task_targets(d, task, split)
@@ -150,7 +150,7 @@ class Runner:
 
     def available(self, pair: str, domain: str, split: str = "train") -> int:
         """Samples the domain has in ``split``."""
-        return rdata.domain_size(pair, domain, split, self.data_dir)
+        return rdata.domain_size(pair, domain, split, self.fashion)
 
     # --------------------------------------------------------------- models
     def build(self, spec: RunSpec) -> nn.Module:
@@ -274,16 +274,21 @@ class Runner:
     def _train_elsewhere(self, wave: list[RunSpec], parents: dict):
         """Train ``wave`` through :attr:`executor` (worker processes or a Dask cluster), one
         run per task; each task obtains its run under the shared cache's locks."""
-        # absolute folders: a worker's working directory is not this process's
-        config = {"data_dir": _absolute(self.data_dir), "precision": self.precision, "threads": self.threads,
-                  "deterministic": self.deterministic, "compile": self.compile,
-                  "cache_dir": _absolute(self.cache_dir)}
+        config = self._worker_config()
         futures = [self.executor.submit(_obtain_remote, config, spec, _pack(parents.get(spec.key)))
                    for spec in wave]
         for future in futures:
             run, state = future.result()
             run.state = _unpack(state)
             yield run
+
+    def _worker_config(self) -> dict:
+        """What a worker process builds its runner from (:func:`_obtain_remote`), with the hash
+        of this runner's data, which the worker's own reading must give."""
+        # absolute folders: a worker's working directory is not this process's
+        return {"data_dir": _absolute(self.fashion.folder), "data_sha256": self.cache.data,
+                "precision": self.precision, "threads": self.threads, "deterministic": self.deterministic,
+                "compile": self.compile, "cache_dir": _absolute(self.cache_dir)}
 
     @property
     def executor(self):
@@ -363,6 +368,16 @@ class Runner:
         self.cache.store(run)
 
 
+def check_settings(precision: str, threads: int, workers: int, device: torch.device = torch.device("cpu")
+                   ) -> str:
+    """``precision`` resolved on ``device`` ('auto' to 'bf16' or 'fp32'), and ``threads`` and
+    ``workers`` checked; a ValueError names a bad value and what is allowed. A runner's
+    settings, checked by `reuse run` too before any notebook starts."""
+    if threads < 1 or workers < 1:
+        raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
+    return resolve_precision(precision, device)
+
+
 def _absolute(folder: str | Path | None) -> str | None:
     return None if folder is None else str(Path(folder).resolve())
 
@@ -384,9 +399,14 @@ def _obtain_remote(config: dict, spec: RunSpec, parent: bytes | None) -> tuple[T
     key = json.dumps(config, sort_keys=True, default=str)
     if key not in _WORKERS:
         torch.set_num_threads(config["threads"])
-        _WORKERS[key] = Runner("cpu", config["cache_dir"], config["data_dir"], precision=config["precision"],
-                               threads=config["threads"], deterministic=config["deterministic"],
-                               compile=config["compile"], progress=False, group_training=False)
+        runner = Runner("cpu", config["cache_dir"], config["data_dir"], precision=config["precision"],
+                        threads=config["threads"], deterministic=config["deterministic"],
+                        compile=config["compile"], progress=False, group_training=False)
+        if runner.cache.data != config["data_sha256"]:  # the worker reads the files itself
+            raise ValueError(f"the data in {runner.fashion.folder} changed since the run started (SHA-256 "
+                             f"{runner.cache.data[:12]}, not {config['data_sha256'][:12]}); allowed: data "
+                             "that stay the same for the whole run")
+        _WORKERS[key] = runner
     (run,) = _WORKERS[key].obtain([spec], [_unpack(parent)])
     state, run = run.state, dataclasses.replace(run, state={})
     return run, _pack(state)

@@ -49,9 +49,12 @@ target's architecture; swaps take the source's paired layers only.
   target are named by their file names or ``--name-source``/``--name-target``.
 
 ``--out DIR`` is written whole or not at all (:func:`reuse.toolkit.files.atomic_folder`): into a
-hidden folder beside DIR, renamed into place. A DIR that holds files is refused unless
-``--force``, which replaces it whole; a DIR that is a file is refused before anything is
-read. ``--model``, ``--dataset`` and ``--score`` modules are imported from the ``--path``
+hidden folder beside DIR, renamed into place, with a marker file (``.reuse-written``) naming
+what it wrote. A DIR that holds files is refused unless ``--force``, which replaces it whole
+where the marker names everything in it (an earlier report), never a folder holding anything
+else; a DIR that is a file, the working folder or a folder above it, or a folder that holds an
+input (a checkpoint, ``--map-file``, ``--data``, a ``--path`` folder) is refused before
+anything is read. ``--model``, ``--dataset`` and ``--score`` modules are imported from the ``--path``
 folders and the installed packages, never from the working folder.
 
 Data:
@@ -72,9 +75,12 @@ The chance level of a built-in task is that of the best input-blind predictor in
 (:func:`reuse.toolkit.scan.chance` fitted on the scored targets themselves, e.g. the majority
 class); the reuse score is (score - chance) / (target score - chance).
 
-Bad input (missing or corrupt file, a checkpoint with NaN or inf weights, architectures with
+Bad input (missing or corrupt file, a checkpoint with NaN or inf weights or integer weights
+(quantized ones are dequantised, with a warning), architectures with
 no layer in common, a bad ``--map`` entry, an unknown factory or function, bad JSON, an
---out that is a file or holds files)
+--out that is a file or holds files, an image of ``--data`` that cannot be decoded, inputs
+whose channels or size the model cannot take: every image used is decoded, and two inputs go
+through the model, before any work)
 prints one line on stderr and exits with code 2; so does a full disk while writing the report
 (nothing is written). Layers whose ratios are undefined (an all-zero target kernel: rel_rmse)
 get NaN in layers.csv and a one-line warning.
@@ -91,6 +97,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import files
@@ -146,19 +153,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="--data: shuffling seed")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--out", default="reuse_analyze",
-                   help="output folder, new or empty (default ./reuse_analyze); written whole or not at all")
-    p.add_argument("--force", action="store_true", help="replace an --out folder that holds files, whole")
+                   help="output folder, new or empty (default ./reuse_analyze), neither the working folder "
+                        "nor one above it nor one holding an input; written whole or not at all")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out folder that an earlier reuse analyze wrote, whole (never one "
+                        "holding other files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """Every file and folder the command reads: ``--out`` may hold none of them."""
+    return [p for p in (args.source, args.target, args.twin, args.map_file, args.data, *args.path) if p]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``reuse analyze`` / ``python -m reuse analyze``: 0 on success, 2 on
-    bad input (one line on stderr)."""
+    bad input (one line on stderr). Ctrl-C raises KeyboardInterrupt saying what is true of
+    ``--out`` (:func:`reuse.__main__.main` prints it as one line)."""
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # argparse has printed its message
         return int(stop.code or 0)
+    try:
+        code, lines = _analyze(args)
+    except KeyboardInterrupt:  # before the report was renamed into place: nothing of it is there
+        raise KeyboardInterrupt(f"nothing written ({args.out} unchanged: the report is written whole or "
+                                "not at all); run the same command again to analyse") from None
+    for line in lines:
+        print(line)
+    return code
+
+
+def _analyze(args: argparse.Namespace) -> tuple[int, list[str]]:
+    """The analysis, its report written: the exit code and the lines to print (once the report
+    is in place)."""
     from . import analyze_inputs, analyze_report, analyze_tables, scan  # torch: after parsing, not for --help
 
     start = time.perf_counter()
@@ -175,14 +204,19 @@ def main(argv: list[str] | None = None) -> int:
             if not Path(folder).is_dir():
                 raise InputError(f"--path {folder}: no such folder; allowed: a folder holding the "
                                  "modules of --model, --dataset or --score")
-        try:  # before anything is read: a file, or a full folder without --force, is refused
-            files.check_folder(args.out, args.force)
+        try:  # before anything is read: a file, a folder holding an input, or one --force may not replace
+            files.check_folder(args.out, args.force, _inputs(args))
         except files.FolderExistsError as err:
             raise InputError(f"--out {err}") from None
-        inp = analyze_inputs.read_inputs(args)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. quantized weights dequantised
+            warnings.simplefilter("always")
+            inp = analyze_inputs.read_inputs(args)
     except (InputError, FileNotFoundError, ValueError, TypeError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return 2, []
+    for warning in caught:  # one line each, and in the report
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        inp.notes.append(str(warning.message))
     unpaired = [r.target_layer or r.source_layer for r in inp.unmatched.itertuples()]
     if unpaired:
         print(f"{PROG}: warning: {len(unpaired)} layers did not pair and are not analysed "
@@ -194,17 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: warning: {undefined}", file=sys.stderr)
         inp.notes.append(undefined)
     try:  # into a hidden folder beside --out, renamed into place: whole or not at all
-        with files.atomic_folder(args.out, args.force) as folder:
+        with files.atomic_folder(args.out, args.force, _inputs(args)) as folder:
             analyze_report.write(folder, args, inp, res, time.perf_counter() - start)
     except files.FolderExistsError as err:
         print(f"{PROG}: error: --out {err} (another analysis wrote it meanwhile); this analysis was "
               "not written", file=sys.stderr)
-        return 2
+        return 2, []
     except OSError as err:
         print(f"{PROG}: error: {files.describe(err, args.out)}: nothing written ({args.out} unchanged)",
               file=sys.stderr)
-        return 2
-    for line in analyze_report.answer_lines(args, inp, res):
-        print(line)
-    print(f"wrote {args.out}/report.html ({time.perf_counter() - start:.1f} s)")
-    return 0
+        return 2, []
+    return 0, [*analyze_report.answer_lines(args, inp, res),
+               f"wrote {args.out}/report.html ({time.perf_counter() - start:.1f} s)"]

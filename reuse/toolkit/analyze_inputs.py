@@ -116,11 +116,39 @@ def _folder(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         raise InputError(f"--data {args.data}: {err}") from None
     order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(args.seed))
     take = order[:args.n_images + args.bn_images].tolist()
-    images = [folder[i] for i in take]
+    images = [_decoded(folder, i, args.data) for i in take]  # every image used, before any work
     x = torch.stack([im for im, _ in images])
     y = torch.tensor([label for _, label in images])
     n = min(args.n_images, len(x))
     return x[:n], y[:n], x[n:] if args.bn_images else None
+
+
+def _decoded(folder, i: int, data: str) -> tuple[torch.Tensor, int]:
+    """Image ``i`` of an ImageFolder and its label; a file that cannot be decoded is refused,
+    naming it."""
+    try:
+        return folder[i]
+    except Exception as err:  # PIL: OSError (truncated), UnidentifiedImageError, SyntaxError, ValueError
+        raise InputError(f"--data {data}: cannot decode {folder.samples[i][0]} ({type(err).__name__}: "
+                         f"{err}); allowed: image files that PIL reads whole") from None
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """The model's outputs for the first two inputs of ``x``: inputs of other channels than
+    the model's first layer takes, or of a size it cannot take, are refused here, naming
+    both, before any work."""
+    first = next(((name, m.in_channels) for name, m in model.named_modules()
+                  if isinstance(getattr(m, "in_channels", None), int)), None)
+    if first is not None and x.ndim > 1 and x.shape[1] != first[1]:
+        raise InputError(f"{what} gives inputs of {x.shape[1]} channel(s), shape {list(x.shape[1:])}; the "
+                         f"model's first layer {first[0]!r} takes {first[1]}; "
+                         f"allowed: {first[1]}-channel inputs")
+    try:
+        with torch.no_grad():
+            return model(x[:2])
+    except RuntimeError as err:
+        raise InputError(f"{what} gives inputs of shape {list(x.shape[1:])}, which the model cannot take: "
+                         f"{str(err).splitlines()[0]}") from None
 
 
 def _dataset(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -209,10 +237,13 @@ def read_inputs(args) -> Inputs:
         inp.layers = sorted(inp.layers, key=lambda name: order.index(f"{name}.weight"))
     if not scored:
         return inp
-    x = y = None
+    x = y = out = None
     if args.data or args.dataset:
         x, y, inp.bn_data = _folder(args) if args.data else _dataset(args)
         x, y = x.to(args.device), y.to(args.device)
+        what = (f"--data {args.data} (--channels {args.channels}, --image-size {args.image_size})"
+                if args.data else f"--dataset {args.dataset}")
+        out = _outputs(inp.model, x, what)
         inp.x = x
         if inp.bn_data is not None:
             inp.bn_data = inp.bn_data.to(args.device)
@@ -223,10 +254,7 @@ def read_inputs(args) -> Inputs:
         inp.score_fn = _import(args.score, "--score", args.path)
         inp.notes.append(f"scores from {args.score} (no chance level: swaps judged by score / target score)")
         return inp
-    n_outputs = None
-    if args.task == "segmentation":
-        with torch.no_grad():
-            n_outputs = int(inp.model(x[:2]).shape[1])
+    n_outputs = int(out.shape[1]) if args.task == "segmentation" else None
     inp.score_fn = scan.task_score_fn(args.task, x, y, n_outputs, args.batch_size, args.precision)
     inp.chance = scan.chance(args.task, y, y, n_outputs or 1)
     inp.notes.append(f"{len(x)} test images, task {args.task} ({PRIMARY[args.task]}), chance level "

@@ -111,17 +111,19 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
     target kernel; ``cosine_distance`` is NaN for an all-zero kernel. One norm per layer, stacked: measured faster than both a
     per-layer loop of ``float()`` reads (which waits for the device at every layer) and a
     single flattened ``index_add_`` pass (whose concatenation costs more than it saves for
-    8-30 layers); benchmarks/bench.py (d).
+    8-30 layers); benchmarks/bench.py (d). One layer's float64 copies at a time (all of them
+    at once held four times the float32 weights), its norms written into one tensor made
+    before them (a small result kept per layer pinned their freed memory in the heap: 1 GB
+    kept of a 2 GB pair; benchmarks/bench_memory.py).
     """
     layers, ws, wt = _pair(source, target, layers)
     if not layers:
         return pd.DataFrame(columns=COLUMNS)
     device = wt[0].device
-    pairs = [(a.to(device, torch.float64).flatten(), b.double().flatten()) for a, b in zip(ws, wt)]
-    diff = torch.stack([torch.linalg.vector_norm(a - b) for a, b in pairs])
-    norm_s = torch.stack([torch.linalg.vector_norm(a) for a, _ in pairs])
-    norm_t = torch.stack([torch.linalg.vector_norm(b) for _, b in pairs])
-    dot = torch.stack([a @ b for a, b in pairs])
+    norms = torch.empty(len(layers), 4, dtype=torch.float64, device=device)
+    for i, (a, b) in enumerate(zip(ws, wt)):
+        norms[i] = _norms(a.to(device), b)
+    diff, norm_s, norm_t, dot = norms.T
     numels = [b.numel() for b in wt]
     # math.sqrt, not a float64 tensor sqrt: that one reaches MKL, whose last bits depend on
     # the CPU vendor; the norms above are reductions that do not
@@ -131,6 +133,13 @@ def kernel_rmse(source: ModelLike, target: ModelLike,
     return pd.DataFrame({"layer": layers, "index": range(len(layers)),
                          "n_weights": numels, "rmse": values[0],
                          "rel_rmse": values[1], "cosine_distance": values[2]})
+
+
+def _norms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[||a - b||, ||a||, ||b||, <a, b>]`` of two weights, flattened, in float64."""
+    a, b = a.double().flatten(), b.double().flatten()
+    return torch.stack([torch.linalg.vector_norm(a - b), torch.linalg.vector_norm(a),
+                        torch.linalg.vector_norm(b), a @ b])
 
 
 def rmse_over_floor(source: ModelLike, target: ModelLike, twin: ModelLike,

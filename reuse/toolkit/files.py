@@ -5,7 +5,8 @@
 - :func:`write_atomic`: a file written beside its place and renamed into it, so a reader
   (or a full disk) never leaves half a file under the real name;
 - :func:`atomic_folder`: a whole output folder built beside its place and renamed into it,
-  under a lock, so no mixed folder ever exists;
+  under a lock, so no mixed folder ever exists; it replaces only a folder it wrote itself
+  (:data:`MARKER`), never the working folder or one holding the command's inputs;
 - :func:`describe`: an ``OSError`` as one line (a full disk said as such).
 
 Files are created with mode ``0o666`` and directories ``0o777``, less the umask (never
@@ -23,12 +24,13 @@ import fcntl
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, an exhausted quota
+MARKER = ".reuse-written"  # in a folder atomic_folder wrote: the names it wrote there, one a line
 
 
 class SymlinkError(OSError):
@@ -131,39 +133,76 @@ def write_atomic(path: str | os.PathLike, data: bytes | memoryview | str) -> Non
         raise
 
 
-def check_folder(path: str | os.PathLike, force: bool = False) -> Path:
-    """``path`` as an output folder: an absent or empty folder, or with ``force`` any
-    folder. Raises :class:`FolderExistsError` for a file, or a non-empty folder without
-    ``force``. Returns the path with links resolved (what :func:`atomic_folder` replaces)."""
+def check_folder(path: str | os.PathLike, force: bool = False,
+                 inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` as an output folder: an absent or empty folder, or with ``force`` a folder
+    that :func:`atomic_folder` wrote (its :data:`MARKER` names every entry in it). Raises
+    :class:`FolderExistsError` for a file; for the working folder or a folder above it; for
+    a folder that holds one of ``inputs`` (the paths the command reads); for a non-empty
+    folder without ``force``; and, with ``force``, for a folder holding anything else, so
+    ``force`` never removes a file it did not write. Returns the path with links resolved
+    (what :func:`atomic_folder` replaces)."""
     path = Path(os.path.realpath(path))
     if path.exists() and not path.is_dir():
         raise FolderExistsError(f"{path} is a file, not a folder; allowed: a new or empty folder")
-    if not force and path.is_dir() and any(path.iterdir()):
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if path == cwd or path in cwd.parents:
+        raise FolderExistsError(f"{path} is the working folder or a folder above it; allowed: a new or "
+                                "empty folder that holds neither the working folder nor an input")
+    held = [p for p in map(os.path.realpath, inputs) if _within(Path(p), path)]
+    if held:
+        raise FolderExistsError(f"{path} holds the input {held[0]}; allowed: a new or empty folder "
+                                "that holds no input")
+    entries = sorted(os.listdir(path)) if path.is_dir() else []
+    if entries and not force:
         raise FolderExistsError(f"{path} is a folder that holds files; allowed: a new or empty "
-                                "folder, or --force to replace it whole")
+                                "folder, or --force to replace one that this command wrote, whole")
+    foreign = [e for e in entries if e not in _written(path)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise FolderExistsError(f"{path} holds {shown}, which this command did not write: --force replaces "
+                                "only a folder this command wrote; allowed: a new or empty folder")
     return path
 
 
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _written(folder: Path) -> set[str]:
+    """The entries :data:`MARKER` in ``folder`` lists, and the marker itself; empty without one."""
+    try:
+        fd = open_nofollow(folder / MARKER, os.O_RDONLY)
+    except (FileNotFoundError, SymlinkError):
+        return set()
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as marker:
+        return {*marker.read().splitlines(), MARKER}
+
+
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, force: bool = False,
+                  inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a new, empty hidden folder beside ``path``; when the ``with`` block ends
-    without error, rename it to ``path`` under the lock file ``.NAME.lock`` beside it.
+    without error, write :data:`MARKER` into it, naming what the block wrote, and rename it
+    to ``path`` under the lock file ``.NAME.lock`` beside it. ``path`` is checked by
+    :func:`check_folder` (with ``force`` and ``inputs``) before and again under the lock.
 
     An absent or empty ``path`` is replaced by the rename itself; with ``force`` a full
-    one is first renamed aside, then removed, so a reader sees the old folder or the new,
-    never a mix, and a second writer that committed meanwhile is refused
+    one (that this function wrote) is first renamed aside, then removed, so a reader sees
+    the old folder or the new, never a mix, and a second writer that committed meanwhile is refused
     (:class:`FolderExistsError`, checked again under the lock) or, with ``force``,
     replaced whole. On an error the hidden folder is removed and ``path`` is unchanged;
     a process killed mid-way leaves ``path`` unchanged and a hidden ``.NAME.tmp-*``.
     """
-    path = check_folder(path, force)
+    path = check_folder(path, force, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _hidden_name(path, "tmp")
     tmp.mkdir()  # 0o777 less the umask, unlike tempfile.mkdtemp's 0700
     try:
         yield tmp
+        write_bytes(tmp / MARKER, "".join(f"{name}\n" for name in sorted(os.listdir(tmp))).encode())
         with FileLock(path.with_name(f".{path.name}.lock")):
-            check_folder(path, force)
+            check_folder(path, force, inputs)
             aside = None
             if path.is_dir() and any(path.iterdir()):
                 aside = _hidden_name(path, "old")

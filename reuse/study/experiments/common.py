@@ -34,7 +34,7 @@ from ..config import Grid, Profile, SmallData, check_choices, get_profile
 from ..data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
 from ..models import ARCHITECTURES, conv_layer_names
 from ..spec import state_digest
-from ..train import Runner, RunSpec, TrainedRun
+from ..train import Runner, RunSpec, TrainedRun, check_settings
 
 DIFFERENT_INIT_OFFSET = 1000  # init seed of the different-initialisation control: seed + this
 TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: block 1)
@@ -93,16 +93,17 @@ def ladder_grid(profile: Profile) -> Grid:
     return Grid(profile.grid.architectures, profile.grid.tasks, profile.ladder)
 
 
-def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None, *,
-            precision: str | None = None, threads: int | None = None, workers: int | None = None,
-            compile_model: bool = False, architectures=None, tasks=None, pairs=None,
-            cluster: str | None = None) -> tuple[Profile, Runner]:
-    """What every notebook starts with: the profile (``None`` arguments keep its values;
-    ``architectures``, ``tasks``, ``pairs`` replace those of its main grid, E2's small-data
-    grid and E4's grid, and ``pairs`` the source ladder, whose graded shifts E3's dose series
-    keeps) and a runner for it, which trains on the Dask scheduler at ``cluster`` when one is
-    given. E1's strangers regime keeps its architectures and tasks inside the narrowed grid."""
+def session_profile(profile: str, seeds=None, *, precision: str | None = None, threads: int | None = None,
+                    workers: int | None = None, architectures=None, tasks=None, pairs=None) -> Profile:
+    """The profile a notebook runs at: ``None`` arguments keep its values; ``architectures``,
+    ``tasks``, ``pairs`` replace those of its main grid, E2's small-data grid and E4's grid,
+    and ``pairs`` the source ladder, whose graded shifts E3's dose series keeps. Every value
+    is checked against what is allowed (a ValueError names it): the profile's (name, seeds),
+    the runner's settings (precision, threads, workers), the grid's architectures, tasks and
+    pairs. The arguments are the notebooks' parameter names, so `reuse run` checks its
+    ``--set`` values with this function before any notebook starts."""
     prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
+    check_settings(prof.precision, prof.threads, prof.workers)
     if architectures or tasks or pairs:
         prof = dataclasses.replace(
             prof, grid=grid_of(prof, architectures, tasks, pairs), ladder=tuple(pairs or prof.ladder),
@@ -110,6 +111,19 @@ def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data
             e4_grid=grid_of(prof, architectures, tasks, pairs, base=prof.e4_grid),
             e3_dose=Grid(tuple(architectures or prof.e3_dose.architectures), tuple(tasks or prof.e3_dose.tasks),
                          tuple(p for p in pairs if parse_pair(p)[0] == GRADED_SHIFT) if pairs else prof.e3_dose.pairs))
+        conditions(prof.grid, prof.seeds)  # names a bad architecture, task or pair
+    return prof
+
+
+def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None, *,
+            precision: str | None = None, threads: int | None = None, workers: int | None = None,
+            compile_model: bool = False, architectures=None, tasks=None, pairs=None,
+            cluster: str | None = None) -> tuple[Profile, Runner]:
+    """What every notebook starts with: the profile (:func:`session_profile`) and a runner for
+    it, which trains on the Dask scheduler at ``cluster`` when one is given. E1's strangers
+    regime keeps its architectures and tasks inside the narrowed grid."""
+    prof = session_profile(profile, seeds, precision=precision, threads=threads, workers=workers,
+                           architectures=architectures, tasks=tasks, pairs=pairs)
     executor = None
     if cluster:
         from distributed import (

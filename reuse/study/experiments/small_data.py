@@ -184,6 +184,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     regimes = {i: [r for r in REGIMES if r == "siblings" or (c.architecture in profile.e4_regimes.architectures
                                                               and c.task in profile.e4_regimes.tasks)]
                for i, c in enumerate(conds)}
+    regime_fractions = set(fractions if profile.e4_regime_fractions is None else profile.e4_regime_fractions)
     strange = [i for i in regimes if "strangers" in regimes[i]]
     for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], ("stranger",))):
         runs[i] = {**runs[i], **r}
@@ -199,7 +200,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     refs = {key: references(runs[key[0]]["target"].spec, n, profile) for key, n in sizes.items()}
     fts = {}
     for (i, f), (ref, _) in refs.items():
-        if "fine-tuned" in regimes[i]:
+        if "fine-tuned" in regimes[i] and f in regime_fractions:
             head = evaluators[i].layers[-1]
             keys = [k for k in runs[i]["target"].state if not k.startswith(f"{head}.")]
             fts[i, f] = finetuned(ref, runs[i]["source"].spec, keys, profile.small.steps)
@@ -213,10 +214,10 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
         factors = {**c.factors(), "n_T": scratch.n_train, "fraction": f}
         ref, floor = (done[s.key].state for s in refs[i, f])
         sides = {"siblings": (r["source"].state, ref, floor)}
-        if "strangers" in regimes[i]:
+        if "strangers" in regimes[i] and f in regime_fractions:
             aligned = _init(scratch, r["stranger"].spec, r["target"].state, layers, align_to=refs[i, f][0])
             sides["strangers"] = (runner.parent_state(aligned), ref, floor)
-        if "fine-tuned" in regimes[i]:
+        if (i, f) in fts:
             sides["fine-tuned"] = (r["source"].state, *(done[s.key].state for s in fts[i, f]))
         for regime, (donor, target_side, floor_side) in sides.items():
             donors = {"source": donor}
@@ -546,12 +547,8 @@ def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
         said += f", {head.verdict} before the correction"
     if np.isfinite(row.p_holm):
         said += f", Holm-adjusted p {row.p_holm:.2g}"
-    if np.isfinite(row.get("detectable_holm", np.nan)):
+    if np.isfinite(row.get("detectable_holm", np.nan)):  # power against the benefit: findings' own line
         said += f"; detectable {head.detectable:.2g} raw, {row.detectable_holm:.2g} at Holm's level"
-        half = abs(getattr(head, "reuse_all_benefit", np.nan)) / 2
-        if np.isfinite(half):
-            said += (f": {'powered' if row.detectable_holm <= half else 'underpowered'} there against half "
-                     f"the reuse-all benefit {half:.2g}")
     return row.verdict_holm, said
 
 
