@@ -179,3 +179,17 @@ def test_selection_is_gated_by_the_single_swap_controls():
     joint = pd.DataFrame({"seed": [0, 1, 2], "n_selected": 0, "joint_reuse_score": np.nan, "n_kept": 0})
     text = om.findings(om.verdicts(scans, dist, joint), chosen, joint, dist)
     assert "no layer is called reusable from the source: the 3 of 4 layers they would select" in text
+
+
+def test_the_analyze_command_of_notebook_06_can_run_again_into_its_own_report(tiny, fake_fashion, tmp_path):
+    """A rerun replaces the report its previous run wrote (the committed notebook had kept a
+    stale one: exit code 2 without --force), and never a folder of someone else's."""
+    from reuse.__main__ import main as reuse_cli
+
+    ckpts = om.checkpoints(_runner(fake_fashion, tmp_path / "cache"), tiny, tmp_path)
+    argv = om.analyze_argv(om.paths(ckpts, 0), tmp_path / "report")
+    assert reuse_cli(argv) == 0 and reuse_cli(argv) == 0
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    assert reuse_cli(om.analyze_argv(om.paths(ckpts, 0), tmp_path / "theirs")) == 2
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "mine"

@@ -385,6 +385,8 @@ def records(table: pd.DataFrame) -> pd.DataFrame:
 def analyze_argv(role_paths: dict[str, str], out: str | Path) -> list[str]:
     """The ``reuse analyze`` arguments for one seed's checkpoints (:func:`paths`): source
     vs target, the twin as the noise floor, kernels only, conv layers only (as the study
-    compares), report in ``out``."""
+    compares), report in ``out``, replacing the report a previous run wrote there (``--force``
+    replaces only a folder ``reuse analyze`` wrote)."""
     return ["analyze", str(role_paths["source"]), str(role_paths["target"]), "--model", FACTORY,
-            "--model-args", json.dumps(MODEL_ARGS), "--twin", str(role_paths["twin"]), "--kinds", "conv2d", "--out", str(out)]
+            "--model-args", json.dumps(MODEL_ARGS), "--twin", str(role_paths["twin"]), "--kinds", "conv2d",
+            "--out", str(out), "--force"]
