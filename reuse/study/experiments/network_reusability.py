@@ -357,7 +357,8 @@ def by_coordinates(table: pd.DataFrame) -> pd.DataFrame:
     share of the target's classes its source has, the shift of its images, other data,
     scrambled targets), so that J1 can be read against label overlap and against shift: (a)
     is a test only if it is not just "the same labels as the target"."""
-    coords = pd.DataFrame([{"pair": p, **rung_coordinates(p)} for p in table.pair.unique()])
+    coords = pd.DataFrame([{"pair": p, **rung_coordinates(p)} for p in table.pair.unique()],
+                          columns=["pair", "label_overlap", "shift", "other_data", "scrambled"])
     cols = [*CONDITION, "label_overlap", "shift", "other_data", "scrambled", "source_estimate", "source_ci_low",
             "source_ci_high", "minus_reset_estimate", "verdict", "controls", "n"]
     return table.merge(coords, on="pair", how="left")[cols]
