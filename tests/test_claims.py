@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from reuse.study import claims
+from reuse.toolkit.stats import holm, p_value
 from reuse.toolkit.verdicts import detectable, verdict
 
 T = stats.t.ppf(0.975, 4)  # 5 seeds
@@ -23,16 +24,16 @@ def _row(judgment: str, p: float, margin: float = 0.5, estimate: float = 0.6, **
 
 
 def test_holm_textbook_example():
-    assert claims.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     # a claim without a p-value still counts in the family size, and stays NaN
-    adjusted = claims.holm([0.01, np.nan])
+    adjusted = holm([0.01, np.nan])
     assert adjusted[0] == pytest.approx(0.02) and np.isnan(adjusted[1])
 
 
 def test_p_value_inverts_the_t_interval():
     r = _row("J1 a", 0.03)
-    assert claims.p_value(r["estimate"], r["ci_low"], r["ci_high"], 5, 0.5) == pytest.approx(0.03)
-    assert np.isnan(claims.p_value(0.6, 0.5, 0.7, 1, 0.5))  # one seed: no interval, no p
+    assert p_value(r["estimate"], r["ci_low"], r["ci_high"], 5, 0.5) == pytest.approx(0.03)
+    assert np.isnan(p_value(0.6, 0.5, 0.7, 1, 0.5))  # one seed: no interval, no p
 
 
 def test_classes_of_the_recorded_judgments():

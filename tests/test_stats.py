@@ -114,3 +114,18 @@ def test_near_duplicates_map_each_group_to_its_first_member():
     assert set(out) == {"b", "c", "e"} and {k: first for k, (first, _) in out.items()} == {"b": "a", "c": "a", "e": "a"}
     assert out["c"][1] == pytest.approx(-1.0) and out["e"][1] == pytest.approx(1.0)
     assert stats.near_duplicates(frame, ["d", "a"], 0.99) == {}
+
+
+def test_spearman_drops_nonfinite_pairs_and_is_nan_without_a_ranking():
+    assert stats.spearman([1, 2, 3, 4], [1, 2, 3, 5]) == 1.0
+    assert stats.spearman([1, 2, 3, np.nan, 5], [3, 2, 1, 9, np.inf]) == -1.0  # the NaN and inf pairs dropped
+    assert np.isnan(stats.spearman([1, 2], [1, 2]))  # two points: no ranking to test
+    assert np.isnan(stats.spearman([1, 1, 1], [1, 2, 3]))  # a constant side
+
+
+def test_within_spearman_averages_within_groups_and_leaves_out_groups_without_a_ranking():
+    frame = pd.DataFrame({"g": list("aaabbbccc"), "x": [1, 2, 3, 1, 2, 3, 1, 2, 3],
+                          "y": [1, 2, 3, 3, 1, 2, 5, 5, 5]})
+    # a: +1, b: -0.5, c constant (left out); pooled over all nine points the sign differs
+    assert stats.within_spearman(frame, "g", "x", "y") == pytest.approx((1 - 0.5) / 2)
+    assert np.isnan(stats.within_spearman(frame[frame.g == "c"], "g", "x", "y"))

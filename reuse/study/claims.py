@@ -22,9 +22,9 @@ false verdicts likely. So each claim is counted once (:func:`adjust`, :func:`tal
 - *undecidable by design*: an exploratory row whose ``controls`` failed cannot be decided
   while they fail; family "undecidable", listed apart.
 
-A claim's p-value comes from its recorded t interval (:func:`p_value`), so the records
+A claim's p-value comes from its recorded t interval (:func:`reuse.toolkit.stats.p_value`), so the records
 need ``margin`` and ``side``, or from a recorded ``p`` where the claim has several parts
-(:func:`conjunction_p`: J1 above the margin and above the theta_0 reset, J3 above its
+(:func:`reuse.toolkit.stats.conjunction_p`: J1 above the margin and above the theta_0 reset, J3 above its
 accuracy margin and above the weight-blind baselines); a primary claim recorded without a margin keeps its raw
 verdict, says so in the ``holm`` column, and still counts in the family's size (as p = 1),
 so that a missing margin never loosens the correction of the others. Beside each primary
@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from reuse.toolkit.stats import LEVEL
+from reuse.toolkit.stats import LEVEL, holm, p_value
 from reuse.toolkit.verdicts import detectable
 
 ALPHA = 1 - LEVEL
@@ -63,41 +63,6 @@ def family(judgment: str) -> str:
     if "control" in judgment.lower():
         return "control"
     return "primary" if judgment.startswith(tuple(PRIMARY)) else "exploratory"
-
-
-def p_value(estimate: float, ci_low: float, ci_high: float, n: float, margin: float,
-            level: float = LEVEL) -> float:
-    """Two-sided p of 'true value = margin' from a symmetric Student-t interval on n - 1
-    degrees of freedom (se = half-width / t quantile); NaN when it cannot be computed."""
-    values = np.array([estimate, ci_low, ci_high, n, margin], dtype=float)
-    if not np.isfinite(values).all() or n < 2:
-        return float("nan")
-    se = (ci_high - ci_low) / (2 * stats.t.ppf(0.5 + level / 2, n - 1))
-    if se == 0:
-        return float(estimate == margin)
-    return float(2 * stats.t.sf(abs(estimate - margin) / se, n - 1))
-
-
-def conjunction_p(parts) -> float:
-    """p of a claim made of parts that must all hold, from (p, verdict) per part (an
-    intersection-union test, :func:`reuse.toolkit.verdicts.conjunction`): a claim that holds
-    is as strong as its weakest part (the largest p); a refuted one as its strongest refuting
-    part (the smallest p among them); an undecided one gets the largest p."""
-    parts = [(float(p), v) for p, v in parts]
-    refuting = [p for p, v in parts if v == "refuted"]
-    return float(min(refuting)) if refuting else float(max(p for p, _ in parts))
-
-
-def holm(p) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN counts as 1: a claim without a p-value still
-    belongs to the family); NaN stays NaN in the output."""
-    p = np.asarray(p, dtype=float)
-    filled = np.where(np.isfinite(p), p, 1.0)
-    order = np.argsort(filled, kind="stable")
-    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * filled[order])
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(stepped, 1.0)
-    return np.where(np.isfinite(p), adjusted, np.nan)
 
 
 def detectable_at_holm(row: Mapping, m: int, alpha: float = ALPHA, level: float = LEVEL) -> float:

@@ -28,6 +28,19 @@ Layer-level tools (E2-E5):
   the fit function never receiving a row of the held-out group;
 - :func:`paired_test`: seed-matched comparison of two strategies (paired t and Wilcoxon
   signed-rank) with effect sizes.
+
+Rank correlation (every Spearman rho of the package goes through these):
+
+- :func:`spearman`: Spearman's rho of the finite pairs, NaN where there is no ranking to
+  compare (fewer than three pairs, or a constant side);
+- :func:`within_spearman`: the mean over groups of :func:`spearman` within each group (a
+  statistic pooled over conditions can change sign: Simpson's paradox).
+
+Tests and multiplicity (a claim's p, Holm's correction over a family):
+
+- :func:`p_value`: the two-sided p of "true value = margin" from a recorded t interval;
+- :func:`conjunction_p`: the p of a claim whose parts must all hold (intersection-union);
+- :func:`holm`: Holm's step-down adjusted p-values.
 """
 
 from __future__ import annotations
@@ -221,12 +234,10 @@ def near_duplicates(frame: pd.DataFrame, columns, threshold: float) -> dict[str,
     out: dict[str, tuple[str, float]] = {}
     for column in columns:
         for first in kept:
-            both = frame[[first, column]].replace([np.inf, -np.inf], np.nan).dropna()
-            if len(both) >= 3 and both[first].nunique() > 1 and both[column].nunique() > 1:
-                rho = float(stats.spearmanr(both[first], both[column]).statistic)
-                if abs(rho) > threshold:
-                    out[column] = (first, rho)
-                    break
+            rho = spearman(frame[first], frame[column])
+            if abs(rho) > threshold:  # False for NaN: no ranking to compare
+                out[column] = (first, rho)
+                break
         else:
             kept.append(column)
     return out
@@ -285,3 +296,57 @@ def paired_test(a, b, level: float = 0.95) -> dict[str, float]:
         ranks = stats.rankdata(np.abs(nonzero))
         out["rank_biserial"] = float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
     return out
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho over the pairs where both are finite; NaN with fewer than three such
+    pairs or a constant side (no ranking to compare, where scipy would warn)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def within_spearman(frame: pd.DataFrame, by, x: str, y: str) -> float:
+    """Mean over the groups of ``by`` of :func:`spearman` (``x``, ``y``) within each group,
+    groups without a ranking left out; NaN when no group has one."""
+    rhos = [spearman(g[x], g[y]) for _, g in frame.groupby(by, sort=False)]
+    rhos = [r for r in rhos if np.isfinite(r)]
+    return float(np.mean(rhos)) if rhos else float("nan")
+
+
+def p_value(estimate: float, ci_low: float, ci_high: float, n: float, margin: float,
+            level: float = LEVEL) -> float:
+    """Two-sided p of 'true value = margin' from a symmetric Student-t interval on n - 1
+    degrees of freedom (se = half-width / t quantile); NaN when it cannot be computed."""
+    values = np.array([estimate, ci_low, ci_high, n, margin], dtype=float)
+    if not np.isfinite(values).all() or n < 2:
+        return float("nan")
+    se = (ci_high - ci_low) / (2 * stats.t.ppf(0.5 + level / 2, n - 1))
+    if se == 0:
+        return float(estimate == margin)
+    return float(2 * stats.t.sf(abs(estimate - margin) / se, n - 1))
+
+
+def conjunction_p(parts) -> float:
+    """p of a claim made of parts that must all hold, from (p, verdict) per part (an
+    intersection-union test, :func:`reuse.toolkit.verdicts.conjunction`): a claim that holds
+    is as strong as its weakest part (the largest p); a refuted one as its strongest refuting
+    part (the smallest p among them); an undecided one gets the largest p."""
+    parts = [(float(p), v) for p, v in parts]
+    refuting = [p for p, v in parts if v == "refuted"]
+    return float(min(refuting)) if refuting else float(max(p for p, _ in parts))
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN counts as 1: a claim without a p-value still
+    belongs to the family); NaN stays NaN in the output."""
+    p = np.asarray(p, dtype=float)
+    filled = np.where(np.isfinite(p), p, 1.0)
+    order = np.argsort(filled, kind="stable")
+    stepped = np.maximum.accumulate((len(p) - np.arange(len(p))) * filled[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return np.where(np.isfinite(p), adjusted, np.nan)

@@ -35,11 +35,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from reuse.toolkit import alignment, similarity
 from reuse.toolkit.criteria import kernel_keys, kernel_rmse
-from reuse.toolkit.stats import near_duplicates, roc_auc
+from reuse.toolkit.stats import near_duplicates, roc_auc, spearman
 from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, correlation_verdict, mean_verdict
 
 from .. import claims
@@ -296,8 +295,7 @@ def gain_table(pts: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for crit in CRITERIA:
         f = p[np.isfinite(p[crit])]
-        v = cluster_verdict(f, lambda d, c=crit: stats.spearmanr(d[c], d.gain).statistic
-                            if d[c].nunique() > 1 else np.nan, 0.0, "below", correlation=True) \
+        v = cluster_verdict(f, lambda d, c=crit: spearman(d[c], d.gain), 0.0, "below", correlation=True) \
             if f.seed.nunique() >= 2 else {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                                            "verdict": "undecided", "detectable": np.nan, "n_seeds": 0}
         rows.append({"criterion": crit, "n_points": len(f), "rho": v["estimate"], "ci_low": v["ci_low"],
@@ -352,10 +350,7 @@ def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cell
 def _within_target_rho(frame: pd.DataFrame, x: str, y: str) -> pd.Series:
     """Per seed: Spearman rho of ``x`` and ``y`` across the sources of one architecture x
     task (one target, so LogME values are comparable), averaged over targets."""
-    def rho(g: pd.DataFrame) -> float:
-        ok = g[[x, y]].dropna()
-        return stats.spearmanr(ok[x], ok[y]).statistic if ok[x].nunique() > 1 and ok[y].nunique() > 1 else np.nan
-    rhos = [{"seed": key[-1], "rho": rho(g)} for key, g in frame.groupby(["architecture", "task", "seed"])]
+    rhos = [{"seed": key[-1], "rho": spearman(g[x], g[y])} for key, g in frame.groupby(["architecture", "task", "seed"])]
     return pd.DataFrame(rhos, columns=["seed", "rho"]).groupby("seed").rho.mean().dropna()
 
 

@@ -22,9 +22,9 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys
+from reuse.toolkit.stats import within_spearman
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, conjunction, mean_verdict
 
 from ..config import Grid, Profile
@@ -177,13 +177,9 @@ def selection_table(selected: pd.DataFrame) -> pd.DataFrame:
                                        "selected_layers"])
 
 
-def _within_spearman(frame: pd.DataFrame, column: str = "reuse_score") -> float:
+def _depth_rho(frame: pd.DataFrame, column: str = "reuse_score") -> float:
     """Mean over conditions of Spearman's rho(depth, ``column``) within the condition."""
-    rhos = []
-    for _, g in frame.groupby(CONDITION, sort=False):
-        if g.depth.nunique() > 1 and g[column].nunique() > 1:
-            rhos.append(stats.spearmanr(g.depth, g[column]).statistic)
-    return float(np.mean(rhos)) if rhos else float("nan")
+    return within_spearman(frame, CONDITION, "depth", column)
 
 
 def minus_reset_points(swaps: pd.DataFrame) -> pd.DataFrame:
@@ -227,11 +223,11 @@ def yosinski_checks(swaps: pd.DataFrame, cells: pd.DataFrame, gains: pd.DataFram
     y1["verdict"] = conjunction(y1["verdict"], y1["minus_reset_verdict"])
     rows = [("Y1", "first-layer kernels are general (transfer with little loss)",
              f"r(first layer) above {LITTLE_LOSS} and above the first layer reset to theta_0", y1)]
-    y2 = cluster_verdict(minus_reset_points(judged), lambda f: _within_spearman(f, "minus_reset"), 0.0, "below",
+    y2 = cluster_verdict(minus_reset_points(judged), lambda f: _depth_rho(f, "minus_reset"), 0.0, "below",
                          correlation=True)
     y2["n"] = y2["n_seeds"]
-    raw = cluster_verdict(d, _within_spearman, 0.0, "below")
-    reset = cluster_verdict(judged[judged.donor == RESET], _within_spearman, 0.0, "below")
+    raw = cluster_verdict(d, _depth_rho, 0.0, "below")
+    reset = cluster_verdict(judged[judged.donor == RESET], _depth_rho, 0.0, "below")
     y2.update({f"raw_{k}": raw[k] for k in ("estimate", "ci_low", "ci_high", "verdict")},
               reset_estimate=reset["estimate"], reset_ci_low=reset["ci_low"], reset_ci_high=reset["ci_high"])
     rows.append(("Y2", "what a source layer adds over its theta_0 reset shrinks with depth (transfer "

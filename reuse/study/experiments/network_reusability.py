@@ -20,10 +20,10 @@ import pandas as pd
 
 from reuse.toolkit.alignment import apply_permutation, mismatched, permutation_spec, weight_matching
 from reuse.toolkit.criteria import kernel_keys
+from reuse.toolkit.stats import conjunction_p, p_value
 from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, conjunction, mean_verdict
 
-from .. import claims
 from ..config import Grid, Profile
 from ..data import rung_coordinates
 from ..train import Runner, TrainedRun
@@ -342,13 +342,13 @@ def records(table: pd.DataFrame, checks: pd.DataFrame, regime_table: pd.DataFram
 
 def _conjunction_p(r, prefix: str, margin: float, verdict: str) -> float:
     """The p of a claim "above ``margin`` and above the theta_0 reset" for the Holm step
-    (:func:`reuse.study.claims.conjunction_p`) from a verdict row: the ``<prefix>estimate``,
+    (:func:`reuse.study.conjunction_p`) from a verdict row: the ``<prefix>estimate``,
     ``_ci_low``, ``_ci_high`` part against ``margin`` (its verdict ``verdict``) and the
     ``minus_reset_*`` part against 0."""
-    return claims.conjunction_p([
-        (claims.p_value(getattr(r, f"{prefix}estimate"), getattr(r, f"{prefix}ci_low"),
+    return conjunction_p([
+        (p_value(getattr(r, f"{prefix}estimate"), getattr(r, f"{prefix}ci_low"),
                         getattr(r, f"{prefix}ci_high"), r.n, margin), verdict),
-        (claims.p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
+        (p_value(r.minus_reset_estimate, r.minus_reset_ci_low, r.minus_reset_ci_high, r.n, 0.0),
          r.minus_reset_verdict)])
 
 

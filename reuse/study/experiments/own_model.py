@@ -47,7 +47,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 
 from reuse.toolkit import files
@@ -56,6 +55,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
 from reuse.toolkit.selection import check_joint, swap_verdicts
+from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, correlation_verdict, gated, mean_verdict
 
 from ..config import OwnModel, Profile
@@ -275,7 +275,7 @@ def _rank_rho(distances: pd.DataFrame, scans: pd.DataFrame) -> pd.Series:
     d = distances[distances.comparison == "source"][["seed", "layer", "rel_rmse"]]
     s = scans[(scans.donor == "source") & (scans.set == "single")][["seed", "layer", "reuse_score"]]
     m = d.merge(s, on=["seed", "layer"], validate="one_to_one")
-    return m.groupby("seed").apply(lambda g: stats.spearmanr(g.rel_rmse, g.reuse_score).statistic,
+    return m.groupby("seed").apply(lambda g: spearman(g.rel_rmse, g.reuse_score),
                                    include_groups=False)
 
 

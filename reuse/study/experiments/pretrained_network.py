@@ -69,7 +69,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from torch import nn
 
 from reuse.toolkit import files
@@ -77,6 +76,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
+from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
 from ..config import Pretrained, Profile
@@ -410,13 +410,6 @@ def layer_table(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rho(x, y) -> float:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")  # no ranking to compare (a constant column)
-    return float(stats.spearmanr(x, y).statistic)
-
-
 def rank_correlations(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
     """V2's per-seed numbers: Spearman's rho over the conv layers between each criterion
     (:data:`CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
@@ -424,7 +417,7 @@ def rank_correlations(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFr
     d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *CRITERIA, BASELINE]]
     s = _single(scans, "pretrained")[["task", "seed", "layer", "reuse_score"]]
     m = d.merge(s, on=["task", "seed", "layer"], validate="one_to_one")
-    rows = [{"task": task, "seed": seed, "column": c, "rho": _rho(g[c], g.reuse_score)}
+    rows = [{"task": task, "seed": seed, "column": c, "rho": spearman(g[c], g.reuse_score)}
             for (task, seed), g in m.groupby(["task", "seed"], sort=False) for c in (*CRITERIA, BASELINE)]
     return pd.DataFrame(rows, columns=["task", "seed", "column", "rho"])
 

@@ -26,11 +26,18 @@ import sys
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from torch import nn
 
 from reuse.toolkit.criteria import conv_layers, kernel_keys, kernel_rmse, per_kernel_rmse
-from reuse.toolkit.stats import fit_threshold, roc_auc, threshold_accuracy
+from reuse.toolkit.stats import (
+    conjunction_p,
+    fit_threshold,
+    p_value,
+    roc_auc,
+    spearman,
+    threshold_accuracy,
+    within_spearman,
+)
 from reuse.toolkit.verdicts import (
     REUSABLE,
     USEFUL_ACCURACY,
@@ -40,7 +47,6 @@ from reuse.toolkit.verdicts import (
     mean_verdict,
 )
 
-from .. import claims
 from ..config import Grid, Profile
 from ..data import GRADED_SHIFT, parse_pair
 from ..train import Runner
@@ -190,13 +196,6 @@ def oriented_auc(x, labels) -> float:
     return max(auc, 1 - auc) if np.isfinite(auc) else auc
 
 
-def _within_spearman(frame: pd.DataFrame, criterion: str) -> float:
-    rhos = [stats.spearmanr(g[criterion], g.reuse_score).statistic
-            for _, g in frame.groupby(CONDITION, sort=False)
-            if g[criterion].nunique() > 1 and g.reuse_score.nunique() > 1]
-    return float(np.nanmean(rhos)) if rhos else float("nan")
-
-
 def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Series:
     """Per seed, the share of points at or below ``threshold``."""
     return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
@@ -217,9 +216,9 @@ def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
             continue
         held = cluster_verdict(src, lambda f, c=crit: _held_out_accuracy(f, c), USEFUL_ACCURACY,
                                  "above")
-        pooled = cluster_verdict(src, lambda f, c=crit: stats.spearmanr(f[c], f.reuse_score).statistic,
+        pooled = cluster_verdict(src, lambda f, c=crit: spearman(f[c], f.reuse_score),
                                  0.0, "below", correlation=True)
-        within = cluster_verdict(src, lambda f, c=crit: _within_spearman(f, c), 0.0, "below",
+        within = cluster_verdict(src, lambda f, c=crit: within_spearman(f, CONDITION, c, "reuse_score"), 0.0, "below",
                                  correlation=True)
         auc = cluster_verdict(src, lambda f, c=crit: roc_auc(f[c], f.reusable), 0.5, "above")
         baseline_accs = {b: _held_out_accuracy(src, b, oriented=True) for b in BASELINES}
@@ -348,7 +347,7 @@ def dose_table(dose: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for what, frame, column, side in (("relative RMSE", layers, "rel_rmse", "above"),
                                       ("all-conv reuse score", whole, "reuse_score", "below")):
-        v = cluster_verdict(frame, lambda f, c=column: stats.spearmanr(f["shift"], f[c]).statistic,
+        v = cluster_verdict(frame, lambda f, c=column: spearman(f["shift"], f[c]),
                             0.0, side, correlation=True)
         rows.append({"measure": what, "expected": f"rho {side} 0", **v})
     return pd.DataFrame(rows)
@@ -447,22 +446,22 @@ def findings(table: pd.DataFrame, baselines: pd.DataFrame) -> str:
 def records(table: pd.DataFrame, dose: pd.DataFrame | None) -> pd.DataFrame:
     """Every verdict of the notebook (J3 per criterion, the dose response), one row each:
     ``J3 <criterion>`` is the claim (both parts, gated by the controls) with the held-out
-    accuracy as its estimate and the p of both parts (:func:`reuse.study.claims.conjunction_p`);
+    accuracy as its estimate and the p of both parts (:func:`reuse.study.conjunction_p`);
     part (ii), the comparison with the best weight-blind baseline, is in ``table``."""
     rows = []
     for r in table.itertuples():
         n, parts = getattr(r, "n_seeds", np.nan), []
         if hasattr(r, "minus_baseline"):
-            parts = [(claims.p_value(r.held_out_accuracy, r.acc_ci_low, r.acc_ci_high, n, USEFUL_ACCURACY),
+            parts = [(p_value(r.held_out_accuracy, r.acc_ci_low, r.acc_ci_high, n, USEFUL_ACCURACY),
                       r.acc_verdict),
-                     (claims.p_value(r.minus_baseline, r.minus_baseline_ci_low, r.minus_baseline_ci_high, n,
+                     (p_value(r.minus_baseline, r.minus_baseline_ci_low, r.minus_baseline_ci_high, n,
                                      0.0), r.minus_baseline_verdict)]
         rows.append({"judgment": f"J3 {r.criterion}", "verdict": r.verdict,
                      "estimate": getattr(r, "held_out_accuracy", np.nan),
                      "ci_low": getattr(r, "acc_ci_low", np.nan), "ci_high": getattr(r, "acc_ci_high", np.nan),
                      "detectable": getattr(r, "detectable", np.nan), "n": n, "controls": r.controls,
                      "margin": USEFUL_ACCURACY, "side": "above",
-                     "p": claims.conjunction_p(parts) if parts else np.nan})
+                     "p": conjunction_p(parts) if parts else np.nan})
     if dose is not None:
         rows += [{"judgment": f"dose: rho(shift, {r.measure})", "verdict": r.verdict, "estimate": r.estimate,
                   "ci_low": r.ci_low, "ci_high": r.ci_high, "detectable": r.detectable,
