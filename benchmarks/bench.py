@@ -291,78 +291,82 @@ def nan_fill(on: bool):
 
 
 # ----------------------------------------------------------------------------- main
-def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF16_TFLOPS,
-        out_dir: str | Path | None = None, architecture: str = "unet", compile: bool = False,
-        precision: str = "auto") -> dict:
-    """All sections; returns the result record (also written as JSON unless ``out_dir`` is None)."""
-    runner_device = torch.device(device) if device != "auto" else None
-    sizes = dict(SIZES["quick" if quick else "full"])
-    probe = Runner(device if runner_device is None else str(runner_device), cache_dir=None,
-                   progress=False)
-    dev = probe.device
-    if dev.type == "cuda" and not quick:
-        sizes.update(CUDA_OVERRIDES)
-    tmp = tempfile.TemporaryDirectory()
-    folder = write_synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
-                               n_test=2 * sizes["n_test"] + 20)  # each pair side gets half
-    threads = torch.get_num_threads()
-    runner = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
-                    deterministic=dev.type != "cuda", precision=precision, threads=threads)
-    spec = RunSpec(architecture, "segmentation", "fashion-split", width=sizes["width"],
-                   depth=sizes["depth"], steps=sizes["steps"], batch_size=sizes["batch_size"],
-                   n_train=sizes["n_train"], image_size=sizes["image_size"])
-    runner.train_split(spec)  # warm
-    images = spec.steps * spec.batch_size
-    rows: list[dict] = []
-    prec = runner.precision
-    # agreement tolerances: fp32 rounds at ~7 digits; bf16 autocast at ~3, and grouped
-    # convolutions round differently, which Adam amplifies over the steps
-    loss_tol, metric_tol = (1e-2, 1e-4) if prec == "fp32" else (5e-2, 1e-2)
+class Bench:
+    """What every section shares: the device, sizes, synthetic data, the project's runner and
+    its run, and the rows recorded so far. (A plain class: the tests load this file without
+    registering it as a module, which a dataclass needs.)"""
 
-    def record(section, what, baseline_s, fast_s, n_items, unit, agree, peak=None, **extra):
+    def __init__(self, dev: torch.device, sizes: dict, folder: Path, runner: Runner, spec: RunSpec,
+                 architecture: str, quick: bool):
+        self.dev, self.sizes, self.folder, self.runner, self.spec = dev, sizes, folder, runner, spec
+        self.architecture, self.quick = architecture, quick
+        self.rows: list[dict] = []
+
+    @property
+    def prec(self) -> str:
+        return self.runner.precision
+
+    @property
+    def images(self) -> int:
+        return self.spec.steps * self.spec.batch_size
+
+    @property
+    def tolerances(self) -> tuple[float, float]:
+        """(loss, metric) agreement tolerances: fp32 rounds at ~7 digits; bf16 autocast at ~3,
+        and grouped convolutions round differently, which Adam amplifies over the steps."""
+        return (1e-2, 1e-4) if self.prec == "fp32" else (5e-2, 1e-2)
+
+    def record(self, section, what, baseline_s, fast_s, n_items, unit, agree, peak=None, **extra):
         row = {"section": section, "what": what, "baseline_s": baseline_s, "fast_s": fast_s,
                f"baseline_{unit}": n_items / baseline_s, f"fast_{unit}": n_items / fast_s,
                "speedup": baseline_s / fast_s, "agree": agree, "cuda_peak_mib": peak, **extra}
-        rows.append(row)
+        self.rows.append(row)
         print(f"({section}) {what}: baseline {n_items / baseline_s:,.1f} {unit}, fast "
               f"{n_items / fast_s:,.1f} {unit}, speedup x{row['speedup']:.2f}"
               f"{'' if agree is None else f', agree={agree}'}", flush=True)
 
-    # warm-up (kernel selection, allocator) outside the timings
-    runner.fit([spec.replace(steps=1)])
-    runner.fit([spec, spec.replace(init_seed=1)])
+    def cpu_runner(self, **settings) -> Runner:
+        return Runner("cpu", cache_dir=None, data_dir=self.folder, progress=False, precision=self.prec,
+                      **settings)
 
-    # (a) project trainer vs plain DataLoader loop
+
+def trainer(b: Bench, compile: bool, precision: str) -> None:
+    """(a) the project's trainer vs a plain DataLoader loop (and torch.compile when asked)."""
+    runner, spec, dev = b.runner, b.spec, b.dev
     _reset_peak(dev)
     _, t_plain = _timed(lambda: plain_loop(runner, spec), dev)
     (fitted,), t_fit = _timed(lambda: runner.fit([spec]), dev)
     mx, my = runner.monitor_split(spec)
     mon_model = runner.model(fitted)
     _, t_mon = _timed(lambda: [evaluate(mon_model, mx, my, spec.task, runner.n_outputs(spec),
-                                        metrics=(PRIMARY[spec.task],), precision=prec)
+                                        metrics=(PRIMARY[spec.task],), precision=b.prec)
                                for _ in fitted.history], dev)
-    what = (f"trainer vs DataLoader loop, {architecture} w{spec.width} d{spec.depth} bs{spec.batch_size} "
+    what = (f"trainer vs DataLoader loop, {b.architecture} w{spec.width} d{spec.depth} bs{spec.batch_size} "
             f"{spec.image_size} px")
-    record("a", what, t_plain, t_fit, images, "img/s", None, _peak_mib(dev),
-           note=f"trainer time includes scoring {len(mx)} monitor images {len(fitted.history)} times")
-    record("a", what + ", trainer less its monitor scoring", t_plain, max(t_fit - t_mon, 1e-9), images,
-           "img/s", None, None, monitor_s=t_mon)
+    b.record("a", what, t_plain, t_fit, b.images, "img/s", None, _peak_mib(dev),
+             note=f"trainer time includes scoring {len(mx)} monitor images {len(fitted.history)} times")
+    b.record("a", what + ", trainer less its monitor scoring", t_plain, max(t_fit - t_mon, 1e-9), b.images,
+             "img/s", None, None, monitor_s=t_mon)
     if compile:  # the same trainer with torch.compile: its first run includes compiling
-        compiling = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
+        compiling = Runner(str(dev), cache_dir=None, data_dir=b.folder, progress=False,
                            deterministic=dev.type != "cuda", compile=True, precision=precision,
-                           threads=threads)
+                           threads=runner.threads)
         _, t_first = _timed(lambda: compiling.fit([spec]), dev)
         _, t_again = _timed(lambda: compiling.fit([spec.replace(init_seed=1)]), dev)
         ok = compiling.compile  # False when compilation failed and it fell back to eager
-        record("a", f"trainer eager vs torch.compile, first run (compiles){'' if ok else ', FELL BACK'}",
-               t_fit, t_first, images, "img/s", None, None)
-        record("a", f"trainer eager vs torch.compile, second run{'' if ok else ', FELL BACK'}",
-               t_fit, t_again, images, "img/s", None, None)
+        b.record("a", f"trainer eager vs torch.compile, first run (compiles){'' if ok else ', FELL BACK'}",
+                 t_fit, t_first, b.images, "img/s", None, None)
+        b.record("a", f"trainer eager vs torch.compile, second run{'' if ok else ', FELL BACK'}",
+                 t_fit, t_again, b.images, "img/s", None, None)
 
-    # (b) N together vs one after another
+
+def grouped(b: Bench, peak_tflops: float) -> None:
+    """(b) N models trained together vs one after another."""
+    runner, spec, dev = b.runner, b.spec, b.dev
+    loss_tol, _ = b.tolerances
     flops_step = _train_flops(runner, spec)
     steps = spec.steps
-    for n in sizes["group_sizes"]:
+    for n in b.sizes["group_sizes"]:
         specs = [spec.replace(init_seed=i, order_seed=i) for i in range(n)]
         if dev.type == "cuda":  # let cuDNN pick its kernels for this group size first
             runner.fit([s.replace(steps=2) for s in specs])
@@ -371,32 +375,37 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
         peak_loop = _peak_mib(dev)
         _reset_peak(dev)
         group, t_group = _timed(lambda: runner.fit(specs), dev)
-        diffs = {(m, k): float((a.state[k].double() - b.state[k].double()).abs().max())
-                 for m, (a, b) in enumerate(zip(group, loop)) for k in a.state}
+        diffs = {(m, k): float((x.state[k].double() - y.state[k].double()).abs().max())
+                 for m, (x, y) in enumerate(zip(group, loop)) for k in x.state}
         worst = max(diffs, key=diffs.get)
         err = diffs[worst]
         scale = float(loop[worst[0]].state[worst[1]].double().abs().max())
         # Adam turns rounding into a step of +-lr wherever a gradient is near 0, so weights
         # drift apart by a few lr; the losses must still agree
-        loss_diff = max(abs(a.history[-1]["loss"] - b.history[-1]["loss"]) / abs(b.history[-1]["loss"])
-                        for a, b in zip(group, loop))
+        loss_diff = max(abs(x.history[-1]["loss"] - y.history[-1]["loss"]) / abs(y.history[-1]["loss"])
+                        for x, y in zip(group, loop))
         achieved = flops_step * steps * n / t_group / 1e12
-        record("b", f"{n} models together vs one after another", t_loop, t_group, n * images,
-               "img/s", loss_diff < loss_tol, _peak_mib(dev), max_weight_diff=err, worst_key=worst[1],
-               worst_key_scale=scale, final_loss_rel_diff=loss_diff, cuda_peak_loop_mib=peak_loop,
-               train_tflops_fast=achieved, train_tflops_baseline=flops_step * steps * n / t_loop / 1e12)
+        b.record("b", f"{n} models together vs one after another", t_loop, t_group, n * b.images,
+                 "img/s", loss_diff < loss_tol, _peak_mib(dev), max_weight_diff=err, worst_key=worst[1],
+                 worst_key_scale=scale, final_loss_rel_diff=loss_diff, cuda_peak_loop_mib=peak_loop,
+                 train_tflops_fast=achieved, train_tflops_baseline=flops_step * steps * n / t_loop / 1e12)
     if dev.type == "cuda":
-        last = rows[-1]
+        last = b.rows[-1]
         last["fraction_of_bf16_peak"] = last["train_tflops_fast"] / peak_tflops
         print(f"    largest group: {last['train_tflops_fast']:.2f} TFLOP/s = "
               f"{100 * last['fraction_of_bf16_peak']:.3f}% of {peak_tflops:g} TFLOP/s bf16 peak "
               f"(loop: {last['train_tflops_baseline']:.2f} TFLOP/s)", flush=True)
 
-    # (c) scoring E1's swap variants: the project's scorer vs loops over variants
+
+def scoring(b: Bench) -> tuple:
+    """(c) scoring E1's swap variants: the project's scorer vs loops over variants. Returns
+    the model and the two runs, which (d) and (f) reuse."""
+    runner, spec, dev, prec = b.runner, b.spec, b.dev, b.prec
+    _, metric_tol = b.tolerances
     target, source = runner.fit([spec])[0], runner.fit([spec.replace(domain="target", order_seed=1)])[0]
     model = runner.model(target)  # channels_last, as the experiments use it
     plain = runner.build(spec).to(dev).eval()  # NCHW, as built
-    n_test = sizes["n_test"]
+    n_test = b.sizes["n_test"]
     tx, ty = runner.split(spec.pair, "target", spec.task, "test", 0, 0.0, n_test)
     states = swap_variants(model, target.state, source.state)
     n_out, metric = runner.n_outputs(spec), PRIMARY[spec.task]
@@ -424,137 +433,187 @@ def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF1
     _reset_peak(dev)
     fast, t_fast = _timed(shared, dev)
     peak = _peak_mib(dev)
-    err = max(abs(a - b) for a, b in zip(plain_ref, fast))
-    record("c", f"{what}: plain loop (NCHW, fp32) vs the project's scorer (channels_last, {prec}, "
-           "shared prefixes)", t_plain, t_fast, len(states), "states/s", err <= metric_tol, peak,
-           max_metric_diff=err)
-    err = max(abs(a - b) for a, b in zip(ref, fast))
-    record("c", f"{what}: loop vs shared prefixes, same model and precision ({prec})", t_loop,
-           t_fast, len(states), "states/s", err <= metric_tol, peak, max_metric_diff=err)
-    for chunk in sizes["chunks"]:
+    err = max(abs(x - y) for x, y in zip(plain_ref, fast))
+    b.record("c", f"{what}: plain loop (NCHW, fp32) vs the project's scorer (channels_last, {prec}, "
+             "shared prefixes)", t_plain, t_fast, len(states), "states/s", err <= metric_tol, peak,
+             max_metric_diff=err)
+    err = max(abs(x - y) for x, y in zip(ref, fast))
+    b.record("c", f"{what}: loop vs shared prefixes, same model and precision ({prec})", t_loop,
+             t_fast, len(states), "states/s", err <= metric_tol, peak, max_metric_diff=err)
+    for chunk in b.sizes["chunks"]:
         def batched():
             return evaluate_states(model, states, tx, ty, spec.task, n_out, metric, chunk=chunk,
                                    precision=prec)
         batched()
         _reset_peak(dev)
         vm, t_vm = _timed(batched, dev)
-        err = max(abs(a - b) for a, b in zip(ref, vm))
-        record("c", f"{what}: loop vs vmap over stacked states, chunk {chunk} ({prec})", t_loop,
-               t_vm, len(states), "states/s", err <= metric_tol, _peak_mib(dev), max_metric_diff=err)
+        err = max(abs(x - y) for x, y in zip(ref, vm))
+        b.record("c", f"{what}: loop vs vmap over stacked states, chunk {chunk} ({prec})", t_loop,
+                 t_vm, len(states), "states/s", err <= metric_tol, _peak_mib(dev), max_metric_diff=err)
+    return model, target, source
 
-    # (d) bulk RMSE vs per-layer loop
+
+def rmse(b: Bench, model, target, source) -> None:
+    """(d) bulk kernel RMSE vs a per-layer loop."""
     layers = conv_layer_names(model)
-    reps = sizes["rmse_repeats"]
+    reps = b.sizes["rmse_repeats"]
     bulk = kernel_rmse(source.state, target.state, layers)
     per = _per_layer_rmse(source.state, target.state, layers)
     err = float(np.abs(bulk[["rmse", "rel_rmse"]].to_numpy() - per[["rmse", "rel_rmse"]].to_numpy()).max())
-    _, t_loop = _timed(lambda: [_per_layer_rmse(source.state, target.state, layers) for _ in range(reps)], dev)
-    _, t_bulk = _timed(lambda: [kernel_rmse(source.state, target.state, layers) for _ in range(reps)], dev)
-    record("d", f"kernel RMSE over {len(layers)} layers", t_loop, t_bulk, reps, "pairs/s",
-           err < 1e-12, None, max_rmse_diff=err)
+    _, t_loop = _timed(lambda: [_per_layer_rmse(source.state, target.state, layers) for _ in range(reps)], b.dev)
+    _, t_bulk = _timed(lambda: [kernel_rmse(source.state, target.state, layers) for _ in range(reps)], b.dev)
+    b.record("d", f"kernel RMSE over {len(layers)} layers", t_loop, t_bulk, reps, "pairs/s",
+             err < 1e-12, None, max_rmse_diff=err)
 
-    # (f) why grouping pays or not here: the arithmetic share, and grouped vs dense convs
-    share = conv_share(runner, spec)
-    n_models = sizes["group_sizes"][-1]
-    t_dense, t_grouped = grouped_vs_dense_conv(dev, n_models, spec.width * 2, spec.batch_size,
-                                               16, 5 if quick else 20, prec)
-    record("f", f"{n_models} dense convs vs one grouped conv ({n_models} groups of {spec.width * 2} "
-           f"channels, 16 px, batch {spec.batch_size})", t_dense, t_grouped, n_models, "convs/s",
-           None, None, conv_share_of_training_step=share)
+
+def conv_arithmetic(b: Bench) -> None:
+    """(f) why grouping pays or not here: the arithmetic share, and grouped vs dense convs."""
+    spec = b.spec
+    share = conv_share(b.runner, spec)
+    n_models = b.sizes["group_sizes"][-1]
+    t_dense, t_grouped = grouped_vs_dense_conv(b.dev, n_models, spec.width * 2, spec.batch_size,
+                                               16, 5 if b.quick else 20, b.prec)
+    b.record("f", f"{n_models} dense convs vs one grouped conv ({n_models} groups of {spec.width * 2} "
+             f"channels, 16 px, batch {spec.batch_size})", t_dense, t_grouped, n_models, "convs/s",
+             None, None, conv_share_of_training_step=share)
     print(f"    convolutions take {100 * share:.0f}% of a training step's operator time", flush=True)
 
-    # (g) two one-thread worker processes vs one two-thread process (the quick profile's way);
-    # agreement: the workers' weights equal, bit for bit, one-thread training in this process
-    if dev.type == "cpu":
-        specs = _runs(spec, 100, sizes["worker_runs"], sizes["worker_steps"])
-        one = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=2, precision=prec)
-        two = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, workers=2,
-                     precision=prec)
-        _, t_one, parallel, t_two = _race(one, two, specs, dev)
-        two.close()
-        alone = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1,
-                       precision=prec).train_many(specs[:2])
-        same = _same_weights(alone, parallel)
-        record("g", f"{len(specs)} runs of {specs[0].steps} steps: one process of 2 threads vs 2 workers "
-               "of 1 thread", t_one, t_two, _images(specs), "img/s", same,
-               None)
 
-    # (h) a 2-worker Dask LocalCluster (``--cluster local:2``) vs serial one-thread training;
-    # agreement: the cluster's weights equal the serial ones bit for bit
-    if dev.type == "cpu" and importlib.util.find_spec("distributed") is not None:
-        from distributed import Client, LocalCluster
+def workers(b: Bench) -> None:
+    """(g) two one-thread worker processes vs one two-thread process (the quick profile's way);
+    agreement: the workers' weights equal, bit for bit, one-thread training in this process."""
+    specs = _runs(b.spec, 100, b.sizes["worker_runs"], b.sizes["worker_steps"])
+    one, two = b.cpu_runner(threads=2), b.cpu_runner(threads=1, workers=2)
+    _, t_one, parallel, t_two = _race(one, two, specs, b.dev)
+    two.close()
+    alone = b.cpu_runner(threads=1).train_many(specs[:2])
+    b.record("g", f"{len(specs)} runs of {specs[0].steps} steps: one process of 2 threads vs 2 workers "
+             "of 1 thread", t_one, t_two, _images(specs), "img/s", _same_weights(alone, parallel), None)
 
-        specs = _runs(spec, 200, sizes["worker_runs"], sizes["worker_steps"])
-        serial = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
-        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            dask = Runner("cpu", cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec,
-                          cluster=client.get_executor())
-            alone, t_serial, spread, t_dask = _race(serial, dask, specs, dev)
-        same = _same_weights(alone, spread)
-        record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
-               "LocalCluster of 2 one-thread workers", t_serial, t_dask,
-               _images(specs), "img/s", same, None)
 
-    # (i) the code-path pins (oneDNN and ATen capped at AVX2) vs the CPU's own best paths:
-    # fresh processes, alternately, the faster of two tries each
-    if dev.type == "cpu":
-        specs = _runs(spec, 300, sizes["worker_runs"] // 2, sizes["worker_steps"])
-        native = native_isa()  # one subprocess: the same for every try
-        caps = {"free": {"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": native.lower()},
-                "pins": {k: CPU_PINS[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}}
-        tries = {side: [] for side in caps}
-        for _ in range(2):
-            for side, env in caps.items():
-                tries[side].append(train_fresh(specs, folder, env))
-        free, kept = tries["free"], tries["pins"]
-        record("i", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: the CPU's own paths "
-               f"(ATen {native}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
-               min(t["seconds"] for t in kept), _images(specs), "img/s",
-               free[0]["digests"] == kept[0]["digests"], None)
+def dask_cluster(b: Bench) -> None:
+    """(h) a 2-worker Dask LocalCluster (``--cluster local:2``) vs serial one-thread training;
+    agreement: the cluster's weights equal the serial ones bit for bit."""
+    from distributed import Client, LocalCluster
 
-    # (j) deterministic mode's NaN fill on (torch's default) vs off (compute_scope's), one
-    # thread as the quick profile trains, alternately, the faster of two tries each
-    if runner.deterministic:
-        specs = _runs(spec, 400, sizes["worker_runs"] // 2, sizes["worker_steps"])
-        single = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False, threads=1, precision=prec)
-        tries = {on: [] for on in (True, False)}
-        for _ in range(2):
-            for on, done in tries.items():
-                with nan_fill(on):
-                    done.append(_timed(lambda: [single.fit([s])[0] for s in specs], dev))
-        record("j", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: new tensors NaN-filled "
-               "(deterministic mode's default) vs not (compute_scope's)",
-               min(t for _, t in tries[True]), min(t for _, t in tries[False]),
-               _images(specs), "img/s",
-               _same_weights(tries[True][0][0], tries[False][0][0]), None)
+    specs = _runs(b.spec, 200, b.sizes["worker_runs"], b.sizes["worker_steps"])
+    serial = b.cpu_runner(threads=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        dask = b.cpu_runner(threads=1, cluster=client.get_executor())
+        alone, t_serial, spread, t_dask = _race(serial, dask, specs, b.dev)
+    b.record("h", f"{len(specs)} runs of {specs[0].steps} steps: serial (1 thread) vs a Dask "
+             "LocalCluster of 2 one-thread workers", t_serial, t_dask,
+             _images(specs), "img/s", _same_weights(alone, spread), None)
 
-    # (e) memory
-    memory = {"cpu_peak_rss_mib": _rss_mib(),
-              "cuda_peak_mib_by_section": {r["what"]: r["cuda_peak_mib"] for r in rows}
-              if dev.type == "cuda" else None}
-    print(f"(e) peak CPU RSS {memory['cpu_peak_rss_mib']:.0f} MiB" +
-          ("" if dev.type != "cuda" else
+
+def pins(b: Bench) -> None:
+    """(i) the code-path pins (oneDNN and ATen capped at AVX2) vs the CPU's own best paths:
+    fresh processes, alternately, the faster of two tries each."""
+    specs = _runs(b.spec, 300, b.sizes["worker_runs"] // 2, b.sizes["worker_steps"])
+    native = native_isa()  # one subprocess: the same for every try
+    caps = {"free": {"ONEDNN_MAX_CPU_ISA": "ALL", "ATEN_CPU_CAPABILITY": native.lower()},
+            "pins": {k: CPU_PINS[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}}
+    tries = {side: [] for side in caps}
+    for _ in range(2):
+        for side, env in caps.items():
+            tries[side].append(train_fresh(specs, b.folder, env))
+    free, kept = tries["free"], tries["pins"]
+    b.record("i", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: the CPU's own paths "
+             f"(ATen {native}, oneDNN all) vs the pins (AVX2)", min(t["seconds"] for t in free),
+             min(t["seconds"] for t in kept), _images(specs), "img/s",
+             free[0]["digests"] == kept[0]["digests"], None)
+
+
+def nan_fill_cost(b: Bench) -> None:
+    """(j) deterministic mode's NaN fill on (torch's default) vs off (compute_scope's), one
+    thread as the quick profile trains, alternately, the faster of two tries each."""
+    specs = _runs(b.spec, 400, b.sizes["worker_runs"] // 2, b.sizes["worker_steps"])
+    single = Runner(str(b.dev), cache_dir=None, data_dir=b.folder, progress=False, threads=1, precision=b.prec)
+    tries = {on: [] for on in (True, False)}
+    for _ in range(2):
+        for on, done in tries.items():
+            with nan_fill(on):
+                done.append(_timed(lambda: [single.fit([s])[0] for s in specs], b.dev))
+    b.record("j", f"{len(specs)} runs of {specs[0].steps} steps, 1 thread: new tensors NaN-filled "
+             "(deterministic mode's default) vs not (compute_scope's)",
+             min(t for _, t in tries[True]), min(t for _, t in tries[False]),
+             _images(specs), "img/s", _same_weights(tries[True][0][0], tries[False][0][0]), None)
+
+
+def memory(b: Bench) -> dict:
+    """(e) peak memory: process RSS and, on CUDA, the peak of each section."""
+    cuda = b.dev.type == "cuda"
+    out = {"cpu_peak_rss_mib": _rss_mib(),
+           "cuda_peak_mib_by_section": {r["what"]: r["cuda_peak_mib"] for r in b.rows} if cuda else None}
+    print(f"(e) peak CPU RSS {out['cpu_peak_rss_mib']:.0f} MiB" +
+          ("" if not cuda else
            "; CUDA peak per section (MiB): " +
-           ", ".join(f"{r['section']}:{r['cuda_peak_mib']:.0f}" for r in rows
+           ", ".join(f"{r['section']}:{r['cuda_peak_mib']:.0f}" for r in b.rows
                      if r["cuda_peak_mib"] is not None)), flush=True)
+    return out
+
+
+def _write(result: dict, out_dir: str | Path, dev: torch.device, name: str, architecture: str,
+           quick: bool) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{dev.type}-{name}").strip("-").lower()
+    path = out / f"{slug}-{stamp}-{architecture}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"wrote {path}")
+    return path
+
+
+def run(quick: bool = False, device: str = "auto", peak_tflops: float = PEAK_BF16_TFLOPS,
+        out_dir: str | Path | None = None, architecture: str = "unet", compile: bool = False,
+        precision: str = "auto") -> dict:
+    """All sections; returns the result record (also written as JSON unless ``out_dir`` is None)."""
+    runner_device = torch.device(device) if device != "auto" else None
+    sizes = dict(SIZES["quick" if quick else "full"])
+    probe = Runner(device if runner_device is None else str(runner_device), cache_dir=None,
+                   progress=False)
+    dev = probe.device
+    if dev.type == "cuda" and not quick:
+        sizes.update(CUDA_OVERRIDES)
+    tmp = tempfile.TemporaryDirectory()
+    folder = write_synthetic_fashion(Path(tmp.name), n_train=2 * sizes["n_train"] + 20,
+                                     n_test=2 * sizes["n_test"] + 20)  # each pair side gets half
+    runner = Runner(str(dev), cache_dir=None, data_dir=folder, progress=False,
+                    deterministic=dev.type != "cuda", precision=precision, threads=torch.get_num_threads())
+    spec = RunSpec(architecture, "segmentation", "fashion-split", width=sizes["width"],
+                   depth=sizes["depth"], steps=sizes["steps"], batch_size=sizes["batch_size"],
+                   n_train=sizes["n_train"], image_size=sizes["image_size"])
+    runner.train_split(spec)  # warm
+    b = Bench(dev, sizes, folder, runner, spec, architecture, quick)
+    # warm-up (kernel selection, allocator) outside the timings
+    runner.fit([spec.replace(steps=1)])
+    runner.fit([spec, spec.replace(init_seed=1)])
+
+    trainer(b, compile, precision)
+    grouped(b, peak_tflops)
+    model, target, source = scoring(b)
+    rmse(b, model, target, source)
+    conv_arithmetic(b)
+    if dev.type == "cpu":
+        workers(b)
+        if importlib.util.find_spec("distributed") is not None:
+            dask_cluster(b)
+        pins(b)
+    if runner.deterministic:
+        nan_fill_cost(b)
+    mem = memory(b)
 
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu")
     result = {"device": str(dev), "device_name": name, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "quick": quick, "sizes": sizes,
               "architecture": architecture, "peak_bf16_tflops": peak_tflops,
               "provenance": provenance({"quick": quick, "device": str(dev)}),
-              "rows": rows, "memory": memory}
+              "rows": b.rows, "memory": mem}
     tmp.cleanup()
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{dev.type}-{name}").strip("-").lower()
-        path = out / f"{slug}-{stamp}-{architecture}{'-quick' if quick else ''}.json"
-        path.write_text(json.dumps(result, indent=1, default=str))
-        result["path"] = str(path)
-        print(f"wrote {path}")
+        result["path"] = str(_write(result, out_dir, dev, name, architecture, quick))
     return result
 
 
