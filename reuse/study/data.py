@@ -8,6 +8,8 @@ class labels are int64 ``[N]``. Task targets (:func:`task_targets`) are derived 
 images themselves: segmentation masks ``[N, S, S]`` (0 = background, ``1 + class index`` =
 item) and, for auto-encoding, the clean images, reconstructed from a noisy copy
 (denoising: :data:`AE_NOISE`). Everything is small enough to live in memory as tensors.
+Notebook 07's targets, small sets shipped inside wheels (:mod:`reuse.study.wheel_sets`), are
+served here too, as the target side of a pair named after the set.
 
 Run ``python -m reuse.study.data check`` to see where Fashion-MNIST is found.
 """
@@ -28,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import wheel_sets
 
 IMAGE_SIZE = 32  # px, by default; Fashion-MNIST's 28 px padded by 2 on each side
 # auto-encoding is denoising: the input is the image plus Gaussian noise of this standard
@@ -79,9 +83,10 @@ def parse_pair(pair: str) -> tuple[str, float | None]:
     """(name, dose) of a pair: ``"fashion-shifted@0.25"`` -> ("fashion-shifted", 0.25); a pair
     without a dose gives None. ValueError names a bad name or dose and what is allowed."""
     name, at, dose = str(pair).partition("@")
-    if name not in PAIRS:
+    if name not in PAIRS and name not in wheel_sets.WHEEL_SETS:
         raise ValueError(f"pair={pair!r}; allowed: {', '.join(PAIRS)} ({', '.join(DOSED)} as "
-                         "'<pair>@<s>' with a shift strength s in [0, 1])")
+                         "'<pair>@<s>' with a shift strength s in [0, 1]), or a wheel set as a target: "
+                         f"{', '.join(wheel_sets.WHEEL_SETS)}")
     if (name in DOSED) != bool(at):
         raise ValueError(f"pair={pair!r}: " + (f"{name} needs a dose, e.g. '{name}@0.25'" if not at
                                                else f"{name} takes no dose"))
@@ -464,8 +469,11 @@ def _select(pair: str, side: str, split: str, data_dir, image_size: int = IMAGE_
 
 
 def domain_size(pair: str, side: str, split: str, data_dir: str | Path | Fashion | None = None) -> int:
-    """Samples available on one side and split of a pair (from the labels alone)."""
+    """Samples available on one side and split of a pair (from the labels alone; a wheel set,
+    split per seed, has all its images available to either split)."""
     pair, dose = parse_pair(pair)
+    if pair in wheel_sets.WHEEL_SETS:
+        return len(wheel_sets.arrays(pair)[1])
     if (pair, side) in (("fashion-to-digits", "target"), ("digits-to-fashion", "source")):
         return len(load_digits(8)[1]) - 500 if split == "train" else 500
     labels = _fashion(data_dir).arrays[split][1]
@@ -518,6 +526,10 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
       are pixel-permuted by one fixed permutation: its kernels learn a non-local mapping
       no target shares, the true negative-transfer source.
 
+    A wheel set (:data:`reuse.study.wheel_sets.WHEEL_SETS`) is a target alone: its seed's
+    stratified split (:func:`reuse.study.wheel_sets.split`), whose test split is drawn before
+    the training blocks, so ``n_test`` decides which images a block holds.
+
     ``n_*`` are sample counts (None = all) drawn from a permutation fixed by ``seed``
     (source and target sides draw different permutations); ``block`` picks which disjoint
     run of ``n_train`` training samples (0: the first; the same-domain twin uses 1).
@@ -525,6 +537,13 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
     if side not in ("source", "target"):
         raise ValueError(f"side={side!r}; allowed: 'source', 'target'")
     name, dose = parse_pair(pair)
+    if name in wheel_sets.WHEEL_SETS:
+        if side != "target":
+            raise ValueError(f"pair={pair!r}, side='source': a wheel set is a target only (its source "
+                             "is a pretrained network's own data)")
+        (tx, ty), (sx, sy) = wheel_sets.split(name, seed, n_train, n_test, block,
+                                              check_image_size(image_size))
+        return Domain(name, tx, ty, sx, sy, wheel_sets.n_classes(name), tx, sx, seed=seed)
     shift = shift if name not in SHIFTED_SOURCES else dose
     shifted_source = name in SHIFTED_SOURCES and side == "source"
     seed = seed + (10 if side == "target" else 0)

@@ -1,4 +1,5 @@
-"""Models: UNet, PSPNet and a skip-free control, built by :func:`build_model`.
+"""Models: UNet, PSPNet and a skip-free control, built by :func:`build_model`, and the
+classifiers of notebooks 06 and 07 (torchvision's ResNet-18, MTCNN's ONet).
 
 All three are small, BatchNorm CNNs that scale by ``width`` (channels of the first
 stage) and ``depth`` (number of down-sampling stages). A "layer" in this project is a
@@ -12,6 +13,8 @@ convolutions and output heads). Builders never move to a device.
 - PSPNet: Zhao et al. 2017, residual backbone with a dilated last stage and a
   pyramid pooling module over bins (1, 2, 3, 6).
 - plain: the UNet with its skip connections removed (a conv auto-encoder / FCN).
+- ONet: the output network of MTCNN's face detector (Zhang et al. 2016, arXiv 1604.02878),
+  whose pretrained weights :mod:`reuse.study.pretrained` reads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 ARCHITECTURES = ("unet", "pspnet", "plain")  # the dense-task grid
-CLASSIFIERS = ("resnet18",)  # torchvision classifiers, for classification (notebook 06)
+CLASSIFIERS = ("resnet18", "onet")  # for classification: torchvision's (notebook 06), MTCNN's (07)
 
 
 def _conv_bn(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -140,19 +143,57 @@ class PSPNet(nn.Module):
         return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
 
 
+class ONet(nn.Module):
+    """MTCNN's ONet as a classifier: ``[N, 3, 48, 48]`` (scaled as MTCNN scales its input,
+    ``(255 x - 127.5) / 128``) -> logits ``[N, n_classes]`` of ``dense6_1``. Module names as
+    ``facenet_pytorch.models.mtcnn.ONet`` (conv1-conv4, prelu1-prelu5, dense5, dense6_1), so
+    its pretrained state loads by name (bar the bounding-box and landmark heads, which a
+    classifier does not use); ``dense5`` reads the conv features transposed
+    (``permute(0, 3, 2, 1)``), as there. No BatchNorm."""
+
+    def __init__(self, n_classes: int = 2):
+        super().__init__()
+        if not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes={n_classes!r}; expected an integer >= 2")
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
+        return self.dense6_1(self.prelu5(self.dense5(x.flatten(1))))
+
+
 def build_model(architecture: str, task: str, in_channels: int, out_channels: int,
                 width: int = 8, depth: int = 2) -> nn.Module:
     """One of :data:`ARCHITECTURES` for a dense ``task`` ('segmentation': logits per class;
     'autoencoder': one reconstruction channel, squashed by the task's loss), or one of
-    :data:`CLASSIFIERS` for 'classification': torchvision's model with ``weights=None`` and
-    ``num_classes=out_channels`` (3 input channels; ``width`` and ``depth`` unused), so its
-    checkpoints load into ``torchvision.models.resnet18(num_classes=...)`` as they are."""
+    :data:`CLASSIFIERS` for 'classification' (3 input channels; ``width`` and ``depth``
+    unused): torchvision's model with ``weights=None`` and ``num_classes=out_channels``, so its
+    checkpoints load into ``torchvision.models.resnet18(num_classes=...)`` as they are, or
+    :class:`ONet` with ``out_channels`` classes (48 px inputs)."""
     from .data import CLASSIFICATION, TASKS
 
     if architecture in CLASSIFIERS:
         if task != CLASSIFICATION or in_channels != 3:
             raise ValueError(f"architecture={architecture!r} with task={task!r}, in_channels="
                              f"{in_channels}; allowed: task 'classification' with 3 input channels")
+        if architecture == "onet":
+            return ONet(out_channels)
         import torchvision  # seconds of imports (torch._dynamo) that only a classifier needs
 
         return getattr(torchvision.models, architecture)(weights=None, num_classes=out_channels)

