@@ -79,6 +79,21 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     _explained(tmp_path, "siblings")
 
 
+def test_the_study_findings_come_from_the_study(ckpts, tmp_path, capsys):
+    """`reuse analyze` cites the study's findings (reuse.study.analyze); the toolkit's command on
+    its own knows none and leaves the section out."""
+    from reuse.study.analyze import FINDINGS
+
+    d, _ = ckpts
+    pair = [str(d / "source.pt"), str(d / "target.pt"), "--kinds", "conv2d"]
+    assert main(["analyze", *pair, "--out", str(tmp_path / "study")]) == 0, capsys.readouterr().err
+    assert analyze.main([*pair, "--out", str(tmp_path / "toolkit")]) == 0, capsys.readouterr().err
+    study, toolkit = ((tmp_path / name / "report.md").read_text() for name in ("study", "toolkit"))
+    assert "## What the study found, for siblings" in study and FINDINGS["siblings"][1] in study
+    assert "What the study found" not in toolkit and "J1" not in toolkit and "H3a" not in toolkit
+    assert study.replace(study[study.index("## What the study found"):study.index("## Evidence")], "") == toolkit
+
+
 def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monkeypatch, capsys):
     d, models = ckpts
     source = models["source"].state_dict()

@@ -1,4 +1,5 @@
-"""select_layers: the two-condition rule on two states."""
+"""The reuse rule: decide (one unit, from its evidence), select_layers (two states), and every
+caller of the study deciding through it."""
 
 import math
 
@@ -9,7 +10,8 @@ import torchvision
 
 from reuse.study.models import build_model
 from reuse.toolkit.criteria import conv_layers, kernel_keys
-from reuse.toolkit.selection import select_layers
+from reuse.toolkit.selection import decide, select_layers, swap_verdicts
+from reuse.toolkit.verdicts import REUSABLE
 
 
 def _state(arch: str = "unet", seed: int = 0, width: int = 4) -> dict[str, torch.Tensor]:
@@ -127,3 +129,96 @@ def test_one_decision_from_swap_evidence_and_the_criterion():
     both, chosen = select_layers(s, t, layers, scans=scans, margin=0.5, threshold=cut, use_relative=True)
     assert chosen == [name for name, r in zip(layers, rel) if r <= cut and name != layers[1]]
     assert select_layers(s, t, layers, scans=scans, network_reusable=False)[1] == []
+
+
+# --- decide: the one rule, and every caller going through it ---------------------------
+SEEDS = (0, 1, 2)
+# per layer and role, one value per seed: layer a passes everything, layer b fails its swap
+EVIDENCE = {"a": {"source": [0.9, 0.92, 0.94], "reset": [0.3, 0.35, 0.4], "positive": [0.95, 0.96, 0.97],
+                  "negative": [0.05, 0.0, 0.1]},
+            "b": {"source": [0.1, 0.15, 0.2], "reset": [0.3, 0.35, 0.4], "positive": [0.95, 0.96, 0.97],
+                  "negative": [0.05, 0.0, 0.1]}}
+
+
+def _series(layer: str, role: str) -> pd.Series:
+    return pd.Series(EVIDENCE[layer][role], index=pd.Index(SEEDS, name="seed"), name="reuse_score")
+
+
+def _long(names: dict[str, str], **extra) -> pd.DataFrame:
+    """The evidence as scan rows, each role under the donor name a caller gives it."""
+    return pd.DataFrame([{"seed": s, "donor": donor, "set": "single", "layer": layer, "reuse_score": v,
+                          "delta": v - 1, **extra}
+                         for layer, roles in EVIDENCE.items() for role, donor in names.items()
+                         for s, v in zip(SEEDS, roles[role])])
+
+
+def test_decide_joins_the_parts_and_gates_them():
+    a = decide(_series("a", "source"), reset=_series("a", "reset"), positive=_series("a", "positive"),
+               negative=_series("a", "negative"))
+    assert (a["above_margin"], a["minus_reset_verdict"], a["reusable"], a["verdict"], a["controls"]) == \
+        ("holds", "holds", "holds", "holds", "passed") and a["reuse"]
+    assert decide(_series("a", "source"), reset=_series("a", "source") + 0.1)["verdict"] == "refuted"
+    swapped = decide(_series("a", "source"), positive=_series("a", "negative"), negative=_series("a", "positive"))
+    assert swapped["verdict"] == "undecided" and swapped["controls"].startswith("failed: positive control")
+    assert decide([0.6])["verdict"] == "undecided" and decide([0.6], one_seed=True)["verdict"] == "holds"
+    assert decide([0.4], one_seed=True)["verdict"] == "refuted"
+    assert decide(criterion=0.2, threshold=0.1)["verdict"] == "refuted" and decide(criterion=0.1, threshold=0.1)["reuse"]
+    assert decide(_series("a", "source"), network_reusable=False)["verdict"] == "refuted"
+    with pytest.raises(ValueError, match="both or neither"):
+        decide(_series("a", "source"), positive=_series("a", "positive"))
+    with pytest.raises(ValueError, match="threshold=-1"):
+        decide(threshold=-1)
+
+
+def _callers() -> dict[str, pd.Series]:
+    """Each caller's reuse call per layer (a, b) on :data:`EVIDENCE`."""
+    from reuse.study.experiments import common
+    from reuse.study.experiments import own_model as e6
+    from reuse.study.experiments import pretrained_network as e7
+
+    e12 = common.controlled_verdicts(_long({"source": "source", "reset": common.RESET, "positive": "twin",
+                                            "negative": "different_init"}), ["layer"], REUSABLE)
+    scans7 = _long({"source": "pretrained", "reset": "reset", "positive": "twin", "negative": "scratch"}, task="near")
+    distances = pd.DataFrame({"task": "near", "layer": ["a", "b"], "donor": "pretrained", "rel_rmse": 0.1})
+    e7_table = e7.layer_table(scans7, distances)
+    with pytest.warns(UserWarning, match="one seed"):
+        one = swap_verdicts(_long({"source": "source"})[lambda f: f.seed == 0])
+    return {"E1/E2 controlled_verdicts": e12.set_index("layer").verdict == "holds",
+            "E6 selection": e6.selection(_long({"source": "source", "positive": "twin",
+                                                "negative": "different_init"})).set_index("layer").reusable,
+            "E7 layer_table": e7_table.set_index("layer").verdict == "holds",
+            "swap_verdicts (reuse analyze)": swap_verdicts(_long({"source": "source"})).set_index("layer").reusable,
+            "swap_verdicts, one seed": one.set_index("layer").reusable}
+
+
+def test_every_caller_decides_as_the_rule_does():
+    """On the same evidence each caller reuses exactly the layers decide reuses (a, not b)."""
+    expected = {"a": True, "b": False}
+    for caller, reused in _callers().items():
+        assert reused.to_dict() == expected, caller
+    for layer, want in expected.items():
+        assert decide(_series(layer, "source"), reset=_series(layer, "reset"), positive=_series(layer, "positive"),
+                      negative=_series(layer, "negative"))["reuse"] == want
+
+
+def test_every_caller_goes_through_decide(monkeypatch):
+    """A contrary rule (decide refusing everything) changes every caller's call: none keeps a
+    copy of the rule of its own."""
+    from reuse.study.experiments import common
+    from reuse.study.experiments import pretrained_network as e7
+    from reuse.toolkit import selection
+
+    real = selection.decide
+
+    def refuse(*args, **kwargs):
+        return {**real(*args, **kwargs), "reusable": "refuted", "verdict": "refuted", "reuse": False}
+
+    for module in (selection, common, e7):
+        monkeypatch.setattr(module, "decide", refuse)
+    for caller, reused in _callers().items():
+        assert not reused.any(), caller
+    s = _state()  # E4's condition (b) and the joint check of E6 and reuse analyze
+    assert selection.select_layers(s, s, threshold=1.0)[1] == []
+    _, log = selection.check_joint(s, s, conv_layers(s)[:1], lambda m: 1.0, model=build_model(
+        "unet", "segmentation", 1, 6, 4, 1))
+    assert not log.passes.iloc[0]

@@ -16,6 +16,7 @@ Swap and score
     :func:`swap_state`, :func:`reestimate_bn`, :func:`swap_scan`, :func:`score_states`,
     :func:`evaluate`, :func:`reuse_score`.
 Decide which layers to reuse
+    :func:`decide` (the rule for one layer or set, from the evidence given),
     :func:`select_layers`, :func:`swap_verdicts`, :func:`check_joint`, :data:`REUSABLE`.
 Judge over seeds
     :func:`verdict`, :func:`mean_verdict`, :func:`correlation_verdict`,
@@ -41,8 +42,8 @@ _API = {
     "pwcca": "similarity", "logme": "similarity",
     "swap_state": "surgery", "reestimate_bn": "surgery", "swap_scan": "scan",
     "score_states": "scoring", "evaluate": "metrics", "reuse_score": "metrics",
-    "select_layers": "selection", "swap_verdicts": "selection", "check_joint": "selection",
-    "REUSABLE": "verdicts",
+    "decide": "selection", "select_layers": "selection", "swap_verdicts": "selection",
+    "check_joint": "selection", "REUSABLE": "margins",
     "verdict": "verdicts", "mean_verdict": "verdicts", "correlation_verdict": "verdicts",
     "cluster_verdict": "verdicts", "mean_ci": "stats", "correlation_ci": "stats",
     "seed_jackknife": "stats", "spearman": "stats", "holm": "stats",

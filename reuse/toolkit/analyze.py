@@ -18,7 +18,9 @@ an initialisation: ``--relation siblings`` (the default: one θ_0, trained apart
 study's notebooks) or ``--relation fine-tuned`` (the target started from the source; the
 distance is then how far fine-tuning moved a layer, and a swap puts the source's layer back:
 could it have stayed frozen?). The relation is recorded in ``analyze.json`` and sets the
-report's wording and which of the study's findings it cites (:mod:`reuse.toolkit.relations`).
+report's wording (:mod:`reuse.toolkit.relations`); :func:`main`'s ``findings`` (what a study found
+for each relation, as lines of text) adds a section citing them (``reuse analyze`` as the
+artifact ships it cites the study's: :mod:`reuse.study.analyze`).
 
 Layers are paired by name and shape (:mod:`reuse.toolkit.pairing`): those that do not pair
 (a head with another number of classes, an extra block) are listed in the report and in
@@ -101,6 +103,7 @@ import warnings
 from pathlib import Path
 
 from . import files
+from .margins import REUSABLE
 from .relations import RELATIONS
 
 PROG = "reuse analyze"
@@ -145,8 +148,9 @@ def parser() -> argparse.ArgumentParser:
                         "conv2d, conv3d; reuse.toolkit.criteria.KINDS)")
     p.add_argument("--align", action="store_true",
                    help="also the RMSE after weight matching (needs --model; seconds per resnet18)")
-    p.add_argument("--margin", type=float, default=0.5,
-                   help="a swap keeps the layer when its reuse score (or relative score) exceeds this")
+    p.add_argument("--margin", type=float, default=REUSABLE,
+                   help=f"a swap keeps the layer when its reuse score (or relative score) exceeds this "
+                        f"(default {REUSABLE}: half of the target's above-chance score)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                    help="built-in scorer's precision (default fp32; auto: bf16 where native)")
@@ -167,16 +171,18 @@ def _inputs(args: argparse.Namespace) -> list[str]:
     return [p for p in (args.source, args.target, args.twin, args.map_file, args.data, *args.path) if p]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, findings: dict[str, list[str]] | None = None) -> int:
     """Entry point of ``reuse analyze`` / ``python -m reuse analyze``: 0 on success, 2 on
     bad input (one line on stderr). Ctrl-C raises KeyboardInterrupt saying what is true of
-    ``--out`` (:func:`reuse.__main__.main` prints it as one line)."""
+    ``--out`` (:func:`reuse.__main__.main` prints it as one line). ``findings``: per relation,
+    what a study found for it (a heading line, then one line per finding), cited in the report
+    after the answer; None: no such section."""
     try:
         args = parser().parse_args(argv)
     except SystemExit as stop:  # argparse has printed its message
         return int(stop.code or 0)
     try:
-        code, lines = _analyze(args)
+        code, lines = _analyze(args, (findings or {}).get(args.relation))
     except KeyboardInterrupt:  # before the report was renamed into place: nothing of it is there
         raise KeyboardInterrupt(f"nothing written ({args.out} unchanged: the report is written whole or "
                                 "not at all); run the same command again to analyse") from None
@@ -185,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _analyze(args: argparse.Namespace) -> tuple[int, list[str]]:
-    """The analysis, its report written: the exit code and the lines to print (once the report
-    is in place)."""
+def _analyze(args: argparse.Namespace, findings: list[str] | None) -> tuple[int, list[str]]:
+    """The analysis, its report written (citing ``findings``): the exit code and the lines to
+    print (once the report is in place)."""
     from . import analyze_inputs, analyze_report, analyze_tables, scan  # torch: after parsing, not for --help
 
     start = time.perf_counter()
@@ -229,7 +235,7 @@ def _analyze(args: argparse.Namespace) -> tuple[int, list[str]]:
         inp.notes.append(undefined)
     try:  # into a hidden folder beside --out, renamed into place: whole or not at all
         with files.atomic_folder(args.out, args.force, _inputs(args)) as folder:
-            analyze_report.write(folder, args, inp, res, time.perf_counter() - start)
+            analyze_report.write(folder, args, inp, res, time.perf_counter() - start, findings)
     except files.FolderExistsError as err:
         print(f"{PROG}: error: --out {err} (another analysis wrote it meanwhile); this analysis was "
               "not written", file=sys.stderr)

@@ -163,15 +163,19 @@ def answer_lines(args, inp: Inputs, res: dict[str, Any]) -> list[str]:
             for kind, *rest in _answer(args, inp, res) if kind in ("p", "warn")]
 
 
-def blocks(args, inp: Inputs, res: dict[str, Any], tables: dict[str, pd.DataFrame]) -> list[tuple]:
+def blocks(args, inp: Inputs, res: dict[str, Any], tables: dict[str, pd.DataFrame],
+           findings: list[str] | None = None) -> list[tuple]:
     """The report: ``(kind, ...)`` blocks, kinds ``h2``, ``h3``, ``p``, ``warn``, ``ul``
-    (a list of lines), ``img`` (a figure's name), ``table`` (a frame, and its column lines or None)."""
+    (a list of lines), ``img`` (a figure's name), ``table`` (a frame, and its column lines or None).
+    ``findings``: what a study found for this relation (a heading line, then one line per
+    finding), a section after the answer; None: none."""
     rel = RELATIONS[args.relation]
     source, target = names(args)
     glossary = columns(args.relation)
-    out: list[tuple] = [("h2", "Answer"), *_answer(args, inp, res),
-                        ("h2", f"What the study found, for {args.relation}"),
-                        ("p", rel["findings"][0]), ("ul", rel["findings"][1:]), ("h2", "Evidence")]
+    out: list[tuple] = [("h2", "Answer"), *_answer(args, inp, res)]
+    if findings:
+        out += [("h2", f"What the study found, for {args.relation}"), ("p", findings[0]), ("ul", findings[1:])]
+    out.append(("h2", "Evidence"))
     captions = {
         "layers": ("Per-layer kernel distance", f"For a {args.relation} pair the distance is {rel['distance']}."),
         "swaps": ("Swaps", f"Each swap asks: {rel['swap']}"),
@@ -270,9 +274,10 @@ def html_page(title: str, report: list[tuple], png: dict[str, bytes]) -> str:
             f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>")
 
 
-def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float) -> None:
+def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float,
+          findings: list[str] | None = None) -> None:
     """The CSV tables (``unmatched.csv`` always), figures, report.md, report.html and
-    analyze.json in ``out_dir``."""
+    analyze.json in ``out_dir``; ``findings`` as in :func:`blocks`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = {name: res[name] for name in TABLES[:-1] if res.get(name) is not None}
     tables["unmatched"] = inp.unmatched
@@ -293,7 +298,7 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float)
         (out_dir / f"{name}.png").write_bytes(png[name])
     source, target = names(args)
     title = f"reuse analyze: {source} \u2192 {target} ({args.relation})"
-    report = blocks(args, inp, res, tables)
+    report = blocks(args, inp, res, tables, findings)
     (out_dir / "report.md").write_text(markdown(title, report))
     (out_dir / "report.html").write_text(html_page(title, report, png))
     summary = {"relation": args.relation, "source_name": source, "target_name": target,

@@ -2,17 +2,25 @@
 
 arXiv 2008.03411 (abstract): reuse works when (a) the network is reusable and (b) the
 RMSE between the source- and target-trained kernels of a layer is small enough. One
-function decides, :func:`select_layers`, from whatever evidence it is given:
+function decides, :func:`decide`, for one unit (a layer, or a set of layers swapped
+together) from whatever evidence it is given:
 
 - condition (a), ``network_reusable`` (E1's verdict, or the user's);
 - condition (b), a kernel criterion (RMSE or relative RMSE) under ``threshold``;
-- swap evidence, ``scans`` (:func:`reuse.toolkit.scan.swap_scan` frames): the layer's
-  single swap keeps ``value`` above ``margin`` (:func:`swap_verdicts`: a CI over seeds, or
-  a point estimate with a warning for one seed);
+- swap evidence: the unit swapped in from the source keeps its per-seed value (reuse score,
+  or score / target score) above ``margin`` (:data:`reuse.toolkit.margins.REUSABLE`): a 95% CI
+  over seeds, or a point estimate where one seed is all there is;
+- the theta_0 baseline: the source beats the same unit reset to its initialisation, paired
+  by seed (Zhang, Bengio & Singer 2019's re-initialisation test);
+- the controls: the swap discriminates only where a same-task twin's swaps keep the margin
+  (positive control) and a model of another initialisation's do not (negative control);
+  otherwise the verdict is 'undecided'.
 
-and, given a ``score_fn``, checks the chosen layers swapped *together*, backing off
-greedily where that fails (:func:`check_joint`: singles passing does not make their union
-pass).
+Everything that decides reuse goes through it: :func:`select_layers` (two checkpoints: the
+criterion, the swap scans, then the chosen layers swapped *together*, backing off greedily
+where that fails, :func:`check_joint`: singles passing does not make their union pass),
+:func:`swap_verdicts` (a table of single-layer swaps, as ``reuse analyze`` writes it), and the
+study's experiments (E1, E2, E4, E6, E7).
 
 The RMSE compares weights position by position, which means something only when both
 models have the same architecture and started from the same initialisation theta_0
@@ -34,12 +42,76 @@ from .checkpoints import ModelLike, load_state
 from .criteria import check_layers, conv_layers, kernel_keys, kernel_rmse
 from .scan import ScoreFn, reuse_or_nan, swapper
 from .surgery import check_compatible
-from .verdicts import mean_verdict
+from .verdicts import REUSABLE, conjunction, gated, mean_verdict
 
-__all__ = ["CRITERIA", "check_joint", "conv_layers", "select_layers", "swap_verdicts"]
+__all__ = ["CRITERIA", "check_joint", "conv_layers", "decide", "select_layers", "swap_verdicts"]
 
 CRITERIA = ("rmse", "rel_rmse")
 SWAP_COLUMNS = ["swap_estimate", "swap_ci_low", "swap_ci_high", "swap_n", "swap_basis"]
+_STATS = ("estimate", "ci_low", "ci_high", "verdict")
+
+
+def decide(swap: pd.Series | Sequence[float] | None = None, *, margin: float = REUSABLE,
+           reset: pd.Series | None = None, positive: pd.Series | None = None,
+           negative: pd.Series | None = None, network_reusable: bool = True,
+           criterion: float | None = None, threshold: float | None = None, one_seed: bool = False) -> dict:
+    """The reuse rule for one unit (a layer, or layers swapped together) from the evidence given;
+    evidence not given (None) is no part of the decision.
+
+    - condition (a): ``network_reusable`` (part ``network``);
+    - condition (b): ``criterion <= threshold`` when ``threshold`` is not None (part
+      ``below_threshold``; a NaN criterion fails, ``inf`` passes everything);
+    - ``swap``: per-seed values of the unit swapped in from the source (NaN ignored): their mean
+      above ``margin`` by its 95% Student-t CI (:func:`reuse.toolkit.verdicts.mean_verdict`;
+      part ``above_margin``). With a single value there is no CI: 'undecided', unless
+      ``one_seed``, where the point estimate decides;
+    - ``reset``: per-seed values of the unit reset to theta_0 (a Series indexed by seed, as
+      ``swap``): the source minus the reset, paired by seed, above 0 by its CI (part
+      ``minus_reset_verdict``; ``reset_estimate`` is the reset's mean);
+    - ``positive``, ``negative`` (both or neither): per-seed values of the controls' swaps (a
+      same-task twin; a model of another initialisation), each judged against ``margin``.
+
+    The parts are joined by :func:`reuse.toolkit.verdicts.conjunction` (``reusable``) and gated
+    by the controls (:func:`reuse.toolkit.verdicts.gated`: ``verdict``, ``controls``, 'n/a'
+    without them); the unit is reused (``reuse``) when ``verdict`` is 'holds'.
+
+    Returns a flat dict: network, reusable, verdict, controls, reuse; with ``threshold``
+    below_threshold; with ``swap`` estimate, ci_low, ci_high, n, detectable, above_margin, basis;
+    with ``reset`` reset_estimate and minus_reset_{estimate, ci_low, ci_high, verdict}; with the
+    controls positive_* and negative_* (estimate, ci_low, ci_high, verdict).
+    """
+    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):  # NaN fails
+        raise ValueError(f"threshold={threshold!r}; allowed: None (no criterion) or a number >= 0 "
+                         "(inf passes every layer)")
+    if (positive is None) != (negative is None):
+        raise ValueError("positive and negative are the two controls of one gate: give both or neither")
+    out: dict = {"network": "holds" if network_reusable else "refuted"}
+    parts = [out["network"]]
+    if threshold is not None:
+        out["below_threshold"] = "holds" if criterion is not None and criterion <= threshold else "refuted"
+        parts.append(out["below_threshold"])
+    if swap is not None:
+        v = mean_verdict(swap, margin)
+        n = int(v["n"])  # seeds with a finite value: a NaN seed does not count
+        if one_seed and n == 1:
+            v["verdict"] = "holds" if v["estimate"] > margin else "refuted"
+        out.update({k: v[k] for k in ("estimate", "ci_low", "ci_high", "detectable")}, n=n,
+                   above_margin=v["verdict"], basis=f"95% CI over {n} seeds" if n > 1 else
+                   f"point estimate ({n} seed)" if one_seed else f"no CI ({n} seed)")
+        parts.append(v["verdict"])
+    if reset is not None:
+        d = mean_verdict((swap - reset).dropna(), 0.0)
+        out.update(reset_estimate=float(reset.mean()), **{f"minus_reset_{k}": d[k] for k in _STATS})
+        parts.append(d["verdict"])
+    out["reusable"] = conjunction(*parts)
+    out["verdict"], out["controls"] = out["reusable"], "n/a"
+    if positive is not None:
+        for name, values in (("positive", positive), ("negative", negative)):
+            c = mean_verdict(values, margin)
+            out.update({f"{name}_{k}": c[k] for k in _STATS})
+        out["verdict"], out["controls"] = gated(out["reusable"], out["positive_verdict"], out["negative_verdict"])
+    out["reuse"] = out["verdict"] == "holds"
+    return out
 
 
 def select_layers(source_state: ModelLike, target_state: ModelLike,
@@ -48,9 +120,9 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
                   network_reusable: bool = True, scans: pd.DataFrame | Sequence[pd.DataFrame] | None = None,
                   value: str = "reuse_score", score_fn: Callable[[nn.Module], float] | None = None,
                   model: nn.Module | None = None, bn_data: torch.Tensor | None = None,
-                  chance: float | None = None, margin: float = 0.5, progress: bool = False
+                  chance: float | None = None, margin: float = REUSABLE, progress: bool = False
                   ) -> tuple[pd.DataFrame, list[str]]:
-    """Per-layer decisions of the reuse rule and the layers to reuse.
+    """Per-layer decisions of the reuse rule (:func:`decide`) and the layers to reuse.
 
     ``source_state`` / ``target_state``: modules, state dicts or checkpoint paths of one
     architecture trained on the source and the target. ``layers``: conv layers to judge
@@ -59,8 +131,8 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
     - ``network_reusable`` (condition a);
     - ``threshold`` (not None): its criterion (relative RMSE when ``use_relative``) is
       ``<= threshold`` (condition b; ``inf`` passes every layer);
-    - ``scans`` (not None): its single-layer swap keeps ``value`` above ``margin``
-      (:func:`swap_verdicts`; the evidence goes into the ``swap_*`` columns).
+    - ``scans`` (not None): its single-layer swap keeps ``value`` above ``margin`` (as in
+      :func:`swap_verdicts`; the evidence goes into the ``swap_*`` columns).
 
     ``noise_floor``: optional frame with columns ``layer`` and the criterion, the same
     criterion between two target-only runs, shown beside each layer (it does not change
@@ -77,9 +149,7 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
         model = target_state  # the architecture for the joint check (copied there)
     source_state = load_state(source_state, what="source")
     target_state = load_state(target_state, what="target")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and threshold >= 0):  # NaN fails
-        raise ValueError(f"threshold={threshold!r}; allowed: None (no criterion) or a number >= 0 "
-                         "(inf reuses every layer)")
+    decide(threshold=threshold)  # a bad threshold is named before any work
     criterion = CRITERIA[bool(use_relative)]
     layers = check_layers(target_state, layers)
     if not layers:
@@ -92,15 +162,16 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
     layers = list(table.layer)
     table["criterion"] = criterion
     table["noise_floor"] = _floor(noise_floor, layers, criterion)
-    swaps = _swap_evidence(scans, layers, margin, value)
-    table[SWAP_COLUMNS] = swaps[SWAP_COLUMNS].to_numpy(dtype=object)
-    values = table[criterion].to_numpy()
-    passes = [bool(network_reusable) and (threshold is None or v <= threshold) and s
-              for v, s in zip(values, swaps.reusable)]
-    table["reuse"] = passes
-    table["reason"] = [_reason(criterion, v, threshold, f, network_reusable, row)
-                       for v, f, row in zip(values, table.noise_floor, swaps.itertuples())]
-    chosen = [name for name, ok in zip(layers, passes) if ok]
+    single = None if scans is None else _single(scans, value, margin)
+    decisions = [decide(None if single is None else single[value][single.layer == name], margin=margin,
+                        network_reusable=network_reusable, criterion=v, threshold=threshold, one_seed=True)
+                 for name, v in zip(layers, table[criterion].to_numpy())]
+    table[SWAP_COLUMNS] = pd.DataFrame([_swap_columns(d, single is not None and (single.layer == name).any())
+                                        for name, d in zip(layers, decisions)]).to_numpy(dtype=object)
+    table["reuse"] = [d["reuse"] for d in decisions]
+    table["reason"] = [_reason(criterion, v, threshold, f, d, basis) for v, f, d, basis
+                       in zip(table[criterion], table.noise_floor, decisions, table.swap_basis)]
+    chosen = [name for name, d in zip(layers, decisions) if d["reuse"]]
     if score_fn is None or not chosen:
         return table, chosen
     kept, log = check_joint(source_state, target_state, chosen, score_fn, model=model,
@@ -113,54 +184,45 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
     return table, kept
 
 
-def swap_verdicts(scans: pd.DataFrame | Sequence[pd.DataFrame], *, margin: float = 0.5,
-                  value: str = "reuse_score") -> pd.DataFrame:
-    """Per conv layer, whether swapping it alone keeps ``value`` above ``margin``.
+def swap_verdicts(scans: pd.DataFrame | Sequence[pd.DataFrame], *, margin: float = REUSABLE,
+                  value: str = "reuse_score", positive: pd.Series | None = None,
+                  negative: pd.Series | None = None) -> pd.DataFrame:
+    """Per conv layer, whether swapping it alone keeps ``value`` above ``margin`` (:func:`decide`).
 
     ``scans``: :func:`reuse.toolkit.scan.swap_scan` frames, one per seed (a list), or one
     frame with a ``seed`` column; only their ``single`` rows are used. With two or more
     seeds a layer is reusable when the lower end of the 95% Student-t CI of its mean
-    exceeds ``margin`` (:func:`reuse.toolkit.verdicts.mean_verdict`). With one seed there is
-    no CI: the point estimate decides (``estimate > margin``) and a warning says so.
+    exceeds ``margin``. With one seed there is no CI: the point estimate decides
+    (``estimate > margin``) and a warning says so. ``positive``, ``negative``: per-seed values
+    of the controls (e.g. the mean single-layer score of a twin's and of another
+    initialisation's swaps): where they do not behave, no layer is reusable, ``basis`` says
+    why and ``raw_reusable`` keeps the swaps' own call.
 
-    Columns: layer, estimate, ci_low, ci_high, n (seeds), reusable, basis.
+    Columns: layer, estimate, ci_low, ci_high, n (seeds), reusable, basis (and raw_reusable
+    with the controls).
     """
-    frame = _seeded(scans)
-    if value not in frame.columns:
-        raise ValueError(f"value={value!r} is not a column of the scans; allowed: "
-                         f"{', '.join(c for c in ('reuse_score', 'relative', 'score', 'delta') if c in frame)}")
-    single = frame[frame["set"] == "single"]
-    if single.empty:
-        raise ValueError("the scans hold no 'single' rows; run swap_scan with 'single' in sets")
-    if single[value].isna().all():
-        raise ValueError(f"every {value!r} is NaN (a reuse score needs chance=...); pass "
-                         "value='relative' to judge score / target_score instead")
-    n_seeds = single["seed"].nunique()
-    if n_seeds == 1:
-        warnings.warn(f"select: one seed, so each layer is judged by its point estimate of "
-                      f"{value} (> {margin}) without a confidence interval; scan more seeds "
-                      "for CIs", stacklevel=2)
+    single = _single(scans, value, margin)
     rows = []
     for layer, group in single.groupby("layer", sort=False):
-        v = mean_verdict(group[value], margin)
-        n = int(v["n"])  # seeds with a finite value: a NaN seed does not count
-        reusable = v["ci_low"] > margin if n > 1 else v["estimate"] > margin
-        rows.append({"layer": layer, "estimate": v["estimate"], "ci_low": v["ci_low"],
-                     "ci_high": v["ci_high"], "n": n, "reusable": bool(reusable),
-                     "basis": f"95% CI over {n} seeds" if n > 1 else f"point estimate ({n} seed)"})
+        d = decide(group[value], margin=margin, positive=positive, negative=negative, one_seed=True)
+        failed = d["controls"].startswith("failed")
+        rows.append({"layer": layer, **{k: d[k] for k in ("estimate", "ci_low", "ci_high", "n")},
+                     "reusable": d["reuse"], "basis": f"undecided: controls failed "
+                     f"({d['controls'].removeprefix('failed: ')})" if failed else d["basis"],
+                     **({} if positive is None else {"raw_reusable": d["reusable"] == "holds"})})
     return pd.DataFrame(rows)
 
 
 def check_joint(source: ModelLike, target: ModelLike, layers: Iterable[str], score_fn: ScoreFn, *,
                 model: nn.Module | None = None, bn_data: torch.Tensor | None = None,
-                chance: float | None = None, margin: float = 0.5, progress: bool = False
+                chance: float | None = None, margin: float = REUSABLE, progress: bool = False
                 ) -> tuple[list[str], pd.DataFrame]:
     """Score ``layers`` swapped together; while that fails, drop the layer whose removal
     gives the highest score and rescore (greedy backward elimination).
 
-    A set passes when its reuse score (with ``chance``; the target must score above it) or
-    else its ``relative`` score (score / target_score) exceeds ``margin``. Costs one score
-    when the union passes and at most L(L+1)/2 more otherwise.
+    A set passes by :func:`decide` on its one value: its reuse score (with ``chance``; the
+    target must score above it) or else its ``relative`` score (score / target_score) exceeds
+    ``margin``. Costs one score when the union passes and at most L(L+1)/2 more otherwise.
 
     Returns (the layers kept, in the given order; a log with one row per step: step, dropped
     (None at step 0), layers, n_layers, score, target_score, relative, reuse_score, passes).
@@ -176,9 +238,10 @@ def check_joint(source: ModelLike, target: ModelLike, layers: Iterable[str], sco
     def row(step: int, dropped: str | None, chosen: list[str], score: float) -> dict:
         relative = score / target_score if target_score else math.nan
         r = reuse_or_nan(score, target_score, chance)
+        judged = r if chance is not None else relative
         return {"step": step, "dropped": dropped, "layers": ";".join(chosen), "n_layers": len(chosen),
                 "score": score, "target_score": target_score, "relative": relative,
-                "reuse_score": r, "passes": bool((r if chance is not None else relative) > margin)}
+                "reuse_score": r, "passes": decide([judged], margin=margin, one_seed=True)["reuse"]}
 
     log = [row(0, None, current, swap.score(current))]
     bar = tqdm(total=len(current) * (len(current) + 1) // 2, desc="joint check", disable=not progress)
@@ -203,16 +266,32 @@ def _seeded(scans: pd.DataFrame | Sequence[pd.DataFrame]) -> pd.DataFrame:
                     "non-empty list of them (one per seed)")
 
 
-def _swap_evidence(scans, layers: list[str], margin: float, value: str) -> pd.DataFrame:
-    """:func:`swap_verdicts` per layer of ``layers`` (every layer passes without scans)."""
-    if scans is None:
-        return pd.DataFrame({"layer": layers, "reusable": True, **{c: math.nan for c in SWAP_COLUMNS[:-1]},
-                             "swap_basis": ""})
-    v = swap_verdicts(scans, margin=margin, value=value).set_index("layer").reindex(layers)
-    return pd.DataFrame({"layer": layers, "reusable": v.reusable.fillna(False).astype(bool).to_numpy(),
-                         "swap_estimate": v.estimate.to_numpy(), "swap_ci_low": v.ci_low.to_numpy(),
-                         "swap_ci_high": v.ci_high.to_numpy(), "swap_n": v.n.to_numpy(),
-                         "swap_basis": v.basis.fillna("no single swap of this layer").to_numpy()})
+def _single(scans, value: str, margin: float) -> pd.DataFrame:
+    """The ``single`` rows of ``scans`` (:func:`_seeded`), checked; a warning with one seed."""
+    frame = _seeded(scans)
+    if value not in frame.columns:
+        raise ValueError(f"value={value!r} is not a column of the scans; allowed: "
+                         f"{', '.join(c for c in ('reuse_score', 'relative', 'score', 'delta') if c in frame)}")
+    single = frame[frame["set"] == "single"]
+    if single.empty:
+        raise ValueError("the scans hold no 'single' rows; run swap_scan with 'single' in sets")
+    if single[value].isna().all():
+        raise ValueError(f"every {value!r} is NaN (a reuse score needs chance=...); pass "
+                         "value='relative' to judge score / target_score instead")
+    if single["seed"].nunique() == 1:
+        warnings.warn(f"select: one seed, so each layer is judged by its point estimate of "
+                      f"{value} (> {margin}) without a confidence interval; scan more seeds "
+                      "for CIs", stacklevel=3)
+    return single
+
+
+def _swap_columns(d: dict, scanned: bool) -> list:
+    """The ``swap_*`` columns of one layer's decision (empty without scans)."""
+    if "basis" not in d:
+        return [math.nan] * 4 + [""]
+    if not scanned:
+        return [math.nan] * 4 + ["no single swap of this layer"]
+    return [d["estimate"], d["ci_low"], d["ci_high"], d["n"], d["basis"]]
 
 
 def _floor(noise_floor: pd.DataFrame | None, layers: list[str], criterion: str) -> list[float]:
@@ -225,20 +304,19 @@ def _floor(noise_floor: pd.DataFrame | None, layers: list[str], criterion: str) 
     return [float(per_layer.get(name, math.nan)) for name in layers]
 
 
-def _reason(criterion: str, value: float, threshold: float | None, floor: float, network_reusable: bool,
-            swap) -> str:
-    if not network_reusable:
+def _reason(criterion: str, value: float, threshold: float | None, floor: float, d: dict, basis: str) -> str:
+    """One sentence: which of :func:`decide`'s parts passed and failed for this layer."""
+    if d["network"] != "holds":
         return "not reused: the network is not reusable (condition a fails)"
-    parts, ok = [], True
+    parts = []
     if threshold is not None:
         name = {"rmse": "RMSE", "rel_rmse": "relative RMSE"}[criterion]
-        ok = value <= threshold
+        ok = d["below_threshold"] == "holds"
         text = f"{name} {value:.4g} {'<=' if ok else '>'} threshold {threshold:.4g}"
         if math.isfinite(floor):
             text += f"; noise floor {floor:.4g} ({'within' if value <= floor else 'above'} retraining noise)"
         parts.append(text)
-    if swap.swap_basis:
-        ok = ok and swap.reusable
-        parts.append(f"single swap {swap.swap_estimate:.3g} [{swap.swap_ci_low:.3g}, {swap.swap_ci_high:.3g}]"
-                     f" ({swap.swap_basis}) {'passes' if swap.reusable else 'fails'}")
-    return ("reused: " if ok else "not reused: ") + ("; ".join(parts) or "no condition given")
+    if basis:
+        parts.append(f"single swap {d['estimate']:.3g} [{d['ci_low']:.3g}, {d['ci_high']:.3g}]"
+                     f" ({basis}) {'passes' if d['above_margin'] == 'holds' else 'fails'}")
+    return ("reused: " if d["reuse"] else "not reused: ") + ("; ".join(parts) or "no condition given")

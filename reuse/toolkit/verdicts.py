@@ -16,7 +16,8 @@ Correlations (a Spearman or Pearson rho) are judged on Fisher's z scale instead,
 intervals stay in [-1, 1]: per-seed values by :func:`correlation_verdict`, pooled ones by
 :func:`cluster_verdict` with ``correlation=True``.
 
-The margins are the same at every scale; notebooks print them before their results.
+The margins (:mod:`reuse.toolkit.margins`, read here as ``verdicts.REUSABLE`` ...) are the same
+at every scale; notebooks print them before their results.
 """
 
 from __future__ import annotations
@@ -27,23 +28,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+# the margins, read here as verdicts.REUSABLE etc. by the notebooks and experiments
+from .margins import ADEQUATE, LITTLE_LOSS, MIN_GAP, REUSABLE, SENSITIVE, USEFUL_ACCURACY  # noqa: F401
 from .stats import LEVEL, correlation_ci, fisher_z, mean_ci, seed_jackknife
 
 VERDICTS = ("holds", "refuted", "undecided")
 POWER = 0.8  # power of the detectable effects printed beside verdicts
-
-# --- margins, fixed before any result was seen (docs/protocol.md, section 6) ---------
-# The reuse score is 1 for a swap that loses nothing and 0 for one that falls to the
-# best input-blind predictor. A same-domain twin (the positive control) is expected near 1
-# and a model from another initialisation (the negative control) near 0; REUSABLE sits
-# midway, so a swap "works" when it keeps at least half of the above-chance performance.
-REUSABLE = 0.5  # J1 (all conv kernels), J2 (one layer), E3 labels
-LITTLE_LOSS = 0.9  # "can be reused directly", "little loss": C2, C4, Y1 (first-layer kernels)
-SENSITIVE = 0.5  # "very sensitive": C3 (a swap loses more than half)
-USEFUL_ACCURACY = 0.6  # J3: held-out balanced accuracy of a criterion's threshold
-# conditions whose target model is not this far above chance are excluded from verdicts
-MIN_GAP = {"miou": 0.1, "psnr": 1.0}  # mIoU points; dB
-ADEQUATE = 0.95  # training adequacy: a run's last quarter adds less than 1 - ADEQUATE of its gap
 
 
 def verdict(ci_low: float, ci_high: float, margin: float, side: str = "above") -> str:

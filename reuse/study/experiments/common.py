@@ -28,7 +28,8 @@ import torch
 
 from reuse.toolkit.metrics import PRIMARY, chance_level, reuse_score
 from reuse.toolkit.scan import score_state, score_swaps
-from reuse.toolkit.verdicts import MIN_GAP, conjunction, gated, mean_verdict
+from reuse.toolkit.selection import decide
+from reuse.toolkit.verdicts import MIN_GAP
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
 from ..data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
@@ -318,48 +319,51 @@ def usable_only(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(ok, on=FACTORS, how="inner")
 
 
-def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd.DataFrame:
-    """Per group of ``by``: each donor's mean reuse score over seeds with its CI and verdict
-    against ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), the
-    source's mean raw metric difference to theta_T (``source_delta``: the reuse score's
-    guard), its ``n`` and ``detectable`` effect, the :data:`RESET` baseline
-    (:func:`minus_reset`), and the gated ``verdict`` with ``controls``.
+_STATS = ("estimate", "ci_low", "ci_high", "verdict")
+_RESET_KEYS = ("reset_estimate", *(f"minus_reset_{k}" for k in _STATS))
 
-    The source is ``reusable`` when it is above the margin *and*, paired by seed, above the
-    same keys reset to theta_0 (:func:`~reuse.toolkit.verdicts.conjunction`; without reset
-    rows that part is undecided, and so is the claim). ``verdict`` is ``reusable`` where the
-    twin holds and the different-initialisation control is refuted, else 'undecided'
-    (:func:`reuse.toolkit.verdicts.gated`)."""
-    stats = ("estimate", "ci_low", "ci_high", "verdict")
+
+def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd.DataFrame:
+    """The reuse rule (:func:`reuse.toolkit.selection.decide`) per group of ``by``, from the
+    seed means of its rows: the source's swaps against ``margin``, the :data:`RESET` baseline and
+    the controls (the twin, positive; the different-initialisation model, negative).
+
+    Columns: each donor's mean reuse score over seeds with its CI and verdict against
+    ``margin`` (``<donor>_estimate``, ``_ci_low``, ``_ci_high``, ``_verdict``), ``reset_estimate``
+    and the source minus the reset, paired by seed (``minus_reset_*``), the source's mean raw
+    metric difference to theta_T (``source_delta``: the reuse score's guard), its ``n`` and
+    ``detectable`` effect, ``reusable`` (above the margin *and* above the reset; without reset
+    rows that part is undecided, and so is the claim) and the gated ``verdict`` with
+    ``controls`` ('undecided' unless the twin holds and the other initialisation is refuted)."""
     rows = []
     for key, g in frame.groupby(by, sort=False):
+        score = {d: per_seed(g[g.donor == d], "reuse_score", []).set_index("seed").reuse_score
+                 for d in (*DONORS, RESET)}
+        r = decide(score["source"], margin=margin, reset=score[RESET], positive=score["twin"],
+                   negative=score["different_init"])
         row: dict = dict(zip(by, key if isinstance(key, tuple) else (key,)))
-        for donor in DONORS:
-            v = mean_verdict(per_seed(g[g.donor == donor], "reuse_score", []).reuse_score, margin)
-            row.update({f"{donor}_{k}": v[k] for k in stats})
-            if donor == "source":
-                raw = per_seed(g[g.donor == donor], "delta", [])["delta"]
-                row.update(n=v["n"], detectable=v["detectable"], source_delta=float(raw.mean()))
-        row.update(minus_reset(g))
-        row["reusable"] = conjunction(row["source_verdict"], row["minus_reset_verdict"])
-        row["verdict"], row["controls"] = gated(row["reusable"], row["twin_verdict"],
-                                                row["different_init_verdict"])
+        row.update({f"source_{k}": r[k if k != "verdict" else "above_margin"] for k in _STATS})
+        for donor, control in (("twin", "positive"), ("different_init", "negative")):
+            row.update({f"{donor}_{k}": r[f"{control}_{k}"] for k in _STATS})
+        raw = per_seed(g[g.donor == "source"], "delta", [])["delta"]
+        row.update(n=r["n"], detectable=r["detectable"], source_delta=float(raw.mean()),
+                   **{k: r[k] for k in _RESET_KEYS}, reusable=r["reusable"], verdict=r["verdict"],
+                   controls=r["controls"])
         rows.append(row)
-    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in stats), "reset_estimate",
-               *(f"minus_reset_{k}" for k in stats), "source_delta", "n", "detectable", "reusable",
-               "verdict", "controls"]
+    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in _STATS), *_RESET_KEYS, "source_delta", "n",
+               "detectable", "reusable", "verdict", "controls"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def minus_reset(frame: pd.DataFrame) -> dict:
     """The theta_0 reset's mean reuse score (``reset_estimate``) and the source minus the reset,
     paired by seed, with its t CI and verdict against 0 (``minus_reset_*``): what the source's
-    kernels add over untrained ones. ``frame``: rows of donors 'source' and :data:`RESET`."""
+    kernels add over untrained ones, the rule's baseline part (:func:`reuse.toolkit.selection.decide`).
+    ``frame``: rows of donors 'source' and :data:`RESET`."""
     score = {d: per_seed(frame[frame.donor == d], "reuse_score", []).set_index("seed").reuse_score
              for d in ("source", RESET)}
-    v = mean_verdict((score["source"] - score[RESET]).dropna(), 0.0)
-    return {"reset_estimate": float(score[RESET].mean()) if len(score[RESET]) else float("nan"),
-            **{f"minus_reset_{k}": v[k] for k in ("estimate", "ci_low", "ci_high", "verdict")}}
+    r = decide(score["source"], reset=score[RESET])
+    return {k: r[k] for k in _RESET_KEYS}
 
 
 def verdict_text(table: pd.DataFrame) -> str:

@@ -213,25 +213,22 @@ def swap_scans(ckpts: pd.DataFrame, sc: OwnModel, device: str = "auto", data_dir
 
 def selection(scans: pd.DataFrame, margin: float = REUSABLE) -> pd.DataFrame:
     """Per conv layer, the source's single-layer reuse score over seeds and whether the
-    layer is selected (:func:`reuse.toolkit.selection.swap_verdicts`: a CI over seeds, or a point estimate
-    with a warning from one seed); ``raw_reusable`` is the swaps' own call.
+    layer is selected (:func:`reuse.toolkit.selection.swap_verdicts`: a CI over seeds, or a point
+    estimate with a warning from one seed, gated by the mean single-swap scores of the twin and
+    of the different-init model against the same ``margin``); ``raw_reusable`` is the swaps'
+    own call.
 
     A single swap can only call a layer reusable where single swaps discriminate: unless the
-    twin's hold and the different-init model's are refuted (:func:`controls`), no layer is
-    selected and ``basis`` says 'undecided: controls failed (...)'."""
+    twin's hold and the different-init model's are refuted, no layer is selected and
+    ``basis`` says 'undecided: controls failed (...)'."""
     src = scans[(scans.donor == "source") & (scans.set == "single")]
     if src.reuse_score.isna().all():  # theta_T no better than chance: nothing can be judged
         return pd.DataFrame({"layer": src.layer.unique(), "estimate": float("nan"), "ci_low": float("nan"),
                              "ci_high": float("nan"), "n": 0, "reusable": False,
                              "basis": "none: the target model is no better than chance",
                              "raw_reusable": False})
-    table = swap_verdicts(src.drop(columns="donor"), margin=margin).assign(raw_reusable=lambda t: t.reusable)
-    c = controls(scans)
-    _, gate = gated("holds", c["single swaps, positive control"]["verdict"],
-                    c["single swaps, negative control"]["verdict"])
-    if gate == "passed":
-        return table
-    return table.assign(reusable=False, basis=f"undecided: controls failed ({gate.removeprefix('failed: ')})")
+    return swap_verdicts(src.drop(columns="donor"), margin=margin, positive=_per_seed(scans, "twin", "single"),
+                         negative=_per_seed(scans, "different_init", "single"))
 
 
 def joint_checks(ckpts: pd.DataFrame, sc: OwnModel, layers: list[str], device: str = "auto",

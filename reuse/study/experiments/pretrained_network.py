@@ -71,6 +71,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
+from reuse.toolkit.selection import decide
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
@@ -265,26 +266,26 @@ def controls(scans: pd.DataFrame) -> dict[str, dict]:
 
 
 def layer_table(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
-    """V1 per task and conv layer: theta_P's layer put back into theta_FT (its mean reuse score
-    over seeds, CI, verdict against the margin), the same layer reset to theta_0 (mean), the
-    difference paired by seed (CI, verdict against 0), the conjunction ``frozen_ok`` and the
-    gated ``verdict``; beside it the mean relative RMSE to theta_P and to the twin (the floor)."""
+    """V1 per task and conv layer, by the reuse rule (:func:`reuse.toolkit.selection.decide`):
+    theta_P's layer put back into theta_FT (its mean reuse score over seeds, CI, verdict against
+    the margin), the same layer reset to theta_0 (mean), the difference paired by seed (CI,
+    verdict against 0), the conjunction ``frozen_ok`` and ``verdict``, gated by the task's
+    single-swap controls (:func:`controls`); beside it the mean relative RMSE to theta_P and to
+    the twin (the floor)."""
     rows = []
     for task, g in scans.groupby("task", sort=False):
-        gate = controls(g)
+        positive, negative = _per_seed_mean(_single(g, "twin")), _per_seed_mean(_single(g, "scratch"))
         for layer in _single(g, "pretrained").layer.unique():
             src = _single(g, "pretrained").query("layer == @layer").set_index("seed").reuse_score
             reset = _single(g, "reset").query("layer == @layer").set_index("seed").reuse_score
-            v, d = mean_verdict(src, REUSABLE), mean_verdict((src - reset).dropna(), 0.0)
-            frozen_ok = conjunction(v["verdict"], d["verdict"])
-            verdict, basis = gated(frozen_ok, gate["positive"]["verdict"], gate["negative"]["verdict"])
+            r = decide(src, margin=REUSABLE, reset=reset, positive=positive, negative=negative)
             dist = distances[(distances.task == task) & (distances.layer == layer)]
-            rows.append({"task": task, "layer": layer, "estimate": v["estimate"], "ci_low": v["ci_low"],
-                         "ci_high": v["ci_high"], "n": v["n"], "detectable": v["detectable"],
-                         "above_margin": v["verdict"], "reset_estimate": float(reset.mean()),
-                         "minus_reset": d["estimate"], "minus_reset_ci_low": d["ci_low"],
-                         "minus_reset_ci_high": d["ci_high"], "above_reset": d["verdict"],
-                         "frozen_ok": frozen_ok, "verdict": verdict, "controls": basis,
+            rows.append({"task": task, "layer": layer, "estimate": r["estimate"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "n": r["n"], "detectable": r["detectable"],
+                         "above_margin": r["above_margin"], "reset_estimate": r["reset_estimate"],
+                         "minus_reset": r["minus_reset_estimate"], "minus_reset_ci_low": r["minus_reset_ci_low"],
+                         "minus_reset_ci_high": r["minus_reset_ci_high"], "above_reset": r["minus_reset_verdict"],
+                         "frozen_ok": r["reusable"], "verdict": r["verdict"], "controls": r["controls"],
                          "rel_rmse_pretrained": float(dist[dist.donor == "pretrained"].rel_rmse.mean()),
                          "rel_rmse_twin": float(dist[dist.donor == "twin"].rel_rmse.mean())})
     return pd.DataFrame(rows)
