@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.study.report import _adjusted, _markdown_table, _records, family_adjusted, main, record, summarize
+from reuse.study.report import _adjusted, _records, family_adjusted, main, record, summarize
 
 
 def _headline() -> pd.DataFrame:
@@ -54,12 +54,6 @@ def test_named_index_levels_become_columns(tmp_path):
     assert data["headline"] == [{"arch": "pspnet", "score": 0.25}, {"arch": "unet", "score": 0.625}]
     filtered = json.loads(record("y", frame[frame.score > 0.3], {}, tmp_path).read_text())
     assert filtered["columns"] == ["arch", "score"]
-
-
-def test_markdown_table_escapes_and_formats():
-    rows = [{"a|b": "p|q", "x": 1 / 3}, {"a|b": None, "x": float("nan")}]
-    table = _markdown_table(["a|b", "x"], rows)
-    assert table.splitlines() == ["| a\\|b | x |", "| --- | --- |", "| p\\|q | 0.3333 |", "|  |  |"]
 
 
 @pytest.mark.parametrize("name", ["", "../up", "a b", "x/y"])

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reuse.toolkit import files
+from reuse.toolkit import files, markdown
 from reuse.toolkit.provenance import provenance
 
 from . import claims
@@ -191,17 +191,17 @@ def _numbers_text(row: dict) -> str:
     no empty brackets or clauses where a number is missing."""
     parts = []
     if _finite(row.get("estimate")):
-        ci = (f" [{_cell(row['ci_low'])}, {_cell(row['ci_high'])}]"
+        ci = (f" [{markdown.cell(row['ci_low'])}, {markdown.cell(row['ci_high'])}]"
               if _finite(row.get("ci_low")) and _finite(row.get("ci_high")) else ", no interval")
-        parts.append(f"{_cell(row['estimate'])}{ci}")
+        parts.append(f"{markdown.cell(row['estimate'])}{ci}")
     else:
         parts.append("no estimate")
     n = row.get("n")
     parts.append(f"n = {int(n)} seed{'s' * (int(n) != 1)}" if _finite(n) else "n not recorded")
     if _finite(row.get("detectable")):
         holm = row.get("detectable_holm")
-        parts.append(f"detectable {_cell(row['detectable'])}"
-                     + (f" ({_cell(holm)} at Holm's level)" if _finite(holm) else ""))
+        parts.append(f"detectable {markdown.cell(row['detectable'])}"
+                     + (f" ({markdown.cell(holm)} at Holm's level)" if _finite(holm) else ""))
     controls = row.get("controls")
     if isinstance(controls, str) and controls not in ("n/a", "passed") and row.get("family") != "undecidable":
         parts.append(f"controls {controls}")
@@ -317,30 +317,12 @@ def _threads() -> int | None:
         return None
 
 
-# Our own table writer instead of DataFrame.to_markdown: that needs `tabulate`, one
-# more dependency for a dozen lines.
 def _markdown_table(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
-    lines = ["| " + " | ".join(_escape(c) for c in columns) + " |",
-             "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines)
+    return markdown.table(columns, ([row.get(col) for col in columns] for row in rows))
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return format(value, ".4g")
-    return _escape(str(value))
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", r"\|").replace("\n", " ")
 
 
 def _jsonable(value: Any) -> Any:

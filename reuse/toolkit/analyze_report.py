@@ -20,6 +20,7 @@ import pandas as pd
 
 from .analyze_inputs import Inputs
 from .analyze_plots import plot_cka_cross, plot_layers, plot_swaps
+from .markdown import table as markdown_table
 from .provenance import provenance
 from .relations import RELATIONS
 
@@ -207,10 +208,6 @@ def blocks(args, inp: Inputs, res: dict[str, Any], tables: dict[str, pd.DataFram
     return out
 
 
-def _cell(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def markdown(title: str, report: list[tuple]) -> str:
     """``report`` as Markdown; figures as ``NAME.png`` beside it."""
     md = [f"# {title}", ""]
@@ -227,8 +224,7 @@ def markdown(title: str, report: list[tuple]) -> str:
             md += [f"![{rest[0]}]({rest[0]}.png)", ""]
         else:
             frame, lines = rest
-            md += ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-            md += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+            md += [markdown_table(list(frame.columns), frame.itertuples(index=False))]
             md += ["", *(["Columns:", "", *(f"- `{c}`: {t}" for c, t in lines.items()), ""] if lines else [])]
     return "\n".join(md)
 
