@@ -75,6 +75,24 @@ def test_second_call_loads_the_cache_and_does_not_train(tiny, fake_fashion, tmp_
     assert not list((tmp_path / "own_model").glob(".*.tmp"))  # no temporary file left behind
 
 
+def test_states_reads_each_checkpoint_file_once_and_names_a_missing_one(tmp_path, monkeypatch):
+    paths = {}
+    for seed, role in [(0, "source"), (0, "target"), (1, "target")]:
+        paths[seed, role] = tmp_path / f"{role}{seed}.pt"
+        torch.save({"conv.weight": torch.full((2, 1, 3, 3), float(seed))}, paths[seed, role])
+    ckpts = pd.DataFrame([{"seed": s, "role": r, "path": str(p)} for (s, r), p in paths.items()])
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or real_load(f, *a, **k))
+    states = om.states(ckpts)
+    assert sorted(reads) == sorted(map(str, paths.values()))
+    assert {s: sorted(r) for s, r in states.items()} == {0: ["source", "target"], 1: ["target"]}
+    assert states[1]["target"]["conv.weight"].eq(1.0).all()
+    paths[1, "target"].unlink()
+    with pytest.raises(FileNotFoundError, match="target checkpoint of seed 1"):
+        om.states(ckpts)
+
+
 def test_target_is_classes_5_to_9_relabelled_0_to_4(fake_fashion):
     raw_x = read_idx(fake_fashion / FASHION_FILES[("train", "images")])
     raw_y = read_idx(fake_fashion / FASHION_FILES[("train", "labels")])

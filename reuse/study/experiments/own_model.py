@@ -160,13 +160,22 @@ def paths(ckpts: pd.DataFrame, seed: int) -> dict[str, str]:
     return dict(zip(rows.role, rows.path))
 
 
-def kernel_distances(ckpts: pd.DataFrame) -> pd.DataFrame:
+def states(ckpts: pd.DataFrame) -> dict[int, dict[str, dict[str, torch.Tensor]]]:
+    """seed -> role -> state dict: every checkpoint file of :func:`checkpoints` read once
+    (:func:`reuse.toolkit.checkpoints.load_state`, the boundary a user's files cross), for
+    the analyses below to share."""
+    return {int(seed): {role: load_state(path, what=f"{role} checkpoint of seed {seed}")
+                        for role, path in paths(ckpts, int(seed)).items()}
+            for seed in sorted(ckpts.seed.unique())}
+
+
+def kernel_distances(states: dict[int, dict[str, dict]]) -> pd.DataFrame:
     """Per seed x comparison x conv layer: RMSE, relative RMSE and cosine distance between
     theta_T and the source, the twin (the noise floor of retraining) and the
-    different-init control (:func:`reuse.toolkit.criteria.kernel_rmse` on the checkpoint paths)."""
+    different-init control (:func:`reuse.toolkit.criteria.kernel_rmse`) in ``states``
+    (:func:`states`)."""
     frames = []
-    for seed in map(int, sorted(ckpts.seed.unique())):
-        p = paths(ckpts, seed)
+    for seed, p in states.items():
         for comparison in DONORS:
             if comparison in p:
                 frames.append(kernel_rmse(p[comparison], p["target"], conv_layers(p["target"]))
@@ -188,15 +197,15 @@ def scorer(sc: OwnModel, seed: int, device: str = "auto", data_dir: str | Path |
             train_x[:sc.n_bn].to(dev), chance("classification", train_y, y, N_CLASSES))
 
 
-def swap_scans(ckpts: pd.DataFrame, sc: OwnModel, device: str = "auto", data_dir: str | Path | None = None,
+def swap_scans(states: dict[int, dict[str, dict]], sc: OwnModel, device: str = "auto", data_dir: str | Path | None = None,
                progress: bool = False) -> pd.DataFrame:
     """The swap scan (:func:`reuse.toolkit.scan.swap_scan`, BN re-estimated) of every donor into
     theta_T, per seed: the source with the scale's sets (single layers, prefixes, suffixes, all),
-    the two controls with single layers and all. Columns: seed, donor, then the scan's."""
+    the two controls with single layers and all (``states``: :func:`states`). Columns: seed,
+    donor, then the scan's."""
     frames = []
     dev = resolve_device(device)
-    for seed in map(int, sorted(ckpts.seed.unique())):
-        p = paths(ckpts, seed)
+    for seed, p in states.items():
         score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
         model = prepare_model(architecture(), dev)
         layers = conv_layers(p["target"])[:sc.n_layers]
@@ -231,23 +240,22 @@ def selection(scans: pd.DataFrame, margin: float = REUSABLE) -> pd.DataFrame:
                          negative=_per_seed(scans, "different_init", "single"))
 
 
-def joint_checks(ckpts: pd.DataFrame, sc: OwnModel, layers: list[str], device: str = "auto",
+def joint_checks(states: dict[int, dict[str, dict]], sc: OwnModel, layers: list[str], device: str = "auto",
                  data_dir: str | Path | None = None, margin: float = REUSABLE) -> pd.DataFrame:
-    """Per seed, the selected ``layers`` swapped *together* from theta_S into theta_T
-    (:func:`reuse.toolkit.selection.check_joint`, BN re-estimated). One row per seed: n_selected,
+    """Per seed of ``states`` (:func:`states`), the selected ``layers`` swapped *together* from
+    theta_S into theta_T (:func:`reuse.toolkit.selection.check_joint`, BN re-estimated). One row per seed: n_selected,
     joint_reuse_score (of the whole selected set), n_kept (after greedy back-off, if the
     union failed) and kept (the layers kept, comma-separated). A seed whose target model is
     no better than chance is not judged (NaN, and ``kept`` says why)."""
     rows, dev = [], resolve_device(device)
-    for seed in map(int, sorted(ckpts.seed.unique())):
-        p = paths(ckpts, seed)
+    for seed, p in states.items():
         if not layers:
             rows.append({"seed": seed, "n_selected": 0, "joint_reuse_score": float("nan"), "n_kept": 0,
                          "kept": ""})
             continue
         score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
         target = prepare_model(architecture(), dev)
-        target.load_state_dict(load_state(p["target"]))
+        target.load_state_dict(p["target"])
         with compute_scope(threads=sc.score_threads):
             if not score_fn(target) > chance_value:  # as in selection: nothing to lose, not judged
                 rows.append({"seed": seed, "n_selected": 0, "joint_reuse_score": float("nan"), "n_kept": 0,
