@@ -12,7 +12,7 @@ import torchvision
 from scipy import stats
 
 from reuse.study.config import get_profile
-from reuse.study.data import FASHION_FILES, read_idx
+from reuse.study.data import CLASSIFICATION, FASHION_FILES, read_idx
 from reuse.study.experiments import own_model as om
 from reuse.study.models import build_model
 from reuse.study.train import Runner
@@ -94,13 +94,14 @@ def test_states_reads_each_checkpoint_file_once_and_names_a_missing_one(tmp_path
 
 
 def test_target_is_classes_5_to_9_relabelled_0_to_4(fake_fashion):
+    runner = _runner(fake_fashion)
     raw_x = read_idx(fake_fashion / FASHION_FILES[("train", "images")])
     raw_y = read_idx(fake_fashion / FASHION_FILES[("train", "labels")])
     # the fake images are distinct, so each picked image names its original class
     by_bytes = {img.tobytes(): int(c) for img, c in zip(raw_x, raw_y)}
     assert len(by_bytes) == len(raw_x)
     for side, offset in (("source", 0), ("target", 5)):
-        x, y = om.images(side, "train", 40, seed=1, image_size=32, data_dir=fake_fashion)
+        x, y = runner.split(om.PAIR, side, CLASSIFICATION, "train", 1, n=40, image_size=32, channels=3)
         assert x.shape == (40, 3, 32, 32) and torch.equal(x[:, 0], x[:, 2])
         assert set(y.tolist()) <= set(range(5))
         # at 32 px the 28 px image is padded by 2, unchanged: undo that to find it
@@ -110,8 +111,9 @@ def test_target_is_classes_5_to_9_relabelled_0_to_4(fake_fashion):
 
 
 def test_twin_block_is_disjoint_from_the_target_block(fake_fashion):
-    a, _ = om.images("target", "train", 50, seed=0, image_size=16, data_dir=fake_fashion, block=0)
-    b, _ = om.images("target", "train", 50, seed=0, image_size=16, data_dir=fake_fashion, block=1)
+    runner = _runner(fake_fashion)
+    a, b = (runner.split(om.PAIR, "target", CLASSIFICATION, "train", 0, n=50, image_size=16, block=block)[0]
+            for block in (0, 1))
     flat_a = {tuple(r.tolist()) for r in a[:, 0].flatten(1)}
     assert not any(tuple(r.tolist()) in flat_a for r in b[:, 0].flatten(1))
 
@@ -121,8 +123,6 @@ def test_twin_block_is_disjoint_from_the_target_block(fake_fashion):
     (lambda: om.specs(get_profile("smoke"), 0)["target"].replace(steps=0), "steps=0"),
     (lambda: build_model("resnet18", "segmentation", 3, 5), "task 'classification'"),
     (lambda: build_model("unet", "classification", 1, 5), "task='classification'"),
-    (lambda: om.images("target", "valid", 4), "split='valid'"),
-    (lambda: om.images("target", "train", 0), "n=0"),
     (lambda: om.checkpoints(None, get_profile("smoke"), ".", roles=("teacher",)), "teacher"),
 ])
 def test_bad_parameters_raise_clear_errors(call, match):

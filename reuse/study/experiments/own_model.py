@@ -52,14 +52,14 @@ from torch import nn
 from reuse.toolkit import files
 from reuse.toolkit.checkpoints import load_state
 from reuse.toolkit.criteria import conv_layers, kernel_rmse
-from reuse.toolkit.gpu import compute_scope, prepare_model, resolve_device
+from reuse.toolkit.gpu import compute_scope, prepare_model
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
 from reuse.toolkit.selection import check_joint, swap_verdicts
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, correlation_verdict, gated, mean_verdict
 
 from ..config import OwnModel, Profile
-from ..data import CLASSIFICATION, load_domain
+from ..data import CLASSIFICATION
 from ..models import build_model
 from ..spec import RunSpec
 from ..train import Runner
@@ -99,31 +99,6 @@ def architecture() -> nn.Module:
     initial weights are never used; the caller's random state is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         return build_model("resnet18", CLASSIFICATION, 3, N_CLASSES)
-
-
-def _rgb(x: torch.Tensor) -> torch.Tensor:
-    """``[N, 1, S, S]`` -> ``[N, 3, S, S]``: grayscale repeated to ResNet's three channels."""
-    return x.expand(-1, 3, -1, -1).contiguous()
-
-
-def images(side: str, split: str, n: int, seed: int = 0, image_size: int = 16,
-           data_dir: str | Path | None = None, block: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images ``[n, 3, S, S]`` in [0, 1], labels ``[n]`` in 0..4) of one side of the pair.
-
-    ``side='source'`` is Fashion-MNIST classes 0-4, ``'target'`` classes 5-9 relabelled
-    0..4; ``split`` 'train' or 'test'; ``block`` picks which disjoint run of ``n`` training
-    images (the twin's: 1). Which images is fixed by ``seed``: the same ones the runner
-    trains on (:meth:`reuse.study.train.Runner.split`).
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r}; expected an integer >= 1")
-    train = split == "train"
-    d = load_domain(PAIR, side, n if train else 1, 1 if train else n, seed=seed, data_dir=data_dir,
-                    image_size=image_size, block=block if train else 0)
-    x, y = (d.train_x, d.train_y) if train else (d.test_x, d.test_y)
-    return _rgb(x), y
 
 
 def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=ROLES) -> pd.DataFrame:
@@ -184,30 +159,29 @@ def kernel_distances(states: dict[int, dict[str, dict]]) -> pd.DataFrame:
     return out[["seed", "comparison", *[c for c in out.columns if c not in ("seed", "comparison")]]]
 
 
-def scorer(sc: OwnModel, seed: int, device: str = "auto", data_dir: str | Path | None = None
-           ) -> tuple[Callable[[nn.Module], float], torch.Tensor, float]:
-    """(score_fn, bn_data, chance) of one seed: top-1 accuracy on ``sc.n_test`` target test
-    images (:func:`reuse.toolkit.scan.task_score_fn`); the first ``sc.n_bn`` of the target's
-    training images ``[n_bn, 3, S, S]``, which BN statistics are re-estimated on after a
-    swap; the accuracy of predicting the target's majority training class."""
-    x, y = images("target", "test", sc.n_test, seed, sc.image_size, data_dir)
-    train_x, train_y = images("target", "train", sc.n_train, seed, sc.image_size, data_dir)
-    dev = resolve_device(device)
-    return (task_score_fn("classification", x.to(dev), y.to(dev), n_outputs=N_CLASSES),
-            train_x[:sc.n_bn].to(dev), chance("classification", train_y, y, N_CLASSES))
+def scorer(runner: Runner, sc: OwnModel, seed: int) -> tuple[Callable[[nn.Module], float], torch.Tensor, float]:
+    """(score_fn, bn_data, chance) of one seed, from the images the runner trains on
+    (:meth:`reuse.study.train.Runner.split`, on its device): top-1 accuracy on ``sc.n_test``
+    target test images (:func:`reuse.toolkit.scan.task_score_fn`); the first ``sc.n_bn`` of the
+    target's training images ``[n_bn, 3, S, S]``, which BN statistics are re-estimated on after
+    a swap; the accuracy of predicting the target's majority training class."""
+    def split(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return runner.split(PAIR, "target", CLASSIFICATION, name, seed, n=n, image_size=sc.image_size, channels=3)
+    (x, y), (train_x, train_y) = split("test", sc.n_test), split("train", sc.n_train)
+    return (task_score_fn("classification", x, y, n_outputs=N_CLASSES), train_x[:sc.n_bn],
+            chance("classification", train_y, y, N_CLASSES))
 
 
-def swap_scans(states: dict[int, dict[str, dict]], sc: OwnModel, device: str = "auto", data_dir: str | Path | None = None,
-               progress: bool = False) -> pd.DataFrame:
+def swap_scans(runner: Runner, states: dict[int, dict[str, dict]], sc: OwnModel, progress: bool = False
+               ) -> pd.DataFrame:
     """The swap scan (:func:`reuse.toolkit.scan.swap_scan`, BN re-estimated) of every donor into
     theta_T, per seed: the source with the scale's sets (single layers, prefixes, suffixes, all),
     the two controls with single layers and all (``states``: :func:`states`). Columns: seed,
     donor, then the scan's."""
     frames = []
-    dev = resolve_device(device)
     for seed, p in states.items():
-        score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
-        model = prepare_model(architecture(), dev)
+        score_fn, bn_x, chance_value = scorer(runner, sc, seed)
+        model = prepare_model(architecture(), runner.device)
         layers = conv_layers(p["target"])[:sc.n_layers]
         for donor in DONORS:
             if donor in p:
@@ -240,21 +214,21 @@ def selection(scans: pd.DataFrame, margin: float = REUSABLE) -> pd.DataFrame:
                          negative=_per_seed(scans, "different_init", "single"))
 
 
-def joint_checks(states: dict[int, dict[str, dict]], sc: OwnModel, layers: list[str], device: str = "auto",
-                 data_dir: str | Path | None = None, margin: float = REUSABLE) -> pd.DataFrame:
+def joint_checks(runner: Runner, states: dict[int, dict[str, dict]], sc: OwnModel, layers: list[str],
+                 margin: float = REUSABLE) -> pd.DataFrame:
     """Per seed of ``states`` (:func:`states`), the selected ``layers`` swapped *together* from
     theta_S into theta_T (:func:`reuse.toolkit.selection.check_joint`, BN re-estimated). One row per seed: n_selected,
     joint_reuse_score (of the whole selected set), n_kept (after greedy back-off, if the
     union failed) and kept (the layers kept, comma-separated). A seed whose target model is
     no better than chance is not judged (NaN, and ``kept`` says why)."""
-    rows, dev = [], resolve_device(device)
+    rows = []
     for seed, p in states.items():
         if not layers:
             rows.append({"seed": seed, "n_selected": 0, "joint_reuse_score": float("nan"), "n_kept": 0,
                          "kept": ""})
             continue
-        score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
-        target = prepare_model(architecture(), dev)
+        score_fn, bn_x, chance_value = scorer(runner, sc, seed)
+        target = prepare_model(architecture(), runner.device)
         target.load_state_dict(p["target"])
         with compute_scope(threads=sc.score_threads):
             if not score_fn(target) > chance_value:  # as in selection: nothing to lose, not judged
