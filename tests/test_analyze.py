@@ -76,6 +76,7 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# reuse analyze") and "--model torchvision.models:resnet18 not built" in report
+    assert "**Next**: run again with `--data FOLDER`" in report  # --model was given: not asked for again
     _explained(tmp_path, "siblings")
 
 
@@ -170,6 +171,10 @@ def test_align_undoes_a_channel_permutation(ckpts, tmp_path, capsys):
     (["corrupt.pt", "target.pt"], "source: cannot read .*corrupt.pt"),
     (["other.pt", "target.pt"], "architectures differ: only in target: conv1.weight.*and 121 more"),
     (["source.pt", "target.pt", "--model", "torchvision.models:resnet34", "--align"], "does not match the target checkpoint"),
+    (["source.pt", "target.pt", "--model", "torchvision.models:resnet18", "--align"],
+     "--model torchvision.models:resnet18 does not match the target checkpoint: .*shape of fc.weight: target "
+     "checkpoint \\(3, 512\\) vs --model torchvision.models:resnet18 \\(1000, 512\\).*"
+     "try --model-args '\\{\"num_classes\": 3\\}'"),
     (["source.pt", "target.pt", "--model", "torchvision.models:no_such_net", "--align"], "has no 'no_such_net'"),
     (["source.pt", "target.pt", "--model", "no_such_module_xyz:f", "--align"], "cannot import module 'no_such_module_xyz'"),
     (["source.pt", "target.pt", "--model", "resnet18"], "allowed: MODULE:NAME"),

@@ -194,6 +194,19 @@ def _paired(args, source: dict[str, torch.Tensor], target: dict[str, torch.Tenso
     return {**target, **{k: pairing.source[k] for k in pairing.keys}}, layers, pairing.keys, pairing.unmatched
 
 
+def _head_fix(built: dict, target: dict, kwargs: dict) -> str:
+    """The ``--model-args`` that would fix a head built for another number of classes (the
+    usual cause: a factory's default ``num_classes``), or ''."""
+    for key, value in built.items():
+        have = target.get(key)
+        if (have is not None and value.dim() == 2 and have.dim() == 2 and value.shape[1] == have.shape[1]
+                and value.shape[0] != have.shape[0] and "num_classes" not in kwargs):
+            fixed = json.dumps({**kwargs, "num_classes": int(have.shape[0])})
+            return (f". The head {key} has {value.shape[0]} outputs, the checkpoint's {have.shape[0]}: "
+                    f"try --model-args '{fixed}'")
+    return ""
+
+
 def read_inputs(args) -> Inputs:
     """Load and check every input; raise :class:`InputError` (or the toolkit's
     FileNotFoundError / ValueError / TypeError) on bad input."""
@@ -227,10 +240,12 @@ def read_inputs(args) -> Inputs:
     if not build:
         return inp
     inp.model = _model(args, kwargs)
+    built = inp.model.state_dict()
     try:
-        check_compatible(inp.model.state_dict(), inp.target)
+        check_compatible(inp.target, built, names=("target checkpoint", f"--model {args.model}"))
     except ValueError as err:
-        raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}") from None
+        raise ValueError(f"--model {args.model} does not match the target checkpoint: {err}"
+                         + _head_fix(built, inp.target, kwargs)) from None
     if by_name:  # forward order, as the model declares its parameters (the same keys, checked above)
         order = list(inp.model.state_dict())
         inp.target, inp.source = ({k: state[k] for k in order} for state in (inp.target, inp.source))

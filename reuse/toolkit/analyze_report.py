@@ -153,8 +153,8 @@ def _answer(args, inp: Inputs, res: dict[str, Any]) -> list[tuple]:
     if "selection" in res and res["kept"]:
         out.append(("p", f"**Next**: {rel['next']}."))
     elif "selection" not in res:
-        out.append(("p", "**Next**: run again with `--model` and `--data FOLDER` (or `--dataset`, "
-                         "`--score`) to swap each layer and get a verdict."))
+        out.append(("p", "**Next**: run again with " + ("" if args.model else "`--model` and ")
+                         + "`--data FOLDER` (or `--dataset`, `--score`) to swap each layer and get a verdict."))
     return out
 
 

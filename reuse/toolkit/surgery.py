@@ -45,19 +45,22 @@ def parameter_types(model: nn.Module) -> dict[str, tuple[str, str]]:
 
 
 def check_compatible(target: dict[str, torch.Tensor] | nn.Module,
-                     source: dict[str, torch.Tensor] | nn.Module, keys: Iterable[str] | None = None) -> None:
+                     source: dict[str, torch.Tensor] | nn.Module, keys: Iterable[str] | None = None,
+                     names: tuple[str, str] = ("target", "source")) -> None:
     """Raise ``ValueError`` listing the first mismatched names or shapes of two models. Names
     must match everywhere; shapes only on ``keys`` when given (a source whose head has
-    another number of classes can still give every other layer)."""
+    another number of classes can still give every other layer). ``names``: what the
+    message calls ``target`` and ``source``."""
     t, s = (_state(m) for m in (target, source))
+    tn, sn = names
     shaped = set(t) if keys is None else set(_names("keys", keys))
-    problems = [f"only in target: {k}" for k in t if k not in s]
-    problems += [f"only in source: {k}" for k in s if k not in t]
-    problems += [f"shape of {k}: target {tuple(t[k].shape)} vs source {tuple(s[k].shape)}"
+    problems = [f"only in {tn}: {k}" for k in t if k not in s]
+    problems += [f"only in {sn}: {k}" for k in s if k not in t]
+    problems += [f"shape of {k}: {tn} {tuple(t[k].shape)} vs {sn} {tuple(s[k].shape)}"
                  for k in t if k in s and k in shaped and t[k].shape != s[k].shape]
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ValueError("source and target architectures differ: " + "; ".join(problems[:5]) + more)
+        raise ValueError(f"{sn} and {tn} architectures differ: " + "; ".join(problems[:5]) + more)
 
 
 def _names(name: str, values) -> list | None:
