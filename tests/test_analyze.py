@@ -120,6 +120,32 @@ def test_score_function_runs_the_scan_and_the_joint_check(ckpts, tmp_path, monke
     assert json.loads((out / "analyze.json").read_text())["summary"]["backed_off"] is True
 
 
+def test_the_answer_names_the_prefix_to_freeze_and_the_parameters(ckpts, tmp_path, monkeypatch, capsys):
+    d, models = ckpts
+    (tmp_path / "myscore2.py").write_text(SCORE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import myscore2
+    myscore2.SOURCE.update(models["source"].state_dict())
+    out = tmp_path / "out"
+    rc = main(["analyze", str(d / "source.pt"), str(d / "target.pt"), *MODEL, "--score", "myscore2:score",
+               "--sets", "single,prefix", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    plan = json.loads((out / "freeze.json").read_text())
+    # prefix 1 (conv1) keeps the score, prefix 2 (conv1 + layer1.0.conv1) does not
+    assert plan["prefix"]["k"] == 1 and plan["prefix"]["layers"] == ["conv1"]
+    assert plan["prefix"]["parameters"] == ["conv1.weight"]
+    assert "conv1" not in plan["reuse"]["layers"] and len(plan["reuse"]["layers"]) == 20
+    model = copy.deepcopy(models["target"])
+    named = dict(model.named_parameters())
+    for name in plan["reuse"]["parameters"]:  # ready for requires_grad_(False)
+        named[name].requires_grad_(False)
+    assert {n for n, p in named.items() if not p.requires_grad} == {*plan["reuse"]["parameters"]}
+    assert "fc.bias" in plan["reuse"]["parameters"] and "bn1.weight" not in plan["reuse"]["parameters"]
+    assert "Freeze the first layer (conv1; swapped relative 1): 1 parameter tensor(s); reuse 20 layer(s) " \
+           "(21 parameter tensors)" in capsys.readouterr().out
+    assert "freeze.json" in json.loads((out / "analyze.json").read_text())["summary"]["files"]
+
+
 def test_image_folder_scores_accuracy(ckpts, tmp_path, capsys):
     d, models = ckpts
     gen = np.random.default_rng(0)

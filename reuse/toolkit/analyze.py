@@ -42,7 +42,9 @@ target's architecture; swaps take the source's paired layers only.
 - With data or ``--score``: also ``swaps.csv`` (:func:`reuse.toolkit.scan.swap_scan`),
   ``selection.csv`` (:func:`reuse.toolkit.selection.swap_verdicts`, one seed: point estimates) and
   ``joint.csv`` (:func:`reuse.toolkit.selection.check_joint`: the chosen layers swapped together,
-  backing off greedily when that fails).
+  backing off greedily when that fails); ``freeze.json``
+  (:func:`reuse.toolkit.analyze_tables.freeze_plan`: the prefix that can stay frozen and the
+  layers to reuse, as parameter names for ``requires_grad_(False)``).
 - Always ``unmatched.csv``, ``report.md`` (figures as PNG files beside it), a self-contained
   ``report.html`` (figures embedded) and ``analyze.json`` (parameters, relation, results
   summary, provenance). The report opens with the answer (the layers to reuse, with their

@@ -130,6 +130,7 @@ def _answer(args, inp: Inputs, res: dict[str, Any]) -> list[tuple]:
         failed = [name for name in sel.index if name not in chosen]
         if failed:
             out.append(("p", f"Not passing alone: {_listed(failed)}."))
+        out.append(("p", _freeze_line(res["freeze"])))
     else:
         why = ("no single-layer swap was scored (`--sets` without `single`)" if "swaps" in res else
                "no data was given (`--data`, `--dataset` or `--score`), so no layer was swapped")
@@ -156,6 +157,22 @@ def _answer(args, inp: Inputs, res: dict[str, Any]) -> list[tuple]:
         out.append(("p", "**Next**: run again with " + ("" if args.model else "`--model` and ")
                          + "`--data FOLDER` (or `--dataset`, `--score`) to swap each layer and get a verdict."))
     return out
+
+
+def _freeze_line(plan: dict[str, Any]) -> str:
+    """The answer as an action: what to freeze, and where the parameter names are."""
+    pre, value = plan["prefix"], plan["value"]
+    if pre is None:
+        first = "No prefix was scanned (`--sets` without `prefix`)"
+    elif pre["k"] == 0:
+        first = f"**Freeze**: no prefix can stay frozen (the first layer alone drops {value} to the margin or below)"
+    else:
+        span = pre["layers"][0] + (f"..{pre['layers'][-1]}" if pre["k"] > 1 else "")
+        first = (f"**Freeze** the first {pre['k']} layers ({span}; swapped together {value} "
+                 if pre["k"] > 1 else f"**Freeze** the first layer ({span}; swapped {value} "
+                 f"{pre[value]:.3g}): {len(pre['parameters'])} parameter tensor(s)")
+    return (f"{first}; reuse {len(plan['reuse']['layers'])} layer(s) ({len(plan['reuse']['parameters'])} "
+            "parameter tensors). Their names are in `freeze.json`, ready for `requires_grad_(False)`.")
 
 
 def answer_lines(args, inp: Inputs, res: dict[str, Any]) -> list[str]:
@@ -295,6 +312,8 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float,
     source, target = names(args)
     title = f"reuse analyze: {source} \u2192 {target} ({args.relation})"
     report = blocks(args, inp, res, tables, findings)
+    if "freeze" in res:
+        (out_dir / "freeze.json").write_text(json.dumps(res["freeze"], indent=2))
     (out_dir / "report.md").write_text(markdown(title, report))
     (out_dir / "report.html").write_text(html_page(title, report, png))
     summary = {"relation": args.relation, "source_name": source, "target_name": target,
@@ -304,6 +323,7 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float,
                "unmatched": inp.unmatched.to_dict("records"),
                "notes": inp.notes, "seconds": round(seconds, 3), "files": sorted(
                    [f"{n}.csv" for n in [*tables, *(["cka_cross"] if "cka_cross" in res else [])]]
-                   + [f"{n}.png" for n in png] + ["report.md", "report.html"])}
+                   + [f"{n}.png" for n in png] + ["report.md", "report.html"]
+                   + (["freeze.json"] if "freeze" in res else []))}
     (out_dir / "analyze.json").write_text(json.dumps(
         {**provenance(vars(args)), "summary": summary}, indent=2, default=str))

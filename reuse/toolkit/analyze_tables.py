@@ -65,7 +65,35 @@ def tables(args, inp: Inputs) -> dict[str, Any]:
     else:
         out["kept"], out["joint"] = [], None
     out["chosen"] = chosen
+    out["freeze"] = freeze_plan(out["swaps"], out["kept"], out["value"], args.margin, inp.model)
     return out
+
+
+def freeze_plan(swaps: pd.DataFrame, kept: list[str], value: str, margin: float, model) -> dict[str, Any]:
+    """What to do with the answer: the longest prefix of layers whose swap (every shorter
+    prefix's too) keeps ``value`` above ``margin``, so it can stay frozen, and the layers to
+    reuse, each with the names of the model's parameters to pass to ``requires_grad_(False)``.
+    A prefix's parameters are all the model's parameters up to its last layer's (the
+    normalisation layers between included); a reused layer's, its own. With no prefix scan
+    (``--sets`` without ``prefix``) the prefix is None."""
+    params = [name for name, _ in model.named_parameters()]
+
+    def own(layer: str) -> list[str]:
+        return [p for p in params if p.rsplit(".", 1)[0] == layer]
+
+    plan: dict[str, Any] = {"value": value, "margin": margin, "prefix": None,
+                            "reuse": {"layers": list(kept), "parameters": [p for layer in kept for p in own(layer)]}}
+    prefixes = swaps[swaps.set == "prefix"].sort_values("k")
+    if prefixes.empty:
+        return plan
+    passing = (prefixes[value] > margin).to_numpy()
+    k = int(passing.argmin()) if not passing.all() else len(passing)  # prefixes 1..k all pass
+    row = prefixes.iloc[k - 1] if k else None
+    layers = [] if row is None else str(row["layers"]).split(";")
+    last = max((params.index(p) for p in own(layers[-1])), default=-1) if layers else -1
+    plan["prefix"] = {"k": k, "layers": layers, value: None if row is None else float(row[value]),
+                      "parameters": params[:last + 1]}
+    return plan
 
 
 def undefined(layers: pd.DataFrame) -> str | None:
