@@ -16,7 +16,7 @@ steps, prints both figures and their ratio, and checks the two give the same num
     one process of two threads (the same runs, bit-identical weights);
 (h) on the CPU, a 2-worker Dask LocalCluster (``reuse run --cluster local:2``) vs serial
     one-thread training (bit-identical weights);
-(i) on the CPU, what the code-path pins cost (``reuse.CPU_PINS``: oneDNN and ATen capped at
+(i) on the CPU, what the code-path pins cost (``reuse.study.CPU_PINS``: oneDNN and ATen capped at
     AVX2, for bits that travel): the same runs trained in fresh processes with the caps lifted
     (the baseline) and kept, alternately; ``agree`` says whether the weights are the same bits
     (on a CPU without AVX-512 they are, and the ratio is noise);
@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reuse import CPU_PINS
+from reuse.study import CPU_PINS
 from reuse.study.data import write_synthetic_fashion
 from reuse.study.experiments.network_reusability import TYPE_SETS
 from reuse.study import train

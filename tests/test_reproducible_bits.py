@@ -1,6 +1,6 @@
 """Bits that travel: two runs, trained from an empty cache, give the weights stored here
-(SHA-256 of the state dict) on any x86-64 CPU with AVX2, because ``import reuse`` pins the
-code paths that otherwise follow the CPU (``reuse.CPU_PINS``: MKL's vendor-independent
+(SHA-256 of the state dict) on any x86-64 CPU with AVX2, because ``import reuse.study`` pins the
+code paths that otherwise follow the CPU (``reuse.study.CPU_PINS``: MKL's vendor-independent
 branch, oneDNN and ATen capped at AVX2). Shown on an AMD EPYC with AVX2 only, on CI's
 machine and on an Intel Xeon with AVX-512 and AMX, where lifting the oneDNN cap
 (``ONEDNN_MAX_CPU_ISA=ALL``) changes both digests.
@@ -33,16 +33,19 @@ SPECS = {
 }
 
 
-def test_importing_reuse_pins_mkl_in_a_fresh_process():
+def test_importing_the_study_pins_the_cpu_paths_and_the_toolkit_does_not():
     import subprocess
     import sys
 
-    from reuse import CPU_PINS
+    from reuse.study import CPU_PINS
 
     env = {k: v for k, v in os.environ.items() if k not in CPU_PINS}
-    code = "import reuse, os, torch; print(*(os.environ[k] for k in reuse.CPU_PINS))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["COMPATIBLE", "AVX2", "avx2"]
+    show = "print(*(os.environ.get(k, '-') for k in ('MKL_CBWR', 'ONEDNN_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY')))"
+    for imports, expected in [("import reuse.study", ["COMPATIBLE", "AVX2", "avx2"]),
+                              ("import reuse.toolkit, reuse.toolkit.analyze, reuse.toolkit.scan", ["-"] * 3)]:
+        code = f"import os, torch; {imports}; {show}"
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.split() == expected, imports
 
 
 @pytest.mark.parametrize("name", list(SPECS))
