@@ -80,9 +80,9 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
 
 
 def test_the_study_findings_come_from_the_study(ckpts, tmp_path, capsys):
-    """`reuse analyze` cites the study's findings (reuse.study.analyze); the toolkit's command on
+    """`reuse analyze` cites the study's findings (reuse.study.publishing.analyze); the toolkit's command on
     its own knows none and leaves the section out."""
-    from reuse.study.analyze import FINDINGS
+    from reuse.study.publishing.analyze import FINDINGS
 
     d, _ = ckpts
     pair = [str(d / "source.pt"), str(d / "target.pt"), "--kinds", "conv2d"]

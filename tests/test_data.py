@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reuse.study import data
+from reuse.study.training import data
 
 
 def test_read_idx_roundtrip_gz_and_raw(tmp_path):

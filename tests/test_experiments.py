@@ -11,8 +11,8 @@ from reuse.study import plots
 from reuse.study.config import Grid, SmallData, get_profile
 from reuse.study.experiments import adequacy, common
 from reuse.study.experiments import network_reusability as e1
-from reuse.study.models import build_model, conv_layer_names, head_layer
-from reuse.study.train import MONITOR_SIZE, RunSpec
+from reuse.study.training.models import build_model, conv_layer_names, head_layer
+from reuse.study.training.train import MONITOR_SIZE, RunSpec
 from reuse.toolkit.metrics import chance_level
 from reuse.toolkit.verdicts import VERDICTS
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from reuse.study.cache import compute_class
-from reuse.study.group import group_key
-from reuse.study.models import build_model
-from reuse.study.train import Runner, RunSpec
+from reuse.study.training.cache import compute_class
+from reuse.study.training.group import group_key
+from reuse.study.training.models import build_model
+from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit.metrics import PRIMARY, evaluate
 from reuse.toolkit.scoring import evaluate_states
 

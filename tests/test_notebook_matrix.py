@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import reuse_run, trained_log
 
-from reuse.study.data import parse_pair, target_pair
+from reuse.study.training.data import parse_pair, target_pair
 
 SINGLES = {
     "unet-segmentation-digits-seed0": ("0", "unet", "segmentation", "fashion-to-digits"),

@@ -12,10 +12,10 @@ import torchvision
 from scipy import stats
 
 from reuse.study.config import get_profile
-from reuse.study.data import FASHION_FILES, read_idx
+from reuse.study.training.data import FASHION_FILES, read_idx
 from reuse.study.experiments import own_model as om
-from reuse.study.models import build_model
-from reuse.study.train import Runner
+from reuse.study.training.models import build_model
+from reuse.study.training.train import Runner
 from reuse.toolkit.selection import swap_verdicts
 
 TINY_OWN = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, n_seeds=1)

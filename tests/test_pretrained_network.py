@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from reuse.__main__ import main as reuse_cli
-from reuse.study import pretrained, wheel_sets
+from reuse.study.training import pretrained, wheel_sets
 from reuse.study.config import get_profile
 from reuse.study.experiments import pretrained_network as e7
-from reuse.study.models import ONet
-from reuse.study.spec import RunSpec
-from reuse.study.train import MONITOR_WHEEL, Runner
+from reuse.study.training.models import ONet
+from reuse.study.training.spec import RunSpec
+from reuse.study.training.train import MONITOR_WHEEL, Runner
 
 TINY = dataclasses.replace(get_profile("smoke").pretrained, n_train={"near": 10, "far": 20},
                            n_test={"near": 20, "far": 40}, steps=4, batch_size=5)
@@ -45,7 +45,7 @@ def _runner(cache):
 def test_weights_and_both_datasets_load_without_a_network():
     """In a user namespace with no network interface: theta_P, lfw_subset and MNIST all load
     (they ship inside the installed wheels), so nothing is fetched at run time."""
-    code = ("from reuse.study import pretrained, wheel_sets; pretrained.state('mtcnn-onet'); "
+    code = ("from reuse.study.training import pretrained, wheel_sets; pretrained.state('mtcnn-onet'); "
             "print(len(wheel_sets.arrays('lfw-faces')[0]), len(wheel_sets.arrays('mnist-5k')[0]))")
     probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     if probe.returncode:

@@ -27,9 +27,9 @@ from conftest import fill
 from test_run_all import RECORD, _notebook
 
 from reuse.__main__ import main
-from reuse.study import batch as runner
-from reuse.study import data as rdata
-from reuse.study.train import Runner, RunSpec
+from reuse.study.publishing import batch as runner
+from reuse.study.training import data as rdata
+from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit import analyze_inputs, analyze_report
 from reuse.toolkit import files
 

@@ -1,4 +1,4 @@
-"""reuse.study.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
+"""reuse.study.publishing.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.study.report import _adjusted, _markdown_table, _records, family_adjusted, main, record, summarize
+from reuse.study.publishing.report import _adjusted, _markdown_table, _records, family_adjusted, main, record, summarize
 
 
 def _headline() -> pd.DataFrame:

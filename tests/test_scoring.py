@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from reuse.study.models import build_model, conv_layer_names
+from reuse.study.training.models import build_model, conv_layer_names
 from reuse.toolkit.gpu import prepare_model
 from reuse.toolkit.metrics import PRIMARY, evaluate
 from reuse.toolkit.scoring import score_states

@@ -140,7 +140,7 @@ def _classify(rows: list[dict]) -> tuple[list[str], list[int | None], list[str]]
 
 
 def adjust(records: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """``records`` (one row per verdict, as :func:`reuse.study.report.record` stores them)
+    """``records`` (one row per verdict, as :func:`reuse.study.publishing.report.record` stores them)
     with columns family, alias_of (the kept claim a duplicate repeats), aliases (the
     judgments that repeat a kept claim, "; "-joined), reason (why a row is set apart), p,
     p_holm, verdict_holm, holm (what was done) and, for primary rows, detectable_holm

@@ -20,7 +20,7 @@ distance is then how far fine-tuning moved a layer, and a swap puts the source's
 could it have stayed frozen?). The relation is recorded in ``analyze.json`` and sets the
 report's wording (:mod:`reuse.toolkit.relations`); :func:`main`'s ``findings`` (what a study found
 for each relation, as lines of text) adds a section citing them (``reuse analyze`` as the
-artifact ships it cites the study's: :mod:`reuse.study.analyze`).
+artifact ships it cites the study's: :mod:`reuse.study.publishing.analyze`).
 
 Layers are paired by name and shape (:mod:`reuse.toolkit.pairing`): those that do not pair
 (a head with another number of classes, an extra block) are listed in the report and in

@@ -33,9 +33,9 @@ from reuse.toolkit.metrics import PRIMARY, chance_level
 from reuse.toolkit.verdicts import ADEQUATE, MIN_GAP
 
 from ..config import Grid, Profile
-from ..data import target_pair
-from ..spec import TrainedRun
-from ..train import Runner
+from ..training.data import target_pair
+from ..training.spec import TrainedRun
+from ..training.train import Runner
 from .common import CONDITION, DONORS, Condition, Evaluator, cell_table, conditions, ladder_grid, trained
 
 LATE = 0.75  # the last quarter of a run's steps is where a trained run has stopped rising

@@ -32,10 +32,10 @@ from reuse.toolkit.selection import decide
 from reuse.toolkit.verdicts import MIN_GAP
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
-from ..models import ARCHITECTURES, conv_layer_names
-from ..spec import state_digest
-from ..train import Runner, RunSpec, TrainedRun, check_settings
+from ..training.data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
+from ..training.models import ARCHITECTURES, conv_layer_names
+from ..training.spec import state_digest
+from ..training.train import Runner, RunSpec, TrainedRun, check_settings
 
 DIFFERENT_INIT_OFFSET = 1000  # init seed of the different-initialisation control: seed + this
 TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: block 1)

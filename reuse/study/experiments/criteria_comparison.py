@@ -43,7 +43,7 @@ from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, correlation_verdic
 
 from .. import claims
 from ..config import Grid, Profile
-from ..train import Runner
+from ..training.train import Runner
 from . import rmse_threshold as e3
 from .common import CONDITION, DONORS, FACTORS, Evaluator, conditions, trained, usable_only
 from .layer_selection import PRIMARY_BN

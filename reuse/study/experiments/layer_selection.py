@@ -28,7 +28,7 @@ from reuse.toolkit.stats import within_spearman
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, conjunction, mean_verdict
 
 from ..config import Grid, Profile
-from ..train import Runner
+from ..training.train import Runner
 from .common import (
     CONDITION,
     DONORS,

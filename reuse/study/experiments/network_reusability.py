@@ -25,8 +25,8 @@ from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, conjunction, mean_verdict
 
 from ..config import Grid, Profile
-from ..data import rung_coordinates
-from ..train import Runner, TrainedRun
+from ..training.data import rung_coordinates
+from ..training.train import Runner, TrainedRun
 from .common import (
     CONDITION,
     DONORS,
@@ -353,7 +353,7 @@ def _conjunction_p(r, prefix: str, margin: float, verdict: str) -> float:
 
 
 def by_coordinates(table: pd.DataFrame) -> pd.DataFrame:
-    """J1 per rung beside where the rung stands (:func:`reuse.study.data.rung_coordinates`: the
+    """J1 per rung beside where the rung stands (:func:`reuse.study.training.data.rung_coordinates`: the
     share of the target's classes its source has, the shift of its images, other data,
     scrambled targets), so that J1 can be read against label overlap and against shift: (a)
     is a test only if it is not just "the same labels as the target"."""

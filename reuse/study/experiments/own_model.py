@@ -14,9 +14,9 @@ theta_0 (``init_seed = seed``):
 - ``twin`` (positive control): the target's task on the disjoint block 1, another batch order;
 - ``different_init`` (negative control): the target's data and order, theta_0 of another seed.
 
-Images: Fashion-MNIST at ``image_size`` px (:func:`reuse.study.data.load_domain`), grayscale
+Images: Fashion-MNIST at ``image_size`` px (:func:`reuse.study.training.data.load_domain`), grayscale
 repeated to the 3 channels ResNet-18 expects: ``[N, 3, S, S]`` in [0, 1]. Training goes
-through the study's one path (:class:`reuse.study.train.Runner`, :func:`reuse.study.fit.fit`,
+through the study's one path (:class:`reuse.study.training.train.Runner`, :func:`reuse.study.training.fit.fit`,
 its run cache): Adam, cosine-annealed learning rate, cross-entropy, fp32, deterministic
 kernels and the profile's thread count, so one seed gives one state dict, bit for bit.
 Each checkpoint is also saved as a plain state-dict file (:func:`checkpoints`), which the
@@ -59,10 +59,10 @@ from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, correlation_verdict, gated, mean_verdict
 
 from ..config import OwnModel, Profile
-from ..data import CLASSIFICATION, load_domain
-from ..models import build_model
-from ..spec import RunSpec
-from ..train import Runner
+from ..training.data import CLASSIFICATION, load_domain
+from ..training.models import build_model
+from ..training.spec import RunSpec
+from ..training.train import Runner
 from .common import DIFFERENT_INIT_OFFSET, TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
 
 PAIR = "fashion-split"  # source = classes 0-4, target = classes 5-9 relabelled 0..4
@@ -80,7 +80,7 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(prof: Profile, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.spec.RunSpec` of each role (:data:`ROLES`) for ``seed``: all
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`ROLES`) for ``seed``: all
     but the negative control from theta_0 of ``seed``; the twin on the disjoint block 1
     with another batch order (the offsets of :mod:`reuse.study.experiments.common`)."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -113,7 +113,7 @@ def images(side: str, split: str, n: int, seed: int = 0, image_size: int = 16,
     ``side='source'`` is Fashion-MNIST classes 0-4, ``'target'`` classes 5-9 relabelled
     0..4; ``split`` 'train' or 'test'; ``block`` picks which disjoint run of ``n`` training
     images (the twin's: 1). Which images is fixed by ``seed``: the same ones the runner
-    trains on (:meth:`reuse.study.train.Runner.split`).
+    trains on (:meth:`reuse.study.training.train.Runner.split`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
@@ -375,7 +375,7 @@ def _floor_ratio(distances: pd.DataFrame) -> float:
 
 
 def records(table: pd.DataFrame) -> pd.DataFrame:
-    """The verdict rows in :func:`reuse.study.report.record`'s form."""
+    """The verdict rows in :func:`reuse.study.publishing.report.record`'s form."""
     return table[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls"]]
 
 

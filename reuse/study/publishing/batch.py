@@ -10,7 +10,7 @@ written (a read-only run cache is allowed: it serves what it holds, with a warni
 every notebook parameter is UTF-8 text, and every data file (labels in range, 28x28 images).
 Then each notebook executes into a hidden partial file of its own
 (``.NAME.PID-RANDOM.partial.ipynb``) that replaces the committed notebook only when it ran
-through, is cleaned (:mod:`reuse.study.nbclean`), and the results summary is written. A full
+through, is cleaned (:mod:`reuse.study.publishing.nbclean`), and the results summary is written. A full
 disk ends the run with one line and exit 2, naming what was not written and what was kept;
 so does Ctrl-C, with exit 130 (finished training runs stay in the run cache: the same
 command again resumes).
@@ -45,10 +45,10 @@ from typing import NoReturn
 from reuse.toolkit import files
 from reuse.toolkit.gpu import DEVICES
 
-from . import data as rdata
-from .config import PROFILES
+from ..config import PROFILES
+from ..training import data as rdata
 
-REPO = Path(__file__).resolve().parents[2]  # reuse/study/batch.py -> the checkout
+REPO = Path(__file__).resolve().parents[3]  # reuse/study/publishing/batch.py -> the checkout
 SHOWN_PROFILE = "quick"  # the profile whose executed notebooks notebooks/ holds (README, "Scales")
 RESERVED = ("profile", "seeds", "device", "figures_dir", "results_dir", "cache_dir", "data_dir",
             "cluster")
@@ -215,7 +215,7 @@ def check_values(values: dict) -> None:
     parameters' names): a bad value is refused here, not in a notebook's fourth cell."""
     import inspect
 
-    from .experiments.common import session_profile  # pandas and scipy: after the cheap checks
+    from ..experiments.common import session_profile  # pandas and scipy: after the cheap checks
 
     names = inspect.signature(session_profile).parameters
     try:

@@ -12,7 +12,7 @@ Entry points:
   Holm-adjusted verdicts and detectable effects at both levels first, then the exploratory
   claims, then the duplicates and undecidable-by-design rows set apart, then a tally of
   distinct claims with the controls, duplicates (exact / near) and undecidable rows counted apart;
-- ``python -m reuse.study.report --results DIR --out FILE`` writes that summary
+- ``python -m reuse.study.publishing.report --results DIR --out FILE`` writes that summary
   (run_all.sh calls it after the notebooks).
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ import pandas as pd
 from reuse.toolkit import files
 from reuse.toolkit.provenance import provenance
 
-from . import claims
+from .. import claims
 
 # Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
-FORMAT = "reuse.study.report/1"
+FORMAT = "reuse.study.publishing.report/1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -106,7 +106,7 @@ def summarize(results_dir: str | Path) -> str:
         groups = {None: _records(results_dir)}
     if not any(groups.values()):
         raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
-                                "reuse.study.report.record): run the notebooks first, e.g. ./run_all.sh")
+                                "reuse.study.publishing.report.record): run the notebooks first, e.g. ./run_all.sh")
     adjusted = {p: _adjusted(records) for p, records in groups.items()}
     parts = ["# Results summary\n"]
     if None not in groups:
@@ -257,7 +257,7 @@ def _verdict_overview(adjusted: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.report",
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.report",
                                      description="Summarise recorded notebook results.")
     parser.add_argument("--results", required=True, type=Path,
                         help="folder with the <name>.json files written by record()")
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         text = summarize(args.results)
     except (FileNotFoundError, ValueError) as err:
-        print(f"reuse.study.report: {err}", file=sys.stderr)
+        print(f"reuse.study.publishing.report: {err}", file=sys.stderr)
         return 1
     out = args.out or args.results / "SUMMARY.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 A step is the task loss of a batch, its gradient (zeroed for frozen parameters, plus
 weight decay), one Adam update and one cosine learning-rate step. A single model runs it
-on its own parameters; a group of same-shape models (:mod:`reuse.study.group`) runs the
+on its own parameters; a group of same-shape models (:mod:`reuse.study.training.group`) runs the
 same step vmapped over stacked parameters. Nothing here knows the run cache or where
-data comes from: :class:`reuse.study.train.Runner` prepares both.
+data comes from: :class:`reuse.study.training.train.Runner` prepares both.
 """
 
 from __future__ import annotations
