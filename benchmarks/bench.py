@@ -64,7 +64,7 @@ from reuse.study.training.models import conv_layer_names
 from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit.criteria import kernel_rmse
 from reuse.toolkit.gpu import autocast, prepare_model, synchronize
-from reuse.toolkit.metrics import PRIMARY, evaluate, loss
+from reuse.toolkit.metrics import PRIMARY_METRIC, evaluate, loss
 from reuse.toolkit.provenance import provenance
 from reuse.toolkit.scoring import evaluate_states, score_states
 from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
@@ -339,7 +339,7 @@ def trainer(b: Bench, compile: bool, precision: str) -> None:
     mx, my = runner.monitor_split(spec)
     mon_model = runner.model(fitted)
     _, t_mon = _timed(lambda: [evaluate(mon_model, mx, my, spec.task, runner.n_outputs(spec),
-                                        metrics=(PRIMARY[spec.task],), precision=b.prec)
+                                        metrics=(PRIMARY_METRIC[spec.task],), precision=b.prec)
                                for _ in fitted.history], dev)
     what = (f"trainer vs DataLoader loop, {b.architecture} w{spec.width} d{spec.depth} bs{spec.batch_size} "
             f"{spec.image_size} px")
@@ -408,7 +408,7 @@ def scoring(b: Bench) -> tuple:
     n_test = b.sizes["n_test"]
     tx, ty = runner.split(spec.pair, "target", spec.task, "test", 0, 0.0, n_test)
     states = swap_variants(model, target.state, source.state)
-    n_out, metric = runner.n_outputs(spec), PRIMARY[spec.task]
+    n_out, metric = runner.n_outputs(spec), PRIMARY_METRIC[spec.task]
     what = f"{len(states)} swap variants x {n_test} test images"
 
     def looped(m, precision=prec):

@@ -107,7 +107,7 @@ from .margins import REUSABLE
 from .relations import RELATIONS
 
 PROG = "reuse analyze"
-TASKS = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY
+TASKS = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY_METRIC
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reuse.toolkit.metrics import PRIMARY, chance_level
+from reuse.toolkit.metrics import PRIMARY_METRIC, chance_level
 from reuse.toolkit.verdicts import ADEQUATE, MIN_GAP
 
 from ..config import Grid, Profile
@@ -101,7 +101,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None
 
 def _curve(c: Condition, name: str, run: TrainedRun, chance: float) -> tuple[list[dict], float]:
     """A run's learning curve as tidy rows (``run`` = ``name``) and its :func:`rise_share`."""
-    metric = PRIMARY[c.task]
+    metric = PRIMARY_METRIC[c.task]
     steps, values = [h["step"] for h in run.history], [h[metric] for h in run.history]
     rows = [{**c.factors(), "run": name, "step": step, "metric": metric, "value": value}
             for step, value in zip(steps, values)]
@@ -115,7 +115,7 @@ def source_chance(runner: Runner, run: TrainedRun) -> float:
     spec = run.spec
     _, train_y = runner.train_split(spec)
     _, test_y = runner.monitor_split(spec)
-    return chance_level(spec.task, train_y, test_y, runner.n_outputs(spec))[PRIMARY[spec.task]]
+    return chance_level(spec.task, train_y, test_y, runner.n_outputs(spec))[PRIMARY_METRIC[spec.task]]
 
 
 def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
@@ -132,7 +132,7 @@ def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
     conds = conditions(grid, profile.seeds)
     curves, rows = [], []
     for c, r in zip(conds, trained(runner, profile, conds, roles=E1_ROLES)):
-        metric, source = PRIMARY[c.task], r["source"]
+        metric, source = PRIMARY_METRIC[c.task], r["source"]
         chance = source_chance(runner, source)
         curve, share = _curve(c, "source", source, chance)
         curves += curve

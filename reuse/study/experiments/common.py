@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reuse.toolkit.metrics import PRIMARY, chance_level, reuse_score
+from reuse.toolkit.metrics import PRIMARY_METRIC, chance_level, reuse_score
 from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.selection import decide
 from reuse.toolkit.verdicts import MIN_GAP
@@ -199,7 +199,7 @@ class Evaluator:
     def __init__(self, runner: Runner, profile: Profile, condition: Condition, target: TrainedRun):
         c, spec = condition, target.spec
         self.runner, self.condition, self.target = runner, condition, target
-        self.task, self.metric = c.task, PRIMARY[c.task]
+        self.task, self.metric = c.task, PRIMARY_METRIC[c.task]
         self.precision = runner.precision
         self.n_out = runner.n_outputs(spec)
         n_test = min(profile.n_test, runner.available(c.pair, "target", "test"))

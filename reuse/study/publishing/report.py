@@ -153,10 +153,11 @@ def _claims_section(adjusted: pd.DataFrame, level: int) -> list[str]:
     primary = [r for r in rows if r["family"] == "primary"]
     alpha = f"{claims.ALPHA:.2g}"
     lines = [f"{head} Primary claims\n",
-             ("Declared before the results (`reuse.study.claims.PRIMARY`); Holm's step-down correction "
-              f"over the family (family-wise error {alpha}): a claim whose adjusted p is not below {alpha} "
-              f"is undecided. `detectable` is the smallest effect decided with 80% power at the raw level, "
-              f"`detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); `n` counts seeds.\n"),
+             ("Declared before the results (`reuse.study.claims.PRIMARY_CLAIMS`); Holm's step-down "
+              f"correction over the family (family-wise error {alpha}): a claim whose adjusted p is not "
+              f"below {alpha} is undecided. `detectable` is the smallest effect decided with 80% power at "
+              f"the raw level, `detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); "
+              "`n` counts seeds.\n"),
              _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
                               "margin", "p", "p_holm", "verdict_holm", "detectable", "detectable_holm",
                               "aliases", "holm"], primary), "",
@@ -246,11 +247,11 @@ def _verdict_overview(adjusted: dict[str, pd.DataFrame]) -> list[str]:
     rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
     lines = ["## Verdicts at each profile\n",
              ("Each cell: the verdict, estimate [95% CI], the number of seeds n and the smallest effect the "
-              "design can detect. Primary claims (`reuse.study.claims.PRIMARY`) show their verdict **after "
-              "Holm's correction** over the primary family, with the raw verdict beside it, labelled *raw*, "
-              "and their detectable effect at Holm's level too; duplicates name the claim they repeat and "
-              "state its verdict; rows undecidable by design (a control failed) are marked. The notebooks "
-              "state each rule, margin and control.\n"),
+              "design can detect. Primary claims (`reuse.study.claims.PRIMARY_CLAIMS`) show their verdict "
+              "**after Holm's correction** over the primary family, with the raw verdict beside it, "
+              "labelled *raw*, and their detectable effect at Holm's level too; duplicates name the claim "
+              "they repeat and state its verdict; rows undecidable by design (a control failed) are "
+              "marked. The notebooks state each rule, margin and control.\n"),
              _markdown_table(["judgment", *profiles], rows), ""]
     lines += [f"- `{p}`: {_tally_line(claims.tally(frame))}" for p, frame in adjusted.items()]
     return lines + [""]
