@@ -71,7 +71,7 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
-from reuse.toolkit.selection import decide
+from reuse.toolkit.selection import DISTANCE_CRITERIA, decide
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
@@ -96,7 +96,6 @@ N_CLASSES = {"near": 2, "far": 10}
 ROLES = ("finetuned", "twin", "scratch")
 DONORS = ("pretrained", "twin", "scratch", "reset")
 CONTROL_SETS = ("single",)  # the controls judge single swaps only
-CRITERIA = ("rmse", "rel_rmse")
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
 FACTORY = "reuse.study.training.models:ONet"  # what `reuse analyze --model` is given
@@ -293,13 +292,14 @@ def layer_table(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
 
 def rank_correlations(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
     """V2's per-seed numbers: Spearman's rho over the conv layers between each criterion
-    (:data:`CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
+    (:data:`DISTANCE_CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
     score. One row per task x seed x column."""
-    d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *CRITERIA, BASELINE]]
+    d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *DISTANCE_CRITERIA, BASELINE]]
     s = _single(scans, "pretrained")[["task", "seed", "layer", "reuse_score"]]
     m = d.merge(s, on=["task", "seed", "layer"], validate="one_to_one")
     rows = [{"task": task, "seed": seed, "column": c, "rho": spearman(g[c], g.reuse_score)}
-            for (task, seed), g in m.groupby(["task", "seed"], sort=False) for c in (*CRITERIA, BASELINE)]
+            for (task, seed), g in m.groupby(["task", "seed"], sort=False)
+            for c in (*DISTANCE_CRITERIA, BASELINE)]
     return pd.DataFrame(rows, columns=["task", "seed", "column", "rho"])
 
 
@@ -341,7 +341,7 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
             add(f"V1 {r.layer} could have stayed frozen", task, v, REUSABLE, "above",
                 f"theta_P's layer put back into theta_FT keeps a reuse score above {REUSABLE} and above the "
                 "layer reset to theta_0 (paired by seed)", gate)
-        for crit in CRITERIA:
+        for crit in DISTANCE_CRITERIA:
             per = rhos[(rhos.task == task)].pivot(index="seed", columns="column", values="rho")
             v = correlation_verdict(-per[crit], 0.0)
             blind = per[BASELINE].dropna()  # the baseline in its better direction over all seeds
@@ -405,7 +405,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scan
                          + ", ".join(f"{r:.2f}" for r in keep) + f" (k = 1..{len(keep)}).")
         lines.append(head)
         ranks = ", ".join(_rank_text(v.loc[f"V2 {c} ranks layers like the swap scan"], name)
-                          for c, name in zip(CRITERIA, ("RMSE", "relative RMSE")))
+                          for c, name in zip(DISTANCE_CRITERIA, ("RMSE", "relative RMSE")))
         lines.append(f"  V2: {ranks}. V3: fine-tuned "
                      f"{acc.get('finetuned', float('nan')):.3f} vs scratch {acc.get('scratch', float('nan')):.3f} "
                      f"test accuracy: {v.verdict['V3 pretraining beats a fresh initialisation']}.")

@@ -64,7 +64,7 @@ from .common import (
 )
 from .layer_selection import PRIMARY_BN
 
-CRITERIA = ("rmse", "rel_rmse", "floor_ratio")
+KERNEL_DISTANCES = ("rmse", "rel_rmse", "floor_ratio")  # E3's kernel criteria
 # criteria that read no trained weight: what a kernel criterion must beat to show it reads the weights.
 # depth: index / (n_layers - 1) over the swappable conv layers (0 = first, 1 = last); log_size: log of
 # the layer's number of weights. Their direction is not declared: each fit picks it (_fit_oriented).
@@ -201,7 +201,7 @@ def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Se
     return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
 
 
-def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+def criterion_table(pts: pd.DataFrame, criteria=KERNEL_DISTANCES) -> pd.DataFrame:
     """One row per criterion (columns of ``pts``, smaller = more alike; see the module
     docstring): threshold, held-out balanced accuracy with CI (``acc_*``), detectable effect,
     the best weight-blind baseline's held-out accuracy and the criterion's minus the best
@@ -279,7 +279,7 @@ def baseline_table(pts: pd.DataFrame) -> pd.DataFrame:
                                        "n_seeds"])
 
 
-def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+def lopo_table(pts: pd.DataFrame, criteria=KERNEL_DISTANCES) -> pd.DataFrame:
     """Per criterion or weight-blind baseline x held-out pair: the threshold fitted on the other
     pairs' source points, the direction (reusable_when small, or large: baselines choose it on
     those pairs) and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""

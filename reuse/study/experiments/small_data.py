@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 
 from reuse.toolkit.criteria import kernel_keys, rmse_over_floor
-from reuse.toolkit.selection import CRITERIA as RULE_CRITERIA
-from reuse.toolkit.selection import select_layers
+from reuse.toolkit.selection import DISTANCE_CRITERIA, select_layers
 from reuse.toolkit.stats import fit_threshold
 from reuse.toolkit.verdicts import mean_verdict
 
@@ -80,7 +79,7 @@ RULE_CLAIMS = {
 
 def fit_rule(points: pd.DataFrame) -> dict:
     """Criterion and threshold of the earlier rule's (b), from other pairs' source points
-    (E3's method): each criterion of :data:`RULE_CRITERIA` is fitted by balanced accuracy and
+    (E3's method): each criterion of :data:`DISTANCE_CRITERIA` is fitted by balanced accuracy and
     the better one kept. With one class only there is nothing to separate: threshold inf
     (reuse every layer) when every layer is reusable, 0 when none is or there are no points."""
     src = points[points.donor == "source"]
@@ -90,8 +89,8 @@ def fit_rule(points: pd.DataFrame) -> dict:
     if labels.all():
         return {"criterion": "rmse", "threshold": np.inf, "fit_accuracy": np.nan}
     # the floor ratio is left out: the floor is measured between full-data twins
-    fits = {c: fit_threshold(src[c], labels) for c in RULE_CRITERIA}
-    best = max(RULE_CRITERIA, key=lambda c: fits[c][1])
+    fits = {c: fit_threshold(src[c], labels) for c in DISTANCE_CRITERIA}
+    best = max(DISTANCE_CRITERIA, key=lambda c: fits[c][1])
     return {"criterion": best, "threshold": fits[best][0], "fit_accuracy": fits[best][1]}
 
 
