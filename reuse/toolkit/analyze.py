@@ -107,7 +107,7 @@ from .margins import REUSABLE
 from .relations import RELATIONS
 
 PROG = "reuse analyze"
-TASKS = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY_METRIC
+TASK_HELP = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY_METRIC
 
 
 def parser() -> argparse.ArgumentParser:
@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="a folder to import the modules of --model, --dataset and --score from, searched "
                         "before the installed packages; repeatable (the working folder is not searched)")
-    p.add_argument("--task", default="classification", help=f"the built-in scorer's task: {TASKS}")
+    p.add_argument("--task", default="classification", help=f"the built-in scorer's task: {TASK_HELP}")
     p.add_argument("--n-images", type=int, default=1000, help="test images scored (default 1000)")
     p.add_argument("--bn-images", type=int, default=0,
                    help="images to re-estimate BN statistics on after each swap (default 0: off)")

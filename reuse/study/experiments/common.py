@@ -32,7 +32,7 @@ from reuse.toolkit.selection import decide
 from reuse.toolkit.verdicts import MIN_GAP
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..training.data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
+from ..training.data import GRADED_SHIFT, LABELS_ONLY, PAIRS, DENSE_TASKS, parse_pair, target_pair
 from ..training.models import ARCHITECTURES, conv_layer_names
 from ..training.spec import state_digest
 from ..training.train import Runner, RunSpec, TrainedRun, check_settings
@@ -71,7 +71,7 @@ def conditions(grid: Grid, seeds, shift: float = 0.5) -> list[Condition]:
     auto-encoding, which ignores labels: there they would repeat the other pair.
     """
     architectures = check_choices("architectures", grid.architectures, ARCHITECTURES)
-    tasks = check_choices("tasks", grid.tasks, TASKS)
+    tasks = check_choices("tasks", grid.tasks, DENSE_TASKS)
     pairs = [grid.pairs] if isinstance(grid.pairs, str) else list(grid.pairs)
     if not pairs:
         raise ValueError(f"pairs={pairs!r}; allowed: one or more of {', '.join(PAIRS)} "

@@ -10,7 +10,7 @@ frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap sca
   distribution's files, the package never imported), loaded into the study's
   :class:`reuse.study.training.models.ONet`, whose module names mirror the package's. Its face /
   non-face head is ``dense6_1``.
-- **Targets** (:data:`TASKS`), small and real, shipped inside wheels too
+- **Targets** (:data:`NEAR_FAR_TASKS`), small and real, shipped inside wheels too
   (:mod:`reuse.study.training.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
   ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not: faces vs
   non-faces, the source's own question on other images); ``far``, MNIST digits from
@@ -90,7 +90,7 @@ DISTRIBUTION = pretrained.SOURCES[SOURCE].distribution  # the wheel that ships t
 WEIGHTS = pretrained.SOURCES[SOURCE].file  # ... and its file inside the installed distribution
 HEAD = ("dense6_1.weight", "dense6_1.bias")  # the classifier: always new, never swapped
 SIZE = 48  # ONet's input side, px
-TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
+NEAR_FAR_TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
 DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.training.wheel_sets)
 N_CLASSES = {"near": 2, "far": 10}
 ROLES = ("finetuned", "twin", "scratch")
@@ -131,8 +131,8 @@ def specs(sc: Pretrained, task: str, seed: int) -> dict[str, RunSpec]:
     ``seed``: theta_0 of ``seed``; the fine-tuned run and its twin with every key of theta_P
     but the head (:data:`HEAD`) put in; the twin on block 1 with another batch order, the
     scratch run with the fine-tuned run's data and order."""
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
+    if task not in NEAR_FAR_TASKS:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(NEAR_FAR_TASKS)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
     scratch = RunSpec("onet", CLASSIFICATION, DATASETS[task], domain="target", init_seed=seed, data_seed=seed,
@@ -325,7 +325,7 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
 
     layers = layer_table(scans, distances)
     rhos = rank_correlations(scans, distances)
-    for task in TASKS:
+    for task in NEAR_FAR_TASKS:
         g = scans[scans.task == task]
         if g.empty:
             continue
@@ -389,7 +389,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scan
         frozen = [r.layer for r in layers[(layers.task == task)].itertuples() if r.verdict == "holds"]
         raw = [r.layer for r in layers[(layers.task == task)].itertuples() if r.frozen_ok == "holds"]
         pos, neg = v.verdict["single swaps, positive control"], v.verdict["single swaps, negative control"]
-        head = f"- **{task}** ({TASKS[task]}): "
+        head = f"- **{task}** ({NEAR_FAR_TASKS[task]}): "
         if pos == "holds" and neg == "refuted":
             head += (f"single swaps discriminate (twin {v.estimate['single swaps, positive control']:.2f}, scratch "
                      f"{v.estimate['single swaps, negative control']:.2f}); the layers that could have stayed frozen "

@@ -69,9 +69,9 @@ N_TARGET_CLASSES = 5  # the ladder's target: Fashion-MNIST classes 5-9
 # pairs that differ from another only in class labels: for auto-encoding they are that pair
 LABELS_ONLY = ("fashion-random-labels",)
 SCRAMBLE_SEED = 4242  # fixes the pixel permutation of fashion-scrambled's source targets
-TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
+DENSE_TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
 CLASSIFICATION = "classification"  # the torchvision classifier of notebook 06
-ALL_TASKS = (*TASKS, CLASSIFICATION)
+ALL_TASKS = (*DENSE_TASKS, CLASSIFICATION)
 _IDX_TYPES = {0x08: np.uint8}  # the only element type Fashion-MNIST uses
 
 

@@ -186,7 +186,7 @@ def build_model(architecture: str, task: str, in_channels: int, out_channels: in
     unused): torchvision's model with ``weights=None`` and ``num_classes=out_channels``, so its
     checkpoints load into ``torchvision.models.resnet18(num_classes=...)`` as they are, or
     :class:`ONet` with ``out_channels`` classes (48 px inputs)."""
-    from .data import CLASSIFICATION, TASKS
+    from .data import CLASSIFICATION, DENSE_TASKS
 
     if architecture in CLASSIFIERS:
         if task != CLASSIFICATION or in_channels != 3:
@@ -199,8 +199,8 @@ def build_model(architecture: str, task: str, in_channels: int, out_channels: in
         return getattr(torchvision.models, architecture)(weights=None, num_classes=out_channels)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r}; allowed: {', '.join(ARCHITECTURES + CLASSIFIERS)}")
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; allowed with {architecture}: {', '.join(TASKS)}")
+    if task not in DENSE_TASKS:
+        raise ValueError(f"task={task!r}; allowed with {architecture}: {', '.join(DENSE_TASKS)}")
     if width < 1 or depth < 1:
         raise ValueError(f"width={width}, depth={depth}; both must be >= 1")
     if architecture == "pspnet":
