@@ -38,7 +38,7 @@ def test_e1_frame_is_tidy_and_complete(e1_frames):
     assert sorted(unet[unet.measure == "prefix"].k)[::len(unet[unet.measure == "prefix"]) - 1] == [1, n]
     all_conv = unet[unet.measure == "all_conv"]
     assert set(zip(all_conv.donor, all_conv.bn_reestimated)) == {
-        (d, b) for d in (*common.DONORS, common.RESET) for b in (False, True)} | {
+        (d, b) for d in (*common.CONDITION_DONORS, common.RESET) for b in (False, True)} | {
         (d, True) for d in e1.STRANGERS}  # the profile's strangers grid is UNet segmentation
     # prefix n and suffix n both swap every kernel: the same as all_conv (BN re-estimated)
     full = unet[(unet.measure.isin(["prefix", "suffix"])) & (unet.k == n)].value

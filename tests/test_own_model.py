@@ -46,7 +46,7 @@ def test_one_training_path_same_seed_same_state_dict_and_another_init_differs(ti
 
 def test_roles_share_theta_0_except_the_negative_control(tiny):
     s = om.specs(tiny, 3)
-    assert set(s) == set(om.ROLES)
+    assert set(s) == set(om.CHECKPOINT_ROLES)
     assert s["source"].init_seed == s["target"].init_seed == s["twin"].init_seed == 3
     assert s["different_init"].init_seed != 3
     assert (s["twin"].block, s["target"].block) == (1, 0)

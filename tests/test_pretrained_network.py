@@ -150,11 +150,11 @@ def trained(cache):
 
 def test_train_gives_every_role_and_is_deterministic(trained, cache, tmp_path):
     _, states, runs = trained
-    assert sorted(states) == [(s, r) for s in (0, 1) for r in sorted(e7.ROLES)]
-    assert set(runs.role) == set(e7.ROLES) and len(runs) == 6
+    assert sorted(states) == [(s, r) for s in (0, 1) for r in sorted(e7.FINETUNE_ROLES)]
+    assert set(runs.role) == set(e7.FINETUNE_ROLES) and len(runs) == 6
     assert (runs[runs.role == "scratch"].start == "theta_0").all()
     again, runs2 = e7.train(_runner(tmp_path / "other_cache"), TINY, "near", (0,))  # retrained elsewhere
-    for role in e7.ROLES:
+    for role in e7.FINETUNE_ROLES:
         for k, v in again[(0, role)].items():
             assert torch.equal(v, states[(0, role)][k]), (role, k)
     # the fine-tuned run moved from its start
@@ -174,7 +174,7 @@ def test_a_second_runner_loads_every_run_from_the_cache(trained, cache):
 def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
     runner, states, runs = trained
     d = e7.kernel_distances(runner, states, TINY, "near")
-    assert set(d.donor) == set(e7.DONORS) and set(d.layer) == {"conv1", "conv2", "conv3", "conv4"}
+    assert set(d.donor) == set(e7.PRETRAINED_DONORS) and set(d.layer) == {"conv1", "conv2", "conv3", "conv4"}
     assert d[d.layer == "conv1"][e7.BASELINE].eq(0).all() and d[d.layer == "conv4"][e7.BASELINE].eq(1).all()
     scans = e7.swap_scans(runner, states, TINY, "near")
     src = scans[scans.donor == "pretrained"]
@@ -183,7 +183,7 @@ def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
     assert set(table.verdict) <= {"holds", "refuted", "undecided"}
     assert len(table) == 2 + 4 + 2 + 1  # controls, V1 per layer, V2 per criterion, V3
     ckpts = e7.save_checkpoints(states, "near", tmp_path)
-    assert set(ckpts.role) == set(e7.ROLES)
+    assert set(ckpts.role) == set(e7.FINETUNE_ROLES)
     out = tmp_path / "analyze"
     assert reuse_cli(e7.analyze_argv(ckpts, "near", 0, out)) == 0
     # the wheel's onet.pt against the fine-tuned copy: its box and landmark heads do not pair

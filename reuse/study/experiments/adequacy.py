@@ -36,13 +36,22 @@ from ..config import Grid, Profile
 from ..training.data import target_pair
 from ..training.spec import TrainedRun
 from ..training.train import Runner
-from .common import CONDITION, DONORS, Condition, Evaluator, cell_table, conditions, ladder_grid, trained
+from .common import (
+    CONDITION,
+    CONDITION_DONORS,
+    Condition,
+    Evaluator,
+    cell_table,
+    conditions,
+    ladder_grid,
+    trained,
+)
 
 LATE = 0.75  # the last quarter of a run's steps is where a trained run has stopped rising
 RUNS = ("target", "twin")
 # the runs E1 trains in one call for each rung: asked for together here too, so that a GPU's
 # grouped training batches them as notebook 01 always has (groups can differ by rounding)
-E1_ROLES = ("source", "target", *DONORS[1:])
+E1_ROLES = ("source", "target", *CONDITION_DONORS[1:])
 
 
 def late_rise(steps: Sequence[int], values: Sequence[float]) -> float:

@@ -45,7 +45,7 @@ from .. import claims
 from ..config import Grid, Profile
 from ..training.train import Runner
 from . import rmse_threshold as e3
-from .common import CONDITION, DONORS, FACTORS, Evaluator, conditions, trained, usable_only
+from .common import CONDITION, CONDITION_DONORS, FACTORS, Evaluator, conditions, trained, usable_only
 from .layer_selection import PRIMARY_BN
 
 PAPER = "rmse"  # the paper's criterion
@@ -151,13 +151,13 @@ def layer_criteria(runner: Runner, profile: Profile, grid: Grid | None = None
     grid = profile.grid if grid is None else grid
     conds = conditions(grid, profile.seeds)
     rows, costs = [], []
-    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *DONORS[1:]))):
+    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *CONDITION_DONORS[1:]))):
         ev = Evaluator(runner, profile, c, runs["target"])
-        values, seconds = _family_values(ev, runs, DONORS, ev.swap_layers)
+        values, seconds = _family_values(ev, runs, CONDITION_DONORS, ev.swap_layers)
         rows += [{**c.factors(), **v} for v in values]
         n = len(ev.swap_layers)
         costs += [{**c.factors(), "family": fam, "seconds": s,
-                   "evaluations": n if fam == "reset" else n * len(DONORS)}
+                   "evaluations": n if fam == "reset" else n * len(CONDITION_DONORS)}
                   for fam, s in seconds.items()]
     return pd.DataFrame(rows), pd.DataFrame(costs)
 
@@ -331,10 +331,10 @@ def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cell
     conds = [c for c in conditions(grid, profile.seeds) if c.task == "segmentation"]
     e1 = e1_frame[(e1_frame.measure == "all_conv") & (e1_frame.bn_reestimated == PRIMARY_BN)]
     rows = []
-    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *DONORS[1:]))):
+    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *CONDITION_DONORS[1:]))):
         ev = Evaluator(runner, profile, c, runs["target"])
         head = ev.layers[-1]
-        for d in DONORS:
+        for d in CONDITION_DONORS:
             feats = _head_input(ev, runner.model(runs[d]), head)
             # PSPNet's head reads a coarser map than the labels: one feature per label pixel
             feats = torch.nn.functional.interpolate(feats, size=ev.y.shape[-2:], mode="bilinear")

@@ -29,7 +29,7 @@ from ..training.data import rung_coordinates
 from ..training.train import Runner, TrainedRun
 from .common import (
     CONDITION,
-    DONORS,
+    CONDITION_DONORS,
     FACTORS,
     RESET,
     Evaluator,
@@ -65,14 +65,14 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool =
     """(measurements, cells) over ``grid`` (the profile's source ladder by default).
 
     Measurements: one row per swap with architecture, task, pair, seed, donor (the
-    :data:`~reuse.study.experiments.common.DONORS` and the theta_0 reset), measure
+    :data:`~reuse.study.experiments.common.CONDITION_DONORS` and the theta_0 reset), measure
     ('all_conv', 'prefix', 'suffix', 'param_type'), bn_reestimated, k (layers swapped),
     n_layers, param_type, metric, value, target_value, chance, delta, reuse_score; the
     all-conv swaps (J1's evidence) on every rung, the rest only on the main grid's pairs
     and when ``full``. Cells: :func:`reuse.study.experiments.common.cell_table`."""
     grid = ladder_grid(profile) if grid is None else grid
     conds = conditions(grid, profile.seeds)
-    runs = trained(runner, profile, conds, roles=("source", "target", *DONORS[1:]))
+    runs = trained(runner, profile, conds, roles=("source", "target", *CONDITION_DONORS[1:]))
     strange = [i for i, c in enumerate(conds) if c.architecture in profile.strangers.architectures
                and c.task in profile.strangers.tasks] if full else []
     for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], roles=("stranger",))):
@@ -99,7 +99,7 @@ def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
         out.extend({**row, "k": n, "param_type": "kernels", "bn_reestimated": False, **tag,
                     "n_layers": n} for row in scored)
     for reest in (False, True):
-        for donor in DONORS:
+        for donor in CONDITION_DONORS:
             add(ev.swap_rows(runs[donor], [kernels], reest), measure="all_conv", donor=donor,
                 bn_reestimated=reest)
         add(ev.reset_rows([kernels], reest), measure="all_conv", donor=RESET, bn_reestimated=reest)

@@ -63,14 +63,14 @@ from ..training.data import CLASSIFICATION, load_domain
 from ..training.models import build_model
 from ..training.spec import RunSpec
 from ..training.train import Runner
-from .common import DIFFERENT_INIT_OFFSET, TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
+from .common import CONDITION_DONORS, DIFFERENT_INIT_OFFSET, TWIN_OFFSET  # donors: swapped into theta_T
+from .common import verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
 
 PAIR = "fashion-split"  # source = classes 0-4, target = classes 5-9 relabelled 0..4
 N_CLASSES = 5
-ROLES = ("source", "target", "twin", "different_init")
+CHECKPOINT_ROLES = ("source", "target", "twin", "different_init")
 FACTORY = "torchvision.models:resnet18"  # what `reuse analyze --model` is given
 MODEL_ARGS = {"num_classes": N_CLASSES}  # ... and `--model-args`
-DONORS = ("source", "twin", "different_init")  # swapped into / compared with theta_T
 CONTROL_SETS = ("single", "all")  # the controls' verdicts need single layers only
 
 
@@ -80,8 +80,8 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(prof: Profile, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`ROLES`) for ``seed``: all
-    but the negative control from theta_0 of ``seed``; the twin on the disjoint block 1
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`CHECKPOINT_ROLES`) for
+    ``seed``: all but the negative control from theta_0 of ``seed``; the twin on the disjoint block 1
     with another batch order (the offsets of :mod:`reuse.study.experiments.common`)."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
@@ -126,16 +126,16 @@ def images(side: str, split: str, n: int, seed: int = 0, image_size: int = 16,
     return _rgb(x), y
 
 
-def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=ROLES) -> pd.DataFrame:
+def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=CHECKPOINT_ROLES) -> pd.DataFrame:
     """Every role's checkpoint for every seed (:func:`seeds`), trained through ``runner``
     (the one fit and run cache) and saved as a plain state-dict file, as a user's own
     checkpoint would be: ``<folder>/own_model/<cache key>.pt`` (written atomically once).
 
     One row per seed x role: seed, role, path, cached, seconds (training time; 0 if cached).
     """
-    unknown = sorted(set(roles) - set(ROLES))
+    unknown = sorted(set(roles) - set(CHECKPOINT_ROLES))
     if unknown:
-        raise ValueError(f"roles {unknown}; allowed: {', '.join(ROLES)}")
+        raise ValueError(f"roles {unknown}; allowed: {', '.join(CHECKPOINT_ROLES)}")
     todo = [(seed, role, specs(prof, seed)[role]) for seed in seeds(prof) for role in roles]
     runs = runner.train_many([s for _, _, s in todo])
     rows = []
@@ -167,7 +167,7 @@ def kernel_distances(ckpts: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for seed in map(int, sorted(ckpts.seed.unique())):
         p = paths(ckpts, seed)
-        for comparison in DONORS:
+        for comparison in CONDITION_DONORS:
             if comparison in p:
                 frames.append(kernel_rmse(p[comparison], p["target"], conv_layers(p["target"]))
                               .assign(seed=seed, comparison=comparison))
@@ -200,7 +200,7 @@ def swap_scans(ckpts: pd.DataFrame, sc: OwnModel, device: str = "auto", data_dir
         score_fn, bn_x, chance_value = scorer(sc, seed, device, data_dir)
         model = prepare_model(architecture(), dev)
         layers = conv_layers(p["target"])[:sc.n_layers]
-        for donor in DONORS:
+        for donor in CONDITION_DONORS:
             if donor in p:
                 sets = sc.source_sets if donor == "source" else CONTROL_SETS
                 with compute_scope(threads=sc.score_threads):

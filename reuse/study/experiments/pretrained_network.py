@@ -18,7 +18,7 @@ frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap sca
   grayscale repeated to RGB and normalised as MTCNN does (``(255 x - 127.5) / 128``). Per
   seed a stratified split: ``n_test`` test images, then two disjoint training blocks of
   ``n_train``.
-- **Runs** per task and seed (:data:`ROLES`, :func:`specs`), all from theta_0 = a fresh
+- **Runs** per task and seed (:data:`FINETUNE_ROLES`, :func:`specs`), all from theta_0 = a fresh
   ``ONet(n_classes)`` built under ``torch.manual_seed(seed)``, whose head ``dense6_1`` is
   always new (the target's classes): ``finetuned`` (theta_0 with every other key from
   theta_P: the usual transfer case, block 0), ``twin`` (the positive control: the same
@@ -93,8 +93,8 @@ SIZE = 48  # ONet's input side, px
 NEAR_FAR_TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
 DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.training.wheel_sets)
 N_CLASSES = {"near": 2, "far": 10}
-ROLES = ("finetuned", "twin", "scratch")
-DONORS = ("pretrained", "twin", "scratch", "reset")
+FINETUNE_ROLES = ("finetuned", "twin", "scratch")
+PRETRAINED_DONORS = ("pretrained", "twin", "scratch", "reset")
 CONTROL_SETS = ("single",)  # the controls judge single swaps only
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
@@ -127,7 +127,7 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(sc: Pretrained, task: str, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`ROLES`) of ``task`` and
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`FINETUNE_ROLES`) of ``task`` and
     ``seed``: theta_0 of ``seed``; the fine-tuned run and its twin with every key of theta_P
     but the head (:data:`HEAD`) put in; the twin on block 1 with another batch order, the
     scratch run with the fine-tuned run's data and order."""
@@ -198,7 +198,7 @@ def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFram
 # ----------------------------------------------------------------------------- measurements
 def donors(runner: Runner, states: dict, sc: Pretrained, task: str, seed: int
            ) -> dict[str, dict[str, torch.Tensor]]:
-    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`); the
+    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`PRETRAINED_DONORS`); the
     starts are the runner's (:meth:`~reuse.study.training.train.Runner.initial_state`)."""
     s = specs(sc, task, seed)
     return {"pretrained": runner.initial_state(s["finetuned"]), "twin": states[(seed, "twin")],

@@ -52,7 +52,7 @@ from ..training.data import GRADED_SHIFT, parse_pair
 from ..training.train import Runner
 from .common import (
     CONDITION,
-    DONORS,
+    CONDITION_DONORS,
     FACTORS,
     RESET,
     Condition,
@@ -69,7 +69,7 @@ KERNEL_DISTANCES = ("rmse", "rel_rmse", "floor_ratio")  # E3's kernel criteria
 # depth: index / (n_layers - 1) over the swappable conv layers (0 = first, 1 = last); log_size: log of
 # the layer's number of weights. Their direction is not declared: each fit picks it (_fit_oriented).
 BASELINES = ("depth", "log_size")
-COMPARISONS = (*DONORS, "order")
+COMPARISONS = (*CONDITION_DONORS, "order")
 RULE = (f"a layer is labelled reusable when its single-layer reuse score (E2, BN re-estimated) is "
         f"at least {REUSABLE}. For each criterion, a threshold (reusable when the criterion is at "
         f"most the threshold, declared in advance) is fitted on the source's points of all pairs "
@@ -126,7 +126,7 @@ def points(distances: pd.DataFrame, swaps: pd.DataFrame, cells: pd.DataFrame) ->
     condition-layer's noise floor), the weight-blind baselines depth and log_size
     (:data:`BASELINES`), E2's single-layer reuse score (BN re-estimated) and ``reusable``
     (score >= REUSABLE). Layers without a floor get floor_ratio NaN."""
-    d = distances[distances.comparison.isin(DONORS)].rename(columns={"comparison": "donor"})
+    d = distances[distances.comparison.isin(CONDITION_DONORS)].rename(columns={"comparison": "donor"})
     s = swaps[swaps.bn_reestimated == PRIMARY_BN][[*FACTORS, "donor", "layer", "reuse_score"]]
     p = d.merge(s, on=[*FACTORS, "donor", "layer"], how="inner", validate="one_to_one")
     if len(p) != len(d):

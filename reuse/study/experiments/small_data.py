@@ -51,7 +51,7 @@ from ..training.train import Runner, RunSpec
 from . import layer_selection as e2
 from . import network_reusability as e1
 from . import rmse_threshold as e3
-from .common import CONDITION, DONORS, ORDER_OFFSET, Evaluator, conditions, small_spec, trained
+from .common import CONDITION, CONDITION_DONORS, ORDER_OFFSET, Evaluator, conditions, small_spec, trained
 
 REGIMES = ("siblings", "strangers", "fine-tuned")
 GROUPS = ("pass", "fail")  # the factorial's layer groups: layers that pass (b), and fail it
@@ -179,7 +179,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions={fractions!r}; allowed: values in (0, 1]")
     conds = conditions(grid, profile.seeds)
-    runs = trained(runner, profile, conds, ("target", *DONORS))  # the source and its controls
+    runs = trained(runner, profile, conds, ("target", *CONDITION_DONORS))  # the source and its controls
     regimes = {i: [r for r in REGIMES if r == "siblings" or (c.architecture in profile.e4_regimes.architectures
                                                               and c.task in profile.e4_regimes.tasks)]
                for i, c in enumerate(conds)}
