@@ -9,10 +9,10 @@ no longer run is trained for it. Chance is the cell's, on the target test split 
 monitor split is drawn from the same test images).
 A condition is adequate when every seed's target and twin have plateaued. Pairs that
 share another pair's target runs (every rung of the ladder) are judged as that pair.
-:func:`run` returns the learning curves and one row per cell; :func:`summary` one row per
+:func:`compute` returns the learning curves and one row per cell; :func:`summary` one row per
 condition with the verdict.
 
-Sources are judged alike, one rung of the ladder at a time (:func:`source_run`,
+Sources are judged alike, one rung of the ladder at a time (:func:`compute_sources`,
 :func:`source_summary`, :func:`source_lines`): each source run on its own learning curve,
 scored on its monitor split (the source domain's own test images), against the source's
 own chance (the best input-blind predictor fitted on its training targets, scored on those
@@ -81,7 +81,7 @@ def _shared_target(c: Condition) -> Condition:
     return c if shared == c.pair else dataclasses.replace(c, pair=shared, shift=0.0)
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None
         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, cells) of ``grid`` (the profile's main grid by default).
 
@@ -127,13 +127,13 @@ def source_chance(runner: Runner, run: TrainedRun) -> float:
     return chance_level(spec.task, train_y, test_y, runner.n_outputs(spec))[PRIMARY_METRIC[spec.task]]
 
 
-def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compute_sources(runner: Runner, profile: Profile, grid: Grid | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, cells) of the source runs of ``grid`` (the profile's source ladder by default:
-    every rung, the scrambled one included), judged as :func:`run` judges targets.
+    every rung, the scrambled one included), judged as :func:`compute` judges targets.
 
-    curves: :func:`run`'s columns with run 'source' (each source's learning curve on its
-    monitor split, the source domain's test images), ready to concatenate with :func:`run`'s.
+    curves: :func:`compute`'s columns with run 'source' (each source's learning curve on its
+    monitor split, the source domain's test images), ready to concatenate with :func:`compute`'s.
     cells: architecture, task, pair, seed, metric, source_value (the curve's last point),
     chance (the source's own, :func:`source_chance`), gap, min_gap, learned (gap >= min_gap),
     source_rise (:func:`rise_share`) and source_plateaued (:func:`plateaued`)."""
@@ -154,7 +154,7 @@ def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
 
 
 def source_summary(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per architecture x task x rung (:func:`source_run`'s cells): the mean final source value
+    """Per architecture x task x rung (:func:`compute_sources`'s cells): the mean final source value
     and its own chance, the smallest and the mean gap above that chance over seeds, the largest
     and the mean late rise, how many seeds learnt (gap >= ``min_gap``) and plateaued, and
     ``adequate`` when every seed did both."""

@@ -1,6 +1,6 @@
 """E1, network reusability (the paper's first judgment; docs/protocol.md, sections 5-6).
 
-:func:`run` swaps donor parameters into theta_T and scores the result on the target test
+:func:`compute` swaps donor parameters into theta_T and scores the result on the target test
 split (measurement M1): all conv kernels from each donor (source, same-domain twin,
 different-initialisation control), with the target's BN statistics kept and re-estimated
 on target data; the first k / last k conv layers from the source; and each parameter
@@ -60,7 +60,7 @@ RULE = (f"all conv kernels of the donor swapped into theta_T, BN statistics re-e
         f"where the twin holds and the different-initialisation control is refuted.")
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(measurements, cells) over ``grid`` (the profile's source ladder by default).
 

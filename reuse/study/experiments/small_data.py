@@ -161,7 +161,7 @@ def groups(layers: list[str], passes: list[bool], k: int, rng: np.random.Generat
     return {**chosen, "reuse_all": list(layers)}
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=None
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=None
         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """All E4 measurements and the decisions behind them.
 
@@ -188,7 +188,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], ("stranger",))):
         runs[i] = {**runs[i], **r}
     # condition (a) per source, from full-data models, before any small-data run
-    all_conv, cells = e1.run(runner, profile, grid, full=False)
+    all_conv, cells = e1.compute(runner, profile, grid, full=False)
     j1 = e1.verdicts(all_conv, cells).set_index(CONDITION).verdict
     # the earlier rule's evidence: E3's points on the other rungs
     swaps, _ = e2.swap_scores(runner, profile, grid, reestimate=(e2.PRIMARY_BN,))
