@@ -62,7 +62,7 @@ def test_the_code_fingerprint_reads_the_training_modules(tmp_path):
     fp = rcache.code_fingerprint(rcache.TRAINING_CODE)
     assert len(fp) == 64 and fp == rcache.code_fingerprint(rcache.TRAINING_CODE)
     assert fp != rcache.code_fingerprint(rcache.TRAINING_CODE[:-1])
-    assert "reuse.study.training.fit" in rcache.TRAINING_CODE and "reuse.study.training.models" in rcache.TRAINING_CODE
+    assert {"reuse.study.training.fit", "reuse.study.training.models"} <= set(rcache.TRAINING_CODE)
 
 
 def _memo(cache, weights, values=(0.25, 0.75)):

@@ -7,7 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.study.publishing.report import _adjusted, _markdown_table, _records, family_adjusted, main, record, summarize
+from reuse.study.publishing.report import (
+    _adjusted,
+    _markdown_table,
+    _records,
+    family_adjusted,
+    main,
+    record,
+    summarize,
+)
 
 
 def _headline() -> pd.DataFrame:

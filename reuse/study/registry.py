@@ -32,7 +32,8 @@ class Experiment:
 
 def _experiment(id: str, stem: str, name: str) -> Experiment:
     """E1-E7: notebook ``stem.ipynb``, results under ``stem``, code in modules ``name``."""
-    return Experiment(id, f"{stem}.ipynb", f"reuse.study.experiments.{name}", f"reuse.study.plots.{name}", stem)
+    return Experiment(id, f"{stem}.ipynb", f"reuse.study.experiments.{name}", f"reuse.study.plots.{name}",
+                      stem)
 
 
 EXPERIMENTS = (

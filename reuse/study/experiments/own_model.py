@@ -16,9 +16,10 @@ theta_0 (``init_seed = seed``):
 
 Images: Fashion-MNIST at ``image_size`` px (:func:`reuse.study.training.data.load_domain`), grayscale
 repeated to the 3 channels ResNet-18 expects: ``[N, 3, S, S]`` in [0, 1]. Training goes
-through the study's one path (:class:`reuse.study.training.train.Runner`, :func:`reuse.study.training.fit.fit`,
-its run cache): Adam, cosine-annealed learning rate, cross-entropy, fp32, deterministic
-kernels and the profile's thread count, so one seed gives one state dict, bit for bit.
+through the study's one path (:class:`reuse.study.training.train.Runner`,
+:func:`reuse.study.training.fit.fit`, its run cache): Adam, cosine-annealed learning rate,
+cross-entropy, fp32, deterministic kernels and the profile's thread count, so one seed gives
+one state dict, bit for bit.
 Each checkpoint is also saved as a plain state-dict file (:func:`checkpoints`), which the
 toolkit and ``reuse analyze`` read as a user's file. Sizes: :class:`reuse.study.config.OwnModel`.
 

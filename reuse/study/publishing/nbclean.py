@@ -3,8 +3,9 @@
 Drops stderr streams (progress lines), papermill's timings and paths, injected
 parameters whose value is an absolute path (a machine's folders), and a figure shown twice
 in one cell; renumbers execution counts 1..n and sets one kernelspec, so a rerun that
-computes the same numbers leaves the same file. ``python -m reuse.study.publishing.nbclean [--check] NOTEBOOK...``;
-run_all.sh applies it after each notebook and a test checks the committed ones.
+computes the same numbers leaves the same file.
+``python -m reuse.study.publishing.nbclean [--check] NOTEBOOK...``; run_all.sh applies it
+after each notebook and a test checks the committed ones.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ def summarize(results_dir: str | Path) -> str:
         groups = {None: _records(results_dir)}
     if not any(groups.values()):
         raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
-                                "reuse.study.publishing.report.record): run the notebooks first, e.g. ./run_all.sh")
+                                "reuse.study.publishing.report.record): run the notebooks first, "
+                                "e.g. ./run_all.sh")
     adjusted = {p: _adjusted(records) for p, records in groups.items()}
     parts = ["# Results summary\n"]
     if None not in groups:

@@ -135,8 +135,10 @@ def build_site(notebooks: Path, summary: Path | None, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reuse.study.publishing.site``: build the site; exit status 2 with one line on a bad path."""
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.site", description=__doc__.split("\n\n")[0])
+    """``python -m reuse.study.publishing.site``: build the site; exit status 2 with one line on a bad
+    path."""
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.site",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of executed notebooks (default: notebooks)")
     parser.add_argument("--summary", default="results/SUMMARY.md", help="results summary in markdown; '' for none (default: results/SUMMARY.md)")
     parser.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site)")

@@ -41,8 +41,9 @@ from reuse.toolkit.provenance import cpu_class
 from .spec import RunSpec, TrainedRun
 
 # the modules whose code decides a run's weights (their source is fingerprinted)
-TRAINING_CODE = ("reuse.study.training.spec", "reuse.study.training.fit", "reuse.study.training.models", "reuse.study.training.data",
-                 "reuse.study.training.wheel_sets", "reuse.study.training.pretrained", "reuse.study.training.group", "reuse.study.training.train",
+TRAINING_CODE = ("reuse.study.training.spec", "reuse.study.training.fit", "reuse.study.training.models",
+                 "reuse.study.training.data", "reuse.study.training.wheel_sets",
+                 "reuse.study.training.pretrained", "reuse.study.training.group", "reuse.study.training.train",
                  "reuse.toolkit.metrics", "reuse.toolkit.gpu", "reuse.toolkit.scoring")
 # ... and a score (the swap-and-score path and the study's evaluator)
 SCORING_CODE = ("reuse.toolkit.metrics", "reuse.toolkit.scoring", "reuse.toolkit.scan",
