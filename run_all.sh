@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the Python environment, then run every notebook with papermill:
 #   ./run_all.sh [options]   is   python -m reuse run [options]   in that environment.
-# ./run_all.sh --help lists the options (reuse/study/batch.py).
+# ./run_all.sh --help lists the options (reuse/study/publishing/batch.py).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

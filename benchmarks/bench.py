@@ -7,7 +7,7 @@ steps, prints both figures and their ratio, and checks the two give the same num
 (b) N models trained together (``Runner.fit`` on a group, vmapped) vs one after another;
 (c) scoring E1's swap variants: ``reuse.toolkit.scoring.score_states`` (shared forward work,
     channels_last, native bf16) vs a plain fp32 NCHW loop of ``reuse.toolkit.metrics.evaluate``,
-    vs the same loop on the project's model, and ``reuse.study.group.evaluate_states`` (vmap);
+    vs the same loop on the project's model, and ``reuse.study.training.group.evaluate_states`` (vmap);
 (d) ``reuse.toolkit.criteria.kernel_rmse`` (stacked per-layer norms) vs a per-layer Python loop;
 (e) peak memory: process RSS and, on CUDA, ``torch.cuda.max_memory_allocated`` per section;
 (f) why grouping pays or not on this device: the share of a training step spent in
@@ -57,14 +57,14 @@ import pandas as pd
 import torch
 
 from reuse.study import CPU_PINS
-from reuse.study.data import write_synthetic_fashion
+from reuse.study.training.data import write_synthetic_fashion
 from reuse.study.experiments.network_reusability import TYPE_SETS
-from reuse.study import train
-from reuse.study.models import conv_layer_names
-from reuse.study.train import Runner, RunSpec
+from reuse.study.training import train
+from reuse.study.training.models import conv_layer_names
+from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit.criteria import kernel_rmse
 from reuse.toolkit.gpu import autocast, prepare_model, synchronize
-from reuse.toolkit.metrics import PRIMARY, evaluate, loss
+from reuse.toolkit.metrics import PRIMARY_METRIC, evaluate, loss
 from reuse.toolkit.provenance import provenance
 from reuse.toolkit.scoring import evaluate_states, score_states
 from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
@@ -224,8 +224,8 @@ def _race(baseline: Runner, fast: Runner, specs: list[RunSpec], device: torch.de
 # run in fresh processes (not in this one, as every other section does), alternately.
 _TRAIN_IN_FRESH_PROCESS = """
 import json, sys, time
-from reuse.study.spec import state_digest
-from reuse.study.train import Runner, RunSpec
+from reuse.study.training.spec import state_digest
+from reuse.study.training.train import Runner, RunSpec
 a = json.loads(sys.argv[1])
 runner = Runner("cpu", cache_dir=None, data_dir=a["folder"], progress=False, threads=1, precision="fp32")
 specs = [RunSpec(**s) for s in a["specs"]]
@@ -339,7 +339,7 @@ def trainer(b: Bench, compile: bool, precision: str) -> None:
     mx, my = runner.monitor_split(spec)
     mon_model = runner.model(fitted)
     _, t_mon = _timed(lambda: [evaluate(mon_model, mx, my, spec.task, runner.n_outputs(spec),
-                                        metrics=(PRIMARY[spec.task],), precision=b.prec)
+                                        metrics=(PRIMARY_METRIC[spec.task],), precision=b.prec)
                                for _ in fitted.history], dev)
     what = (f"trainer vs DataLoader loop, {b.architecture} w{spec.width} d{spec.depth} bs{spec.batch_size} "
             f"{spec.image_size} px")
@@ -408,7 +408,7 @@ def scoring(b: Bench) -> tuple:
     n_test = b.sizes["n_test"]
     tx, ty = runner.split(spec.pair, "target", spec.task, "test", 0, 0.0, n_test)
     states = swap_variants(model, target.state, source.state)
-    n_out, metric = runner.n_outputs(spec), PRIMARY[spec.task]
+    n_out, metric = runner.n_outputs(spec), PRIMARY_METRIC[spec.task]
     what = f"{len(states)} swap variants x {n_test} test images"
 
     def looped(m, precision=prec):

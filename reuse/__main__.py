@@ -1,8 +1,8 @@
 """``python -m reuse COMMAND`` (also the ``reuse`` console script).
 
-Commands: ``run`` executes the notebooks (:mod:`reuse.study.batch`); ``analyze`` compares two
+Commands: ``run`` executes the notebooks (:mod:`reuse.study.publishing.batch`); ``analyze`` compares two
 checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse.toolkit.analyze`,
-its report citing the study's findings: :mod:`reuse.study.analyze`).
+its report citing the study's findings: :mod:`reuse.study.publishing.analyze`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-COMMANDS = {"run": "reuse.study.batch", "analyze": "reuse.study.analyze"}
+COMMANDS = {"run": "reuse.study.publishing.batch", "analyze": "reuse.study.publishing.analyze"}
 INTERRUPTED = 130  # the exit status of Ctrl-C (128 + SIGINT), as a shell reports it
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from reuse.study.config import SmallData, get_profile
-from reuse.study.data import write_synthetic_fashion
-from reuse.study.train import Runner
+from reuse.study.training.data import write_synthetic_fashion
+from reuse.study.training.train import Runner
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +64,7 @@ def reuse_run(*args: str, cache: Path, output: Path, popen: bool = False, timeou
 
 
 def trained_log(cache: Path) -> list[dict]:
-    """The lines of the cache's training log (reuse.study.train.Runner._log)."""
+    """The lines of the cache's training log (reuse.study.training.train.Runner._log)."""
     log = cache / "trained.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 

@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from reuse.study.models import build_model
+from reuse.study.training.models import build_model
 from reuse.toolkit.alignment import (
     COLUMNS,
     PermutationSpec,

@@ -16,7 +16,7 @@ from PIL import Image
 
 from reuse.__main__ import main
 from reuse.toolkit import analyze, analyze_report
-from reuse.toolkit.metrics import PRIMARY
+from reuse.toolkit.metrics import PRIMARY_METRIC
 
 MODEL = ["--model", "torchvision.models:resnet18", "--model-args", '{"num_classes": 3}']
 
@@ -81,9 +81,9 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
 
 
 def test_the_study_findings_come_from_the_study(ckpts, tmp_path, capsys):
-    """`reuse analyze` cites the study's findings (reuse.study.analyze); the toolkit's command on
+    """`reuse analyze` cites the study's findings (reuse.study.publishing.analyze); the toolkit's command on
     its own knows none and leaves the section out."""
-    from reuse.study.analyze import FINDINGS
+    from reuse.study.publishing.analyze import FINDINGS
 
     d, _ = ckpts
     pair = [str(d / "source.pt"), str(d / "target.pt"), "--kinds", "conv2d"]
@@ -367,7 +367,7 @@ def test_report_in_chromium_opens_with_the_answer(heads, tmp_path, monkeypatch, 
 
 def test_help_lists_the_tasks_without_importing_torch():
     text = analyze.parser().format_help()
-    assert all(task in text for task in PRIMARY)
+    assert all(task in text for task in PRIMARY_METRIC)
     code = "import sys; from reuse.toolkit import analyze; analyze.parser(); print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""The run cache (reuse.study.cache): entries keyed by data and code, scores tied to weights."""
+"""The run cache (reuse.study.training.cache): entries keyed by data and code, scores tied to weights."""
 
 import json
 import shutil
@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from reuse.study import cache as rcache
-from reuse.study.data import FASHION_FILES, read_idx, write_idx, write_synthetic_fashion
-from reuse.study.spec import RunSpec
-from reuse.study.train import Runner
+from reuse.study.training import cache as rcache
+from reuse.study.training.data import FASHION_FILES, read_idx, write_idx, write_synthetic_fashion
+from reuse.study.training.spec import RunSpec
+from reuse.study.training.train import Runner
 
 TINY = RunSpec("plain", "autoencoder", "fashion-split", width=2, depth=1, steps=4, batch_size=16,
                n_train=32, image_size=16)
@@ -62,7 +62,7 @@ def test_the_code_fingerprint_reads_the_training_modules(tmp_path):
     fp = rcache.code_fingerprint(rcache.TRAINING_CODE)
     assert len(fp) == 64 and fp == rcache.code_fingerprint(rcache.TRAINING_CODE)
     assert fp != rcache.code_fingerprint(rcache.TRAINING_CODE[:-1])
-    assert "reuse.study.fit" in rcache.TRAINING_CODE and "reuse.study.models" in rcache.TRAINING_CODE
+    assert {"reuse.study.training.fit", "reuse.study.training.models"} <= set(rcache.TRAINING_CODE)
 
 
 def _memo(cache, weights, values=(0.25, 0.75)):

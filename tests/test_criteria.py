@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from reuse.study.models import build_model, conv_layer_names
+from reuse.study.training.models import build_model, conv_layer_names
 from reuse.toolkit.criteria import (
     KINDS,
     conv_layers,

@@ -21,7 +21,7 @@ def _points(good: str, seeds=range(6), layers=8, pairs=("a", "b", "c")) -> pd.Da
                 row = {"architecture": "unet", "task": "segmentation", "pair": pair, "seed": seed,
                        "donor": "source", "layer": f"l{i}", "reusable": reusable,
                        "reuse_score": 0.9 if reusable else 0.1}
-                row.update({c: rng.random() for c in (*e5.CRITERIA, *e5.e3.BASELINES)})
+                row.update({c: rng.random() for c in (*e5.COMPARED_CRITERIA, *e5.e3.BASELINES)})
                 row[good] = rng.random() * 0.4 + (0.0 if reusable else 0.6)
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -96,7 +96,7 @@ def test_cost_table_divides_time_by_evaluations():
     assert table.loc["rmse", "ms_per_layer"] == pytest.approx(5.0)
     assert table.loc["reset_loss", "ms_per_layer"] == pytest.approx(200.0)
     assert np.isnan(table.loc["cka", "ms_per_layer"])  # not measured
-    assert set(table.index) == set(e5.CRITERIA)
+    assert set(table.index) == set(e5.COMPARED_CRITERIA)
 
 
 def test_points_refuse_missing_criteria():
@@ -185,12 +185,13 @@ def test_ranking_figure_draws_every_criterion():
     from reuse.study import plots
 
     pts = _points("rmse")
-    table = pd.DataFrame({"criterion": list(e5.CRITERIA), "family": [c.family for c in e5.CRITERIA.values()],
-                          "auc": np.linspace(0.5, 0.9, len(e5.CRITERIA))})
+    table = pd.DataFrame({"criterion": list(e5.COMPARED_CRITERIA),
+                          "family": [c.family for c in e5.COMPARED_CRITERIA.values()],
+                          "auc": np.linspace(0.5, 0.9, len(e5.COMPARED_CRITERIA))})
     table["auc_ci_low"], table["auc_ci_high"] = table.auc - 0.05, table.auc + 0.05
     fig = plots.criteria_comparison.ranking(table, e5.head_to_head(pts), e5.TIE)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert labels == list(e5.CRITERIA)  # sorted by AUC, worst first
+    assert labels == list(e5.COMPARED_CRITERIA)  # sorted by AUC, worst first
 
 
 def test_unpermuted_text_names_the_fixed_layers():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from reuse.study import data
+from reuse.study.training import data
 
 
 def test_read_idx_roundtrip_gz_and_raw(tmp_path):
@@ -143,7 +143,7 @@ def test_pairs(fake_fashion, pair):
         assert int(src.train_y.max()) <= 4 and int(tgt.train_y.max()) <= 4
     again = data.load_pair(pair, 50, 40, 30, seed=3)[1]
     assert torch.equal(again.train_x, tgt.train_x)  # seeded
-    for task in data.TASKS:
+    for task in data.DENSE_TASKS:
         x, y = data.task_targets(tgt, task, "test")
         assert len(x) == len(y) == 30
 
@@ -190,7 +190,7 @@ def test_scrambled_source_permutes_its_targets_alike_for_every_image(fake_fashio
     split = data.load_domain("fashion-split", "source", 20, 10, seed=1)
     scrambled = data.load_domain("fashion-scrambled", "source", 20, 10, seed=1)
     assert torch.equal(split.train_x, scrambled.train_x)  # the same images
-    for task in data.TASKS:
+    for task in data.DENSE_TASKS:
         (x0, y0), (x1, y1) = (data.task_targets(d, task, "train") for d in (split, scrambled))
         assert torch.equal(x0, x1) and not torch.equal(y0, y1)
         perm = torch.randperm(y0.shape[-1] * y0.shape[-2],

@@ -11,8 +11,8 @@ from reuse.study import plots
 from reuse.study.config import Grid, SmallData, get_profile
 from reuse.study.experiments import adequacy, common
 from reuse.study.experiments import network_reusability as e1
-from reuse.study.models import build_model, conv_layer_names, head_layer
-from reuse.study.train import MONITOR_SIZE, RunSpec
+from reuse.study.training.models import build_model, conv_layer_names, head_layer
+from reuse.study.training.train import MONITOR_SIZE, RunSpec
 from reuse.toolkit.metrics import chance_level
 from reuse.toolkit.verdicts import VERDICTS
 
@@ -22,7 +22,7 @@ GRID = Grid(("unet", "pspnet"), ("segmentation",), ("fashion-split", "fashion-sc
 @pytest.fixture(scope="module")
 def e1_frames(runner_profile):
     runner, profile = runner_profile
-    return e1.run(runner, profile, GRID)
+    return e1.compute(runner, profile, GRID)
 
 
 def test_e1_frame_is_tidy_and_complete(e1_frames):
@@ -38,7 +38,7 @@ def test_e1_frame_is_tidy_and_complete(e1_frames):
     assert sorted(unet[unet.measure == "prefix"].k)[::len(unet[unet.measure == "prefix"]) - 1] == [1, n]
     all_conv = unet[unet.measure == "all_conv"]
     assert set(zip(all_conv.donor, all_conv.bn_reestimated)) == {
-        (d, b) for d in (*common.DONORS, common.RESET) for b in (False, True)} | {
+        (d, b) for d in (*common.CONDITION_DONORS, common.RESET) for b in (False, True)} | {
         (d, True) for d in e1.STRANGERS}  # the profile's strangers grid is UNet segmentation
     # prefix n and suffix n both swap every kernel: the same as all_conv (BN re-estimated)
     full = unet[(unet.measure.isin(["prefix", "suffix"])) & (unet.k == n)].value
@@ -137,12 +137,12 @@ def test_adequacy_judges_each_run_by_its_own_curve(runner_profile):
     or without seed 0 in the grid (it used to be measured against seed 0's long run)."""
     runner, profile = runner_profile
     grid = Grid(("pspnet",), ("segmentation",), ("fashion-split",))
-    curves, cells = adequacy.run(runner, profile, grid)
+    curves, cells = adequacy.compute(runner, profile, grid)
     assert set(curves.run) == {"target", "twin"} and curves.step.max() == profile.steps
     first = curves[(curves.seed == 0) & (curves.run == "target")]
     assert cells.target_rise[0] == adequacy.rise_share(list(first.step), list(first.value), cells.chance[0])
     assert cells.target_plateaued[0] == adequacy.plateaued(cells.target_rise[0])
-    _, alone = adequacy.run(runner, dataclasses.replace(profile, seeds=(1,)), grid)
+    _, alone = adequacy.compute(runner, dataclasses.replace(profile, seeds=(1,)), grid)
     columns = ["target_rise", "twin_rise", "target_plateaued", "twin_plateaued"]
     pd.testing.assert_frame_equal(alone[columns], cells[cells.seed == 1][columns].reset_index(drop=True))
     table = adequacy.summary(cells)
@@ -154,10 +154,10 @@ def test_sources_are_judged_on_their_own_curves_and_chance(e1_frames, runner_pro
     """Every rung's source (the scrambled one included) gets its learning curve, scored on the
     source domain's own test images, and a chance level from its own (scrambled) targets."""
     runner, profile = runner_profile
-    curves, cells = adequacy.source_run(runner, profile, GRID)
+    curves, cells = adequacy.compute_sources(runner, profile, GRID)
     assert set(curves.run) == {"source"} and set(cells.pair) == set(GRID.pairs)
     assert len(cells) == 2 * 2 * len(profile.seeds) and curves.step.max() == profile.steps
-    targets, _ = adequacy.run(runner, profile, Grid(("pspnet",), ("segmentation",), ("fashion-split",)))
+    targets, _ = adequacy.compute(runner, profile, Grid(("pspnet",), ("segmentation",), ("fashion-split",)))
     assert list(curves.columns) == list(targets.columns)  # one frame for notebook 01's CSV and figure
     fig = plots.network_reusability.learning_curves(pd.concat([targets, curves]))
     titles = {ax.get_title() for ax in fig.axes}

@@ -71,7 +71,8 @@ def test_a_two_worker_dask_cluster_gives_the_serial_results_training_each_run_on
 
 
 def test_without_a_cluster_nothing_imports_dask():
-    code = ("import sys, reuse.study.batch, reuse.study.experiments.common, reuse.study.train\n"
+    code = ("import sys, reuse.study.publishing.batch, reuse.study.experiments.common\n"
+            "import reuse.study.training.train\n"
             "from reuse.study.experiments.common import session\n"
             "session('smoke', device='cpu')\n"
             "sys.exit(any(m == 'dask' or m.startswith(('dask.', 'distributed')) for m in sys.modules))")

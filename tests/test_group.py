@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from reuse.study.cache import compute_class
-from reuse.study.group import group_key
-from reuse.study.models import build_model
-from reuse.study.train import Runner, RunSpec
-from reuse.toolkit.metrics import PRIMARY, evaluate
+from reuse.study.training.cache import compute_class
+from reuse.study.training.group import group_key
+from reuse.study.training.models import build_model
+from reuse.study.training.train import Runner, RunSpec
+from reuse.toolkit.metrics import PRIMARY_METRIC, evaluate
 from reuse.toolkit.scoring import evaluate_states
 
 TINY = dict(width=2, depth=1, steps=6, batch_size=16, n_train=48, weight_decay=1e-3, image_size=16,
@@ -38,7 +38,7 @@ def _close_runs(a, b, atol=2e-3):
     for ha, hb in zip(a.history, b.history):
         assert ha.keys() == hb.keys() and ha["step"] == hb["step"]
         assert math.isclose(ha["loss"], hb["loss"], rel_tol=1e-3)
-        metric = PRIMARY[a.spec.task]
+        metric = PRIMARY_METRIC[a.spec.task]
         assert math.isclose(ha[metric], hb[metric], abs_tol=1e-3)
 
 
@@ -91,7 +91,7 @@ def test_evaluate_states_equals_loop(task, architecture):
         m(torch.rand(8, 1, 16, 16))  # non-trivial BN running statistics
         states.append({k: v.clone() for k, v in m.state_dict().items()})
     model = build_model(architecture, task, 1, n_out, width=2, depth=2)
-    metric = PRIMARY[task]
+    metric = PRIMARY_METRIC[task]
     batched = evaluate_states(model, states, x, y, task, n_out, metric, chunk=2, max_images=48)
     looped = []
     for s in states:

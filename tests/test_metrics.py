@@ -59,7 +59,7 @@ def test_classification_matches_sklearn_and_a_hand_count():
     model = torch.nn.Identity()  # the inputs are the logits
     ours = metrics.evaluate(model, logits, y, "classification", 4, batch_size=7)
     assert ours == {"accuracy": pytest.approx(accuracy_score(y.numpy(), logits.argmax(1).numpy()))}
-    assert metrics.PRIMARY["classification"] == "accuracy"
+    assert metrics.PRIMARY_METRIC["classification"] == "accuracy"
     assert metrics.score_predictions("classification", y, y, 4)["accuracy"] == 1.0
     # cross-entropy against a numpy log-softmax
     z = logits.double().numpy()

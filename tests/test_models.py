@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reuse.study.models import ARCHITECTURES, build_model, conv_layer_names, head_layer
+from reuse.study.training.models import ARCHITECTURES, build_model, conv_layer_names, head_layer
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

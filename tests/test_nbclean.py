@@ -2,7 +2,7 @@ from pathlib import Path
 
 import nbformat
 
-from reuse.study import nbclean
+from reuse.study.publishing import nbclean
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -32,7 +32,7 @@ def test_check_mode(tmp_path, capsys):
     path = tmp_path / "n.ipynb"
     nbformat.write(_noisy(), path)
     assert nbclean.main(["--check", str(path)]) == 1
-    assert "fix: python -m reuse.study.nbclean" in capsys.readouterr().err
+    assert "fix: python -m reuse.study.publishing.nbclean" in capsys.readouterr().err
     assert nbclean.main([str(path)]) == 0
     assert nbclean.main(["--check", str(path)]) == 0
 

@@ -8,15 +8,15 @@ import json
 import pytest
 from conftest import reuse_run, trained_log
 
-from reuse.study.data import parse_pair, target_pair
+from reuse.study.registry import experiment
+from reuse.study.training.data import parse_pair, target_pair
 
 SINGLES = {
     "unet-segmentation-digits-seed0": ("0", "unet", "segmentation", "fashion-to-digits"),
     "pspnet-autoencoder-split-seed1": ("1", "pspnet", "autoencoder", "fashion-split"),
     "unet-segmentation-random-labels-seed1": ("1", "unet", "segmentation", "fashion-random-labels"),
 }
-NOTEBOOKS = ("01_network_reusability", "02_layer_selection", "03_rmse_threshold",
-             "04_small_data_transfer", "05_criteria_comparison")
+NOTEBOOKS = tuple(experiment(id).prefix for id in ("e1", "e2", "e3", "e4", "e5"))
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import torchvision
 from scipy import stats
 
 from reuse.study.config import get_profile
-from reuse.study.data import CLASSIFICATION, FASHION_FILES, read_idx
+from reuse.study.training.data import CLASSIFICATION, FASHION_FILES, read_idx
 from reuse.study.experiments import own_model as om
-from reuse.study.models import build_model
-from reuse.study.train import Runner
+from reuse.study.training.models import build_model
+from reuse.study.training.train import Runner
 from reuse.toolkit.selection import swap_verdicts
 
 TINY_OWN = dict(image_size=16, n_train=16, n_test=8, n_bn=4, steps=2, batch_size=8, n_seeds=1)
@@ -46,7 +46,7 @@ def test_one_training_path_same_seed_same_state_dict_and_another_init_differs(ti
 
 def test_roles_share_theta_0_except_the_negative_control(tiny):
     s = om.specs(tiny, 3)
-    assert set(s) == set(om.ROLES)
+    assert set(s) == set(om.CHECKPOINT_ROLES)
     assert s["source"].init_seed == s["target"].init_seed == s["twin"].init_seed == 3
     assert s["different_init"].init_seed != 3
     assert (s["twin"].block, s["target"].block) == (1, 0)

@@ -1,4 +1,4 @@
-"""reuse.study.pretrained: theta_P read from the installed wheel's file, never importing the
+"""reuse.study.training.pretrained: theta_P read from the installed wheel's file, never importing the
 package, checked against the study's ONet; its SHA-256 from the same bytes."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from reuse.study import pretrained
-from reuse.study.models import ONet
+from reuse.study.training import pretrained
+from reuse.study.training.models import ONet
 
 ONET = "mtcnn-onet"
 
@@ -31,7 +31,7 @@ def test_sha256_is_the_files():
 
 
 def test_the_package_is_never_imported():
-    code = ("import sys; from reuse.study import pretrained; pretrained.state('mtcnn-onet'); "
+    code = ("import sys; from reuse.study.training import pretrained; pretrained.state('mtcnn-onet'); "
             "print('facenet_pytorch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from reuse.__main__ import main as reuse_cli
-from reuse.study import pretrained, wheel_sets
+from reuse.study.training import pretrained, wheel_sets
 from reuse.study.config import get_profile
 from reuse.study.experiments import pretrained_network as e7
-from reuse.study.models import ONet
-from reuse.study.spec import RunSpec
-from reuse.study.train import MONITOR_WHEEL, Runner
+from reuse.study.training.models import ONet
+from reuse.study.training.spec import RunSpec
+from reuse.study.training.train import MONITOR_WHEEL, Runner
 
 TINY = dataclasses.replace(get_profile("smoke").pretrained, n_train={"near": 10, "far": 20},
                            n_test={"near": 20, "far": 40}, steps=4, batch_size=5)
@@ -45,7 +45,7 @@ def _runner(cache):
 def test_weights_and_both_datasets_load_without_a_network():
     """In a user namespace with no network interface: theta_P, lfw_subset and MNIST all load
     (they ship inside the installed wheels), so nothing is fetched at run time."""
-    code = ("from reuse.study import pretrained, wheel_sets; pretrained.state('mtcnn-onet'); "
+    code = ("from reuse.study.training import pretrained, wheel_sets; pretrained.state('mtcnn-onet'); "
             "print(len(wheel_sets.arrays('lfw-faces')[0]), len(wheel_sets.arrays('mnist-5k')[0]))")
     probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     if probe.returncode:
@@ -150,11 +150,11 @@ def trained(cache):
 
 def test_train_gives_every_role_and_is_deterministic(trained, cache, tmp_path):
     _, states, runs = trained
-    assert sorted(states) == [(s, r) for s in (0, 1) for r in sorted(e7.ROLES)]
-    assert set(runs.role) == set(e7.ROLES) and len(runs) == 6
+    assert sorted(states) == [(s, r) for s in (0, 1) for r in sorted(e7.FINETUNE_ROLES)]
+    assert set(runs.role) == set(e7.FINETUNE_ROLES) and len(runs) == 6
     assert (runs[runs.role == "scratch"].start == "theta_0").all()
     again, runs2 = e7.train(_runner(tmp_path / "other_cache"), TINY, "near", (0,))  # retrained elsewhere
-    for role in e7.ROLES:
+    for role in e7.FINETUNE_ROLES:
         for k, v in again[(0, role)].items():
             assert torch.equal(v, states[(0, role)][k]), (role, k)
     # the fine-tuned run moved from its start
@@ -174,7 +174,7 @@ def test_a_second_runner_loads_every_run_from_the_cache(trained, cache):
 def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
     runner, states, runs = trained
     d = e7.kernel_distances(runner, states, TINY, "near")
-    assert set(d.donor) == set(e7.DONORS) and set(d.layer) == {"conv1", "conv2", "conv3", "conv4"}
+    assert set(d.donor) == set(e7.PRETRAINED_DONORS) and set(d.layer) == {"conv1", "conv2", "conv3", "conv4"}
     assert d[d.layer == "conv1"][e7.BASELINE].eq(0).all() and d[d.layer == "conv4"][e7.BASELINE].eq(1).all()
     scans = e7.swap_scans(runner, states, TINY, "near")
     src = scans[scans.donor == "pretrained"]
@@ -183,7 +183,7 @@ def test_measurements_and_verdicts_have_their_shape(trained, tmp_path):
     assert set(table.verdict) <= {"holds", "refuted", "undecided"}
     assert len(table) == 2 + 4 + 2 + 1  # controls, V1 per layer, V2 per criterion, V3
     ckpts = e7.save_checkpoints(states, "near", tmp_path)
-    assert set(ckpts.role) == set(e7.ROLES)
+    assert set(ckpts.role) == set(e7.FINETUNE_ROLES)
     out = tmp_path / "analyze"
     assert reuse_cli(e7.analyze_argv(ckpts, "near", 0, out)) == 0
     # the wheel's onet.pt against the fine-tuned copy: its box and landmark heads do not pair

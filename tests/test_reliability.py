@@ -27,9 +27,9 @@ from conftest import fill
 from test_run_all import RECORD, _notebook
 
 from reuse.__main__ import main
-from reuse.study import batch as runner
-from reuse.study import data as rdata
-from reuse.study.train import Runner, RunSpec
+from reuse.study.publishing import batch
+from reuse.study.training import data as rdata
+from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit import analyze_inputs, analyze_report
 from reuse.toolkit import files
 
@@ -483,7 +483,7 @@ def test_the_runner_checks_the_data_at_setup_only(tmp_path, monkeypatch, capsys,
     else:
         rdata.write_idx(folder / rdata.FASHION_FILES[("train", "images")], np.zeros((40, 28, 27), np.uint8))
     monkeypatch.setenv("REUSE_CACHE_DIR", str(tmp_path / "cache"))
-    assert runner.main(["--setup-only", "--data-dir", str(folder)]) == 2
+    assert batch.main(["--setup-only", "--data-dir", str(folder)]) == 2
     err = _one_line(capsys.readouterr().err)
     assert "label 10 at index 0" in err if damage == "labels" else "(40, 28, 27)" in err
 
@@ -494,7 +494,7 @@ def test_a_path_that_is_not_utf8_is_refused_at_setup_only(fake_fashion_dir, tmp_
     bad = tmp_path / os.fsdecode(b"caf\xe9")  # Latin-1 bytes: no notebook parameter can carry them
     shutil.copytree(fake_fashion_dir, bad)
     monkeypatch.setenv("REUSE_CACHE_DIR", str(tmp_path / "cache"))
-    assert runner.main(["--setup-only", option, str(bad)]) == 2
+    assert batch.main(["--setup-only", option, str(bad)]) == 2
     err = _one_line(capsys.readouterr().err)
     assert option in err and "caf\\xe9" in err and "UTF-8" in err
 
@@ -502,7 +502,7 @@ def test_a_path_that_is_not_utf8_is_refused_at_setup_only(fake_fashion_dir, tmp_
 # ----------------------------------------------------------------------------- the runner
 def test_a_yaml_tag_in_set_is_refused(fake_notebooks, tmp_path, capsys):
     tag = f"reuse_threshold=!!python/object/apply:pathlib.Path.touch [{str(tmp_path / 'CODE_RAN')!r}]"
-    assert runner.main(["--dry-run", "--set", tag]) == 2
+    assert batch.main(["--dry-run", "--set", tag]) == 2
     assert "is not valid YAML" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "CODE_RAN").exists()
 
@@ -521,7 +521,7 @@ def test_a_set_value_not_allowed_is_refused_before_a_kernel_starts(fake_fashion,
 
     monkeypatch.setenv("REUSE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a kernel started"))
-    assert runner.main(["--profile", "smoke", "--only", "01", *args, "--output", str(tmp_path / "out")]) == 2
+    assert batch.main(["--profile", "smoke", "--only", "01", *args, "--output", str(tmp_path / "out")]) == 2
     assert bad in _one_line(capsys.readouterr().err)
     assert os.listdir(tmp_path) == []  # nothing written: no output folder, no cache
 
@@ -537,8 +537,8 @@ def fake_notebooks(tmp_path, monkeypatch, fake_fashion) -> Path:
     return folder
 
 
-def _plan(tmp_path: Path, *args: str) -> runner.Plan:
-    return runner.make_plan(runner.parser().parse_args(["--profile", "smoke", "--output",
+def _plan(tmp_path: Path, *args: str) -> batch.NotebookPlan:
+    return batch.make_plan(batch.parser().parse_args(["--profile", "smoke", "--output",
                                                         str(tmp_path / "out"), *args]))
 
 
@@ -552,7 +552,7 @@ def test_partial_notebooks_have_a_name_of_their_own_per_run(fake_notebooks, tmp_
         shutil.copy(nb, out)
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
     plan = _plan(tmp_path, "--only", "01")
-    assert runner.execute(plan) == 0 and runner.execute(plan) == 0
+    assert batch.execute(plan) == 0 and batch.execute(plan) == 0
     assert len(set(outputs)) == 2 and all(fnmatch.fnmatch(n, ".*.partial.ipynb") for n in outputs)
     assert outputs[0].startswith(".01_fake.")
 
@@ -567,7 +567,7 @@ def test_a_full_output_disk_while_papermill_writes_leaves_no_partial(fake_notebo
             _enospc()
         shutil.copy(nb, out)
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
-    assert runner.execute(_plan(tmp_path)) == 2
+    assert batch.execute(_plan(tmp_path)) == 2
     err = _one_line(capsys.readouterr().err)
     assert "no space left on device" in err and "02_other.ipynb was not written" in err
     assert "kept: 01_fake.ipynb" in err

@@ -1,4 +1,4 @@
-"""reuse.study.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
+"""reuse.study.publishing.report: record -> JSON/Markdown -> summary roundtrip, and the CLI."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reuse.study.report import _adjusted, _records, family_adjusted, main, record, summarize
+from reuse.study.publishing.report import _adjusted, _records, family_adjusted, main, record, summarize
 
 
 def _headline() -> pd.DataFrame:
@@ -136,7 +136,8 @@ def test_summary_states_primary_claims_after_holm_and_sets_repeats_apart(tmp_pat
     record("04_small", _headline(), {"profile": "quick"}, tmp_path / "quick", verdicts=verdicts)
     text = summarize(tmp_path)
     overview = text[:text.index("## Profile")]
-    assert "Primary claims (`reuse.study.claims.PRIMARY`) show their verdict **after Holm's correction**" in overview
+    assert ("Primary claims (`reuse.study.claims.PRIMARY_CLAIMS`) show their verdict **after Holm's "
+            "correction**") in overview
     assert ("| 04 H1 beats scratch | undecided after Holm (raw: holds; Holm p 0.068) (0.04 [0.005, 0.075]; "
             "n = 5 seeds; detectable 0.01 (0.05593 at Holm's level)) |") in overview
     assert ("| 04 rmse_only - random (all rungs) | exact duplicate of 04 H3b beats random: undecided after Holm "

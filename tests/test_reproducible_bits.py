@@ -17,8 +17,8 @@ import os
 import pytest
 import torch
 
-from reuse.study.spec import RunSpec, state_digest
-from reuse.study.train import Runner
+from reuse.study.training.spec import RunSpec, state_digest
+from reuse.study.training.train import Runner
 from reuse.toolkit.provenance import cpu_class
 
 EXPECTED = {

@@ -26,7 +26,7 @@ data_dir = None
 reuse_threshold = 0.8"""
 RECORD = """\
 import pandas as pd
-from reuse.study.report import record
+from reuse.study.publishing.report import record
 
 record("01_fake", pd.DataFrame({"metric": ["threshold"], "value": [reuse_threshold]}),
        params=dict(profile=profile, seeds=seeds, device=device), results_dir=results_dir)"""

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from reuse.study.models import build_model, conv_layer_names
+from reuse.study.training.models import build_model, conv_layer_names
 from reuse.toolkit.gpu import prepare_model
-from reuse.toolkit.metrics import PRIMARY, evaluate
+from reuse.toolkit.metrics import PRIMARY_METRIC, evaluate
 from reuse.toolkit.scoring import score_states
 from reuse.toolkit.surgery import KERNEL_TYPES, prefix, select_keys, suffix, swap_state
 
@@ -58,7 +58,7 @@ def test_shared_scoring_equals_the_loop_and_skips_shared_work(task, architecture
     target, source = (_trained_like(architecture, task, n_out, s) for s in (0, 1))
     model = prepare_model(_trained_like(architecture, task, n_out, 0), torch.device("cpu"))
     states = _e1_states(model, target.state_dict(), source.state_dict())
-    metric = PRIMARY[task]
+    metric = PRIMARY_METRIC[task]
     looped = _looped(model, states, x, y, task, n_out, metric, batch_size=16)
     own = {k: v.clone() for k, v in model.state_dict().items()}
     count = _ConvCount(monkeypatch)

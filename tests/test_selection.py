@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchvision
 
-from reuse.study.models import build_model
+from reuse.study.training.models import build_model
 from reuse.toolkit.criteria import conv_layers, kernel_keys
 from reuse.toolkit.selection import decide, select_layers, swap_verdicts
 from reuse.toolkit.verdicts import REUSABLE

@@ -1,4 +1,4 @@
-"""reuse.study.site: the static site of the committed notebooks, built into a tmp folder and opened
+"""reuse.study.publishing.site: the static site of the committed notebooks, built into a tmp folder and opened
 in headless Chromium (every notebook's "What we found" section present, every figure loaded)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from _chromium import dump_dom
 
-from reuse.study import site
+from reuse.study.publishing import site
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -233,7 +233,7 @@ def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):
         return out
     monkeypatch.setattr(e4, "fit_rule", spy_fit)
     monkeypatch.setattr(e4, "references", spy_refs)
-    results, decisions, layers = e4.run(runner, profile, GRID, fractions=(0.25, 1.0))
+    results, decisions, layers = e4.compute(runner, profile, GRID, fractions=(0.25, 1.0))
     # the earlier rule's threshold for each pair is fitted on the other pairs' points only
     assert len(seen) == 2 and "fashion-split" not in seen[0] and "fashion-scrambled" not in seen[1]
     # (b) reads a reference trained on the n_T samples only, for the full run's steps
@@ -259,6 +259,7 @@ def test_e4_frames_and_no_peeking(runner_profile, monkeypatch):
     assert set(heads.claim) == {"H1", "H2", "H3a", "H3b"} and set(heads.regime) == set(e4.REGIMES)
     assert len(e4.design_check(results)) == 2 and len(e4.b_table(layers))
     # the regimes only at the fractions the profile names for them (the siblings at every one)
-    narrowed = e4.run(runner, dataclasses.replace(profile, e4_regime_fractions=(0.25,)), GRID, fractions=(0.25, 1.0))[0]
+    narrowed = e4.compute(runner, dataclasses.replace(profile, e4_regime_fractions=(0.25,)), GRID,
+                          fractions=(0.25, 1.0))[0]
     assert set(narrowed[narrowed.regime != "siblings"].fraction) == {0.25}
     assert set(narrowed[narrowed.regime == "siblings"].fraction) == {0.25, 1.0}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from reuse.study.models import ARCHITECTURES, build_model, conv_layer_names
+from reuse.study.training.models import ARCHITECTURES, build_model, conv_layer_names
 from reuse.toolkit import surgery
 from reuse.toolkit.metrics import evaluate, reuse_score
 

@@ -4,9 +4,9 @@ import warnings
 import pytest
 import torch
 
-from reuse.study.cache import compute_class
-from reuse.study import train
-from reuse.study.train import Runner, RunSpec
+from reuse.study.training.cache import compute_class
+from reuse.study.training import train
+from reuse.study.training.train import Runner, RunSpec
 from reuse.toolkit.provenance import cpu_class
 
 TINY = dict(width=2, depth=1, steps=8, batch_size=16, n_train=48, image_size=16)
@@ -142,7 +142,7 @@ def test_failing_compile_retrains_eagerly(fake_fashion, monkeypatch):
             model(x)  # BN statistics move before the failure: the retrain must not see that
             raise RuntimeError("inductor exploded")
         return forward if enabled else model
-    monkeypatch.setattr("reuse.study.fit.compiled", broken)
+    monkeypatch.setattr("reuse.study.training.fit.compiled", broken)
     runner = Runner("cpu", cache_dir=None, progress=False, compile=True)
     with pytest.warns(UserWarning, match="torch.compile failed .*inductor exploded"):
         run = runner.train(spec)
@@ -220,8 +220,8 @@ def test_read_only_cache_serves_and_says_new_runs_are_not_saved(fake_fashion, tm
 
     def denied(*args, **kwargs):  # what a read-only folder answers (root ignores chmod)
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr("reuse.study.cache.files.write_atomic", denied)
-    monkeypatch.setattr("reuse.study.cache.FileLock", denied)
+    monkeypatch.setattr("reuse.study.training.cache.files.write_atomic", denied)
+    monkeypatch.setattr("reuse.study.training.cache.FileLock", denied)
     runner = _runner(tmp_path)
     assert runner.train(spec).cached
     with pytest.warns(UserWarning, match="cannot be written .* kept in memory only"):

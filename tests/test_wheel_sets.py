@@ -1,11 +1,11 @@
-"""reuse.study.wheel_sets: notebook 07's targets from installed wheels, split per seed."""
+"""reuse.study.training.wheel_sets: notebook 07's targets from installed wheels, split per seed."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from reuse.study import wheel_sets
+from reuse.study.training import wheel_sets
 
 
 def test_lfw_subset_is_faces_first():

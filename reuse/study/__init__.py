@@ -1,4 +1,9 @@
-"""reuse.study: this paper's experiments, built on :mod:`reuse.toolkit`.
+"""This paper's study, built on :mod:`reuse.toolkit` (which never imports it), in four rooms:
+``training/`` defines and trains runs (a run is one trained model), ``experiments/`` computes
+each experiment's tidy tables from those runs, ``plots/`` draws them, and ``publishing/``
+turns the results into the artifact (``reuse run``, the summary, the site). At the root:
+``config`` (the profiles every room reads), ``claims`` (the Holm tally the experiments and the
+report share) and ``registry`` (each experiment's id, notebook, modules and results prefix).
 
 The one thing done at import: the CPU code paths are pinned before torch computes anything,
 so that the same run gives the same bits on any x86-64 CPU with AVX2, Intel or AMD. Three

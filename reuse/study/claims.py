@@ -5,7 +5,7 @@ A summary that counts every verdict row overstates the evidence: some rows are c
 cannot be decided by construction, and testing dozens of claims at 95% each makes a few
 false verdicts likely. So each claim is counted once (:func:`adjust`, :func:`tally`):
 
-- :data:`PRIMARY`: the claims the study stakes itself on, by judgment-name prefix, declared
+- :data:`PRIMARY_CLAIMS`: the claims the study stakes itself on, by judgment-name prefix, declared
   before the results. Their p-values are corrected with Holm's step-down method over the
   family (family-wise error at most 5%, whatever the dependence between claims); every other
   claim is *exploratory* and keeps its raw verdict. A primary row stays primary whatever its
@@ -44,7 +44,7 @@ from reuse.toolkit.verdicts import detectable
 
 ALPHA = 1 - LEVEL
 # the primary family, by judgment-name prefix, fixed before the results
-PRIMARY = {
+PRIMARY_CLAIMS = {
     "J1 ": "J1, network reusability: one claim per rung (architecture/task/pair)",
     "J3": "J3, the RMSE criterion: one claim per criterion",
     "H1": "E4 headline claim H1",
@@ -62,7 +62,7 @@ def family(judgment: str) -> str:
     found from the records themselves (:func:`adjust`)."""
     if "control" in judgment.lower():
         return "control"
-    return "primary" if judgment.startswith(tuple(PRIMARY)) else "exploratory"
+    return "primary" if judgment.startswith(tuple(PRIMARY_CLAIMS)) else "exploratory"
 
 
 def detectable_at_holm(row: Mapping, m: int, alpha: float = ALPHA, level: float = LEVEL) -> float:
@@ -140,7 +140,7 @@ def _classify(rows: list[dict]) -> tuple[list[str], list[int | None], list[str]]
 
 
 def adjust(records: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """``records`` (one row per verdict, as :func:`reuse.study.report.record` stores them)
+    """``records`` (one row per verdict, as :func:`reuse.study.publishing.report.record` stores them)
     with columns family, alias_of (the kept claim a duplicate repeats), aliases (the
     judgments that repeat a kept claim, "; "-joined), reason (why a row is set apart), p,
     p_holm, verdict_holm, holm (what was done) and, for primary rows, detectable_holm

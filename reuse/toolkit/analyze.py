@@ -20,7 +20,7 @@ distance is then how far fine-tuning moved a layer, and a swap puts the source's
 could it have stayed frozen?). The relation is recorded in ``analyze.json`` and sets the
 report's wording (:mod:`reuse.toolkit.relations`); :func:`main`'s ``findings`` (what a study found
 for each relation, as lines of text) adds a section citing them (``reuse analyze`` as the
-artifact ships it cites the study's: :mod:`reuse.study.analyze`).
+artifact ships it cites the study's: :mod:`reuse.study.publishing.analyze`).
 
 Layers are paired by name and shape (:mod:`reuse.toolkit.pairing`): those that do not pair
 (a head with another number of classes, an extra block) are listed in the report and in
@@ -109,7 +109,7 @@ from .margins import REUSABLE
 from .relations import RELATIONS
 
 PROG = "reuse analyze"
-TASKS = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY
+TASK_HELP = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY_METRIC
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,7 +138,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="a folder to import the modules of --model, --dataset and --score from, searched "
                         "before the installed packages; repeatable (the working folder is not searched)")
-    p.add_argument("--task", default="classification", help=f"the built-in scorer's task: {TASKS}")
+    p.add_argument("--task", default="classification", help=f"the built-in scorer's task: {TASK_HELP}")
     p.add_argument("--n-images", type=int, default=1000, help="test images scored (default 1000)")
     p.add_argument("--bn-images", type=int, default=0,
                    help="images to re-estimate BN statistics on after each swap (default 0: off)")

@@ -22,7 +22,7 @@ from torch import nn
 from . import scan
 from .checkpoints import check_finite, load_state
 from .criteria import KINDS, check_kinds, find_layers
-from .metrics import PRIMARY
+from .metrics import PRIMARY_METRIC
 from .pairing import pair_layers, parse_map
 from .surgery import check_compatible
 
@@ -210,8 +210,8 @@ def _head_fix(built: dict, target: dict, kwargs: dict) -> str:
 def read_inputs(args) -> Inputs:
     """Load and check every input; raise :class:`InputError` (or the toolkit's
     FileNotFoundError / ValueError / TypeError) on bad input."""
-    if args.task not in PRIMARY:
-        raise InputError(f"--task {args.task!r}; allowed: {', '.join(PRIMARY)}")
+    if args.task not in PRIMARY_METRIC:
+        raise InputError(f"--task {args.task!r}; allowed: {', '.join(PRIMARY_METRIC)}")
     scored = args.data or args.dataset or args.score
     if args.model is None and args.align:
         raise InputError("--align needs --model MODULE:FACTORY (weight matching traces the architecture)")
@@ -272,7 +272,7 @@ def read_inputs(args) -> Inputs:
     n_outputs = int(out.shape[1]) if args.task == "segmentation" else None
     inp.score_fn = scan.task_score_fn(args.task, x, y, n_outputs, args.batch_size, args.precision)
     inp.chance = scan.chance(args.task, y, y, n_outputs or 1)
-    inp.notes.append(f"{len(x)} test images, task {args.task} ({PRIMARY[args.task]}), chance level "
+    inp.notes.append(f"{len(x)} test images, task {args.task} ({PRIMARY_METRIC[args.task]}), chance level "
                      f"{inp.chance:.4g} (best input-blind predictor on the scored targets)")
     if inp.bn_data is not None:
         inp.notes.append(f"BN statistics re-estimated on {len(inp.bn_data)} images after each swap")

@@ -72,7 +72,7 @@ def compute_scope(deterministic: bool = True, threads: int | None = None) -> Ite
     """Within the block: deterministic kernels (or cuDNN autotuning), TF32 matmuls on
     CUDA, and ``threads`` intra-op threads; every setting is restored on exit.
 
-    These are process-wide torch switches, so a :class:`~reuse.study.train.Runner` wraps its own
+    These are process-wide torch switches, so a :class:`~reuse.study.training.train.Runner` wraps its own
     training and scoring in this scope instead of setting them once for everyone.
     Deterministic mode makes a seed fix a run bit for bit on one machine with one thread
     count; it costs some speed on the GPU.

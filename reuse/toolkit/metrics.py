@@ -15,7 +15,7 @@ from torch import nn
 
 from .gpu import autocast
 
-PRIMARY = {"classification": "accuracy", "segmentation": "miou", "autoencoder": "psnr"}
+PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "miou", "autoencoder": "psnr"}
 _LABELS = ("classification", "segmentation")  # tasks whose targets are class indices
 
 

@@ -1,7 +1,7 @@
 """Where a result came from: code version, time, software and hardware.
 
 Entry point: ``provenance(params)``, stored next to every table and figure by
-``reuse.study.report.record``. Works offline and never raises: anything it cannot find
+``reuse.study.publishing.report.record``. Works offline and never raises: anything it cannot find
 is reported as ``"unknown"``.
 """
 from __future__ import annotations

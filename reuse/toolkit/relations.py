@@ -8,7 +8,7 @@ moved the layer, and swapping the source's layer back asks whether it could have
 frozen. Each entry of :data:`RELATIONS` says so in the words the report uses
 (docs/protocol.md, "Regimes"). What a study found for a relation is not the toolkit's to
 say: ``reuse analyze`` cites it only where it is given such lines
-(:func:`reuse.toolkit.analyze.main`'s ``findings``; the study's: :mod:`reuse.study.analyze`).
+(:func:`reuse.toolkit.analyze.main`'s ``findings``; the study's: :mod:`reuse.study.publishing.analyze`).
 """
 
 from __future__ import annotations

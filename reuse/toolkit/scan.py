@@ -35,7 +35,7 @@ from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidget
 
 from .checkpoints import ModelLike, load_state
 from .criteria import check_layers, kernel_keys
-from .metrics import PRIMARY, chance_level, evaluate, reuse_score
+from .metrics import PRIMARY_METRIC, chance_level, evaluate, reuse_score
 from .scoring import evaluate_states, score_states
 from .surgery import check_compatible, reestimate_bn, swap_state
 
@@ -44,20 +44,20 @@ ScoreFn = Callable[[nn.Module], float]
 
 
 def _task(task: str) -> str:
-    if task not in PRIMARY:
-        raise ValueError(f"task={task!r}; allowed: {', '.join(PRIMARY)}")
+    if task not in PRIMARY_METRIC:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(PRIMARY_METRIC)}")
     return task
 
 
 def task_score_fn(task: str, x: torch.Tensor, y: torch.Tensor, n_outputs: int | None = None,
                   batch_size: int = 512, precision: str = "fp32") -> ScoreFn:
-    """``score_fn(model)``: the task's primary metric (:data:`reuse.toolkit.metrics.PRIMARY`) of a
+    """``score_fn(model)``: the task's primary metric (:data:`reuse.toolkit.metrics.PRIMARY_METRIC`) of a
     model on inputs ``x`` ``[N, C, H, W]`` and targets ``y`` (classes ``[N]``, class maps
     ``[N, H, W]`` or images), on their device, at ``precision`` (fp32 by default).
 
     ``n_outputs`` (number of classes) is needed for segmentation only.
     """
-    metric = PRIMARY[_task(task)]
+    metric = PRIMARY_METRIC[_task(task)]
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"x has {len(x)} samples and y {len(y)}; allowed: the same number, >= 1")
     if task == "segmentation" and not (isinstance(n_outputs, int) and n_outputs >= 2):
@@ -71,7 +71,7 @@ def task_score_fn(task: str, x: torch.Tensor, y: torch.Tensor, n_outputs: int | 
 def chance(task: str, train_y: torch.Tensor, test_y: torch.Tensor, n_outputs: int = 1) -> float:
     """The primary metric of the best input-blind predictor fitted on ``train_y`` and scored
     on ``test_y`` (:func:`reuse.toolkit.metrics.chance_level`): the 0 of the reuse score."""
-    return chance_level(_task(task), train_y, test_y, n_outputs)[PRIMARY[task]]
+    return chance_level(_task(task), train_y, test_y, n_outputs)[PRIMARY_METRIC[task]]
 
 
 @dataclass
@@ -203,7 +203,7 @@ def score_swaps(model: nn.Module, target: dict[str, torch.Tensor], donor: dict[s
     sharing gave 0.99x; benchmarks/README.md, section c). The numbers equal a loop of
     :func:`reuse.toolkit.metrics.evaluate` up to the rounding of vmapped convolutions.
     """
-    metric = PRIMARY[_task(task)]
+    metric = PRIMARY_METRIC[_task(task)]
     states = [swap_state(target, donor, list(keys)) for keys in key_sets]
     if bn_data is None and x.device.type == "cuda":
         return evaluate_states(model, states, x, y, task, n_outputs, metric, chunk=16, precision=precision)
@@ -219,7 +219,7 @@ def score_state(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tenso
                 precision: str = "fp32") -> float:
     """The task's primary metric of ``model`` with ``state`` loaded (its state is overwritten),
     BN statistics re-estimated on ``bn_data`` first when given."""
-    metric = PRIMARY[_task(task)]
+    metric = PRIMARY_METRIC[_task(task)]
     model.load_state_dict(state)
     scored = reestimate_bn(model, bn_data) if bn_data is not None else model
     return evaluate(scored, x, y, task, n_outputs, metrics=(metric,), precision=precision)[metric]

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .gpu import autocast
-from .metrics import PRIMARY, _accumulator, predict
+from .metrics import PRIMARY_METRIC, _accumulator, predict
 
 
 def check_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]]) -> None:
@@ -287,7 +287,7 @@ def evaluate_states(model: nn.Module, states: Sequence[dict[str, torch.Tensor]],
     """
     if chunk < 1:
         raise ValueError(f"chunk={chunk}; must be >= 1")
-    metric = PRIMARY[task] if metric is None else metric
+    metric = PRIMARY_METRIC[task] if metric is None else metric
     check_states(model, states)
     out: list[float] = []
     for start in range(0, len(states), chunk):

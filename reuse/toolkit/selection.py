@@ -44,9 +44,9 @@ from .scan import ScoreFn, reuse_or_nan, swapper
 from .surgery import check_compatible
 from .verdicts import REUSABLE, conjunction, gated, mean_verdict
 
-__all__ = ["CRITERIA", "check_joint", "conv_layers", "decide", "select_layers", "swap_verdicts"]
+__all__ = ["DISTANCE_CRITERIA", "check_joint", "conv_layers", "decide", "select_layers", "swap_verdicts"]
 
-CRITERIA = ("rmse", "rel_rmse")
+DISTANCE_CRITERIA = ("rmse", "rel_rmse")  # the kernel distances of condition (b): use_relative picks
 SWAP_COLUMNS = ["swap_estimate", "swap_ci_low", "swap_ci_high", "swap_n", "swap_basis"]
 _STATS = ("estimate", "ci_low", "ci_high", "verdict")
 
@@ -150,7 +150,7 @@ def select_layers(source_state: ModelLike, target_state: ModelLike,
     source_state = load_state(source_state, what="source")
     target_state = load_state(target_state, what="target")
     decide(threshold=threshold)  # a bad threshold is named before any work
-    criterion = CRITERIA[bool(use_relative)]
+    criterion = DISTANCE_CRITERIA[bool(use_relative)]
     layers = check_layers(target_state, layers)
     if not layers:
         raise ValueError("layers is empty; pass conv layer names or None for all of them")

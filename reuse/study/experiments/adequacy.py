@@ -9,10 +9,10 @@ no longer run is trained for it. Chance is the cell's, on the target test split 
 monitor split is drawn from the same test images).
 A condition is adequate when every seed's target and twin have plateaued. Pairs that
 share another pair's target runs (every rung of the ladder) are judged as that pair.
-:func:`run` returns the learning curves and one row per cell; :func:`summary` one row per
+:func:`compute` returns the learning curves and one row per cell; :func:`summary` one row per
 condition with the verdict.
 
-Sources are judged alike, one rung of the ladder at a time (:func:`source_run`,
+Sources are judged alike, one rung of the ladder at a time (:func:`compute_sources`,
 :func:`source_summary`, :func:`source_lines`): each source run on its own learning curve,
 scored on its monitor split (the source domain's own test images), against the source's
 own chance (the best input-blind predictor fitted on its training targets, scored on those
@@ -29,20 +29,29 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reuse.toolkit.metrics import PRIMARY, chance_level
+from reuse.toolkit.metrics import PRIMARY_METRIC, chance_level
 from reuse.toolkit.verdicts import ADEQUATE, MIN_GAP
 
 from ..config import Grid, Profile
-from ..data import target_pair
-from ..spec import TrainedRun
-from ..train import Runner
-from .common import CONDITION, DONORS, Condition, Evaluator, cell_table, conditions, ladder_grid, trained
+from ..training.data import target_pair
+from ..training.spec import TrainedRun
+from ..training.train import Runner
+from .common import (
+    CONDITION,
+    CONDITION_DONORS,
+    Condition,
+    Evaluator,
+    cell_table,
+    conditions,
+    ladder_grid,
+    trained,
+)
 
 LATE = 0.75  # the last quarter of a run's steps is where a trained run has stopped rising
 RUNS = ("target", "twin")
 # the runs E1 trains in one call for each rung: asked for together here too, so that a GPU's
 # grouped training batches them as notebook 01 always has (groups can differ by rounding)
-E1_ROLES = ("source", "target", *DONORS[1:])
+E1_ROLES = ("source", "target", *CONDITION_DONORS[1:])
 
 
 def late_rise(steps: Sequence[int], values: Sequence[float]) -> float:
@@ -72,7 +81,7 @@ def _shared_target(c: Condition) -> Condition:
     return c if shared == c.pair else dataclasses.replace(c, pair=shared, shift=0.0)
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None
         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, cells) of ``grid`` (the profile's main grid by default).
 
@@ -101,7 +110,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None
 
 def _curve(c: Condition, name: str, run: TrainedRun, chance: float) -> tuple[list[dict], float]:
     """A run's learning curve as tidy rows (``run`` = ``name``) and its :func:`rise_share`."""
-    metric = PRIMARY[c.task]
+    metric = PRIMARY_METRIC[c.task]
     steps, values = [h["step"] for h in run.history], [h[metric] for h in run.history]
     rows = [{**c.factors(), "run": name, "step": step, "metric": metric, "value": value}
             for step, value in zip(steps, values)]
@@ -115,16 +124,16 @@ def source_chance(runner: Runner, run: TrainedRun) -> float:
     spec = run.spec
     _, train_y = runner.train_split(spec)
     _, test_y = runner.monitor_split(spec)
-    return chance_level(spec.task, train_y, test_y, runner.n_outputs(spec))[PRIMARY[spec.task]]
+    return chance_level(spec.task, train_y, test_y, runner.n_outputs(spec))[PRIMARY_METRIC[spec.task]]
 
 
-def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compute_sources(runner: Runner, profile: Profile, grid: Grid | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, cells) of the source runs of ``grid`` (the profile's source ladder by default:
-    every rung, the scrambled one included), judged as :func:`run` judges targets.
+    every rung, the scrambled one included), judged as :func:`compute` judges targets.
 
-    curves: :func:`run`'s columns with run 'source' (each source's learning curve on its
-    monitor split, the source domain's test images), ready to concatenate with :func:`run`'s.
+    curves: :func:`compute`'s columns with run 'source' (each source's learning curve on its
+    monitor split, the source domain's test images), ready to concatenate with :func:`compute`'s.
     cells: architecture, task, pair, seed, metric, source_value (the curve's last point),
     chance (the source's own, :func:`source_chance`), gap, min_gap, learned (gap >= min_gap),
     source_rise (:func:`rise_share`) and source_plateaued (:func:`plateaued`)."""
@@ -132,7 +141,7 @@ def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
     conds = conditions(grid, profile.seeds)
     curves, rows = [], []
     for c, r in zip(conds, trained(runner, profile, conds, roles=E1_ROLES)):
-        metric, source = PRIMARY[c.task], r["source"]
+        metric, source = PRIMARY_METRIC[c.task], r["source"]
         chance = source_chance(runner, source)
         curve, share = _curve(c, "source", source, chance)
         curves += curve
@@ -145,7 +154,7 @@ def source_run(runner: Runner, profile: Profile, grid: Grid | None = None
 
 
 def source_summary(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per architecture x task x rung (:func:`source_run`'s cells): the mean final source value
+    """Per architecture x task x rung (:func:`compute_sources`'s cells): the mean final source value
     and its own chance, the smallest and the mean gap above that chance over seeds, the largest
     and the mean late rise, how many seeds learnt (gap >= ``min_gap``) and plateaued, and
     ``adequate`` when every seed did both."""

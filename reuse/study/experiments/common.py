@@ -26,22 +26,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from reuse.toolkit.metrics import PRIMARY, chance_level, reuse_score
+from reuse.toolkit.metrics import PRIMARY_METRIC, chance_level, reuse_score
 from reuse.toolkit.scan import score_state, score_swaps
 from reuse.toolkit.selection import decide
 from reuse.toolkit.verdicts import MIN_GAP
 
 from ..config import Grid, Profile, SmallData, check_choices, get_profile
-from ..data import GRADED_SHIFT, LABELS_ONLY, PAIRS, TASKS, parse_pair, target_pair
-from ..models import ARCHITECTURES, conv_layer_names
-from ..spec import state_digest
-from ..train import Runner, RunSpec, TrainedRun, check_settings
+from ..training.data import GRADED_SHIFT, LABELS_ONLY, PAIRS, DENSE_TASKS, parse_pair, target_pair
+from ..training.models import ARCHITECTURES, conv_layer_names
+from ..training.spec import state_digest
+from ..training.train import Runner, RunSpec, TrainedRun, check_settings
 
 DIFFERENT_INIT_OFFSET = 1000  # init seed of the different-initialisation control: seed + this
 TWIN_OFFSET = 500  # order seed of the same-domain twin: seed + this (its data: block 1)
 ORDER_OFFSET = 2000  # order seed of the batch-order twin: seed + this
-ROLES = ("source", "target", "twin", "order", "different_init", "stranger")
-DONORS = ("source", "twin", "different_init")
+# the runs of a condition, and those swapped into (or compared with) its theta_T
+CONDITION_ROLES = ("source", "target", "twin", "order", "different_init", "stranger")
+CONDITION_DONORS = ("source", "twin", "different_init")
 # the baseline of every swap judgment: the same keys of theta_T put back to their initial
 # values theta_0 (Zhang, Bengio & Singer 2019's re-initialisation test), BN handled alike
 RESET = "theta_0"
@@ -71,7 +72,7 @@ def conditions(grid: Grid, seeds, shift: float = 0.5) -> list[Condition]:
     auto-encoding, which ignores labels: there they would repeat the other pair.
     """
     architectures = check_choices("architectures", grid.architectures, ARCHITECTURES)
-    tasks = check_choices("tasks", grid.tasks, TASKS)
+    tasks = check_choices("tasks", grid.tasks, DENSE_TASKS)
     pairs = [grid.pairs] if isinstance(grid.pairs, str) else list(grid.pairs)
     if not pairs:
         raise ValueError(f"pairs={pairs!r}; allowed: one or more of {', '.join(PAIRS)} "
@@ -142,7 +143,7 @@ def output_dirs(profile: str, figures_dir=None, results_dir=None) -> tuple[Path,
     return (Path(figures_dir or f"../figures/{profile}"), Path(results_dir or f"../results/{profile}"))
 
 
-def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[str, RunSpec]:
+def specs(runner: Runner, profile: Profile, c: Condition, roles=CONDITION_ROLES) -> dict[str, RunSpec]:
     """The specs of ``roles`` for a condition (``order`` only for the profile's first
     ``order_twins`` seeds). The target trains on at most half its domain, so that the
     twin's block is disjoint from it."""
@@ -173,7 +174,7 @@ def specs(runner: Runner, profile: Profile, c: Condition, roles=ROLES) -> dict[s
     }
     unknown = set(roles) - set(all_specs)
     if unknown:
-        raise ValueError(f"roles {sorted(unknown)}; allowed: {', '.join(ROLES)}")
+        raise ValueError(f"roles {sorted(unknown)}; allowed: {', '.join(CONDITION_ROLES)}")
     with_order = c.seed in profile.seeds[:profile.order_twins]
     return {r: all_specs[r] for r in roles if r != "order" or with_order}
 
@@ -199,7 +200,7 @@ class Evaluator:
     def __init__(self, runner: Runner, profile: Profile, condition: Condition, target: TrainedRun):
         c, spec = condition, target.spec
         self.runner, self.condition, self.target = runner, condition, target
-        self.task, self.metric = c.task, PRIMARY[c.task]
+        self.task, self.metric = c.task, PRIMARY_METRIC[c.task]
         self.precision = runner.precision
         self.n_out = runner.n_outputs(spec)
         n_test = min(profile.n_test, runner.available(c.pair, "target", "test"))
@@ -338,7 +339,7 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
     rows = []
     for key, g in frame.groupby(by, sort=False):
         score = {d: per_seed(g[g.donor == d], "reuse_score", []).set_index("seed").reuse_score
-                 for d in (*DONORS, RESET)}
+                 for d in (*CONDITION_DONORS, RESET)}
         r = decide(score["source"], margin=margin, reset=score[RESET], positive=score["twin"],
                    negative=score["different_init"])
         row: dict = dict(zip(by, key if isinstance(key, tuple) else (key,)))
@@ -350,8 +351,8 @@ def controlled_verdicts(frame: pd.DataFrame, by: list[str], margin: float) -> pd
                    **{k: r[k] for k in _RESET_KEYS}, reusable=r["reusable"], verdict=r["verdict"],
                    controls=r["controls"])
         rows.append(row)
-    columns = [*by, *(f"{d}_{k}" for d in DONORS for k in _STATS), *_RESET_KEYS, "source_delta", "n",
-               "detectable", "reusable", "verdict", "controls"]
+    columns = [*by, *(f"{d}_{k}" for d in CONDITION_DONORS for k in _STATS), *_RESET_KEYS, "source_delta",
+               "n", "detectable", "reusable", "verdict", "controls"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -43,9 +43,9 @@ from reuse.toolkit.verdicts import REUSABLE, cluster_verdict, correlation_verdic
 
 from .. import claims
 from ..config import Grid, Profile
-from ..train import Runner
+from ..training.train import Runner
 from . import rmse_threshold as e3
-from .common import CONDITION, DONORS, FACTORS, Evaluator, conditions, trained, usable_only
+from .common import CONDITION, CONDITION_DONORS, FACTORS, Evaluator, conditions, trained, usable_only
 from .layer_selection import PRIMARY_BN
 
 PAPER = "rmse"  # the paper's criterion
@@ -63,7 +63,7 @@ class Criterion:
     description: str
 
 
-CRITERIA = {
+COMPARED_CRITERIA = {
     "rmse": Criterion("weights", "two checkpoints", "RMSE of the kernels (the paper's)"),
     "rel_rmse": Criterion("weights", "two checkpoints", "RMSE / RMS of the target kernel"),
     "floor_ratio": Criterion("weights", "two checkpoints + batch-order twins",
@@ -79,7 +79,7 @@ CRITERIA = {
                             "1 - reuse score of theta_T with the layer reset to theta_0"),
 }
 BLIND = "weight-blind"  # the family of E3's baselines, which read no trained weight
-RIVALS = (*(c for c in CRITERIA if c != PAPER), *e3.BASELINES)
+RIVALS = (*(c for c in COMPARED_CRITERIA if c != PAPER), *e3.BASELINES)
 RULE = (f"each criterion is oriented as a distance; the weight-blind baselines "
         f"({', '.join(e3.BASELINES)}: relative depth, log number of weights) are not, and are scored "
         f"in their better direction (ROC AUC max(AUC, 1 - AUC): it flatters them). On the source's "
@@ -151,13 +151,13 @@ def layer_criteria(runner: Runner, profile: Profile, grid: Grid | None = None
     grid = profile.grid if grid is None else grid
     conds = conditions(grid, profile.seeds)
     rows, costs = [], []
-    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *DONORS[1:]))):
+    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *CONDITION_DONORS[1:]))):
         ev = Evaluator(runner, profile, c, runs["target"])
-        values, seconds = _family_values(ev, runs, DONORS, ev.swap_layers)
+        values, seconds = _family_values(ev, runs, CONDITION_DONORS, ev.swap_layers)
         rows += [{**c.factors(), **v} for v in values]
         n = len(ev.swap_layers)
         costs += [{**c.factors(), "family": fam, "seconds": s,
-                   "evaluations": n if fam == "reset" else n * len(DONORS)}
+                   "evaluations": n if fam == "reset" else n * len(CONDITION_DONORS)}
                   for fam, s in seconds.items()]
     return pd.DataFrame(rows), pd.DataFrame(costs)
 
@@ -180,7 +180,7 @@ def cost_table(costs: pd.DataFrame) -> pd.DataFrame:
     per = costs.groupby("family")[["seconds", "evaluations"]].sum()
     ms = 1000 * per.seconds / per.evaluations
     rows = [{"criterion": name, "family": c.family, "needs": c.needs, "description": c.description,
-             "ms_per_layer": float(ms.get(c.family, np.nan))} for name, c in CRITERIA.items()]
+             "ms_per_layer": float(ms.get(c.family, np.nan))} for name, c in COMPARED_CRITERIA.items()]
     return pd.DataFrame(rows)
 
 
@@ -200,11 +200,11 @@ def criterion_table(pts: pd.DataFrame) -> pd.DataFrame:
     the best weight-blind baseline's (:func:`beyond_baselines`, columns ``baseline_auc_*``)
     and ``alias_of`` / ``alias_rho``: the earlier criterion that ranks the source's points
     alike (|Spearman rho| above :data:`reuse.study.claims.NEAR`), whose claims it repeats."""
-    table = e3.criterion_table(pts, criteria=tuple(CRITERIA))
-    table.insert(1, "family", table.criterion.map(lambda c: CRITERIA[c].family))
+    table = e3.criterion_table(pts, criteria=tuple(COMPARED_CRITERIA))
+    table.insert(1, "family", table.criterion.map(lambda c: COMPARED_CRITERIA[c].family))
     blind = beyond_baselines(pts).drop(columns="n")
     blind.columns = ["criterion", *(f"baseline_auc_{c}" for c in blind.columns[1:])]
-    near = near_duplicates(pts[pts.donor == "source"], list(CRITERIA), claims.NEAR)
+    near = near_duplicates(pts[pts.donor == "source"], list(COMPARED_CRITERIA), claims.NEAR)
     table["alias_of"] = table.criterion.map(lambda c: near.get(c, (None, np.nan))[0])
     table["alias_rho"] = table.criterion.map(lambda c: near.get(c, (None, np.nan))[1])
     return table.merge(blind, on="criterion", how="left")
@@ -230,10 +230,10 @@ def _auc_difference(frame: pd.DataFrame, rival: str, criterion: str = PAPER) -> 
 
 
 def _family(name: str) -> str:
-    return CRITERIA[name].family if name in CRITERIA else BLIND
+    return COMPARED_CRITERIA[name].family if name in COMPARED_CRITERIA else BLIND
 
 
-def beyond_baselines(pts: pd.DataFrame, criteria=tuple(CRITERIA)) -> pd.DataFrame:
+def beyond_baselines(pts: pd.DataFrame, criteria=tuple(COMPARED_CRITERIA)) -> pd.DataFrame:
     """Per criterion: the best weight-blind baseline (higher AUC in its better direction on all
     the source's points: the harder rival) and AUC(criterion) - AUC(that baseline) with its CI
     over seeds; verdict 'holds' when the criterion beats it (see :data:`RULE`)."""
@@ -293,7 +293,7 @@ def gain_table(pts: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     g = gains[(gains.set == "single") & (gains["mode"] == "finetuned")][[*keys, "gain"]]
     p = pts[pts.donor == "source"].merge(g, on=keys, how="inner")
     rows = []
-    for crit in CRITERIA:
+    for crit in COMPARED_CRITERIA:
         f = p[np.isfinite(p[crit])]
         v = cluster_verdict(f, lambda d, c=crit: spearman(d[c], d.gain), 0.0, "below", correlation=True) \
             if f.seed.nunique() >= 2 else {"estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
@@ -331,10 +331,10 @@ def network_level(runner: Runner, profile: Profile, e1_frame: pd.DataFrame, cell
     conds = [c for c in conditions(grid, profile.seeds) if c.task == "segmentation"]
     e1 = e1_frame[(e1_frame.measure == "all_conv") & (e1_frame.bn_reestimated == PRIMARY_BN)]
     rows = []
-    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *DONORS[1:]))):
+    for c, runs in zip(conds, trained(runner, profile, conds, ("source", "target", *CONDITION_DONORS[1:]))):
         ev = Evaluator(runner, profile, c, runs["target"])
         head = ev.layers[-1]
-        for d in DONORS:
+        for d in CONDITION_DONORS:
             feats = _head_input(ev, runner.model(runs[d]), head)
             # PSPNet's head reads a coarser map than the labels: one feature per label pixel
             feats = torch.nn.functional.interpolate(feats, size=ev.y.shape[-2:], mode="bilinear")

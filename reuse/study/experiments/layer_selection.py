@@ -28,10 +28,10 @@ from reuse.toolkit.stats import within_spearman
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, cluster_verdict, conjunction, mean_verdict
 
 from ..config import Grid, Profile
-from ..train import Runner
+from ..training.train import Runner
 from .common import (
     CONDITION,
-    DONORS,
+    CONDITION_DONORS,
     FACTORS,
     RESET,
     Evaluator,
@@ -72,12 +72,12 @@ def swap_scores(runner: Runner, profile: Profile, grid: Grid | None = None,
     conds = conditions(grid, profile.seeds)
     rows, evaluators = [], []
     for i, (c, runs) in enumerate(zip(conds, trained(runner, profile, conds,
-                                                      ("source", "target", *DONORS[1:])))):
+                                                      ("source", "target", *CONDITION_DONORS[1:])))):
         ev = Evaluator(runner, profile, c, runs["target"])
         evaluators.append(ev)
         n = len(ev.swap_layers)
         key_sets = [kernel_keys(runs["target"].state, [layer]) for layer in ev.swap_layers]
-        for donor in (*DONORS, RESET):
+        for donor in (*CONDITION_DONORS, RESET):
             for reest in reestimate:
                 scored = (ev.reset_rows(key_sets, reest) if donor == RESET
                           else ev.swap_rows(runs[donor], key_sets, reest))

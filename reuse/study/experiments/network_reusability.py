@@ -1,6 +1,6 @@
 """E1, network reusability (the paper's first judgment; docs/protocol.md, sections 5-6).
 
-:func:`run` swaps donor parameters into theta_T and scores the result on the target test
+:func:`compute` swaps donor parameters into theta_T and scores the result on the target test
 split (measurement M1): all conv kernels from each donor (source, same-domain twin,
 different-initialisation control), with the target's BN statistics kept and re-estimated
 on target data; the first k / last k conv layers from the source; and each parameter
@@ -25,11 +25,11 @@ from reuse.toolkit.surgery import select_keys
 from reuse.toolkit.verdicts import LITTLE_LOSS, REUSABLE, SENSITIVE, conjunction, mean_verdict
 
 from ..config import Grid, Profile
-from ..data import rung_coordinates
-from ..train import Runner, TrainedRun
+from ..training.data import rung_coordinates
+from ..training.train import Runner, TrainedRun
 from .common import (
     CONDITION,
-    DONORS,
+    CONDITION_DONORS,
     FACTORS,
     RESET,
     Evaluator,
@@ -60,19 +60,19 @@ RULE = (f"all conv kernels of the donor swapped into theta_T, BN statistics re-e
         f"where the twin holds and the different-initialisation control is refuted.")
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None, full: bool = True
         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(measurements, cells) over ``grid`` (the profile's source ladder by default).
 
     Measurements: one row per swap with architecture, task, pair, seed, donor (the
-    :data:`~reuse.study.experiments.common.DONORS` and the theta_0 reset), measure
+    :data:`~reuse.study.experiments.common.CONDITION_DONORS` and the theta_0 reset), measure
     ('all_conv', 'prefix', 'suffix', 'param_type'), bn_reestimated, k (layers swapped),
     n_layers, param_type, metric, value, target_value, chance, delta, reuse_score; the
     all-conv swaps (J1's evidence) on every rung, the rest only on the main grid's pairs
     and when ``full``. Cells: :func:`reuse.study.experiments.common.cell_table`."""
     grid = ladder_grid(profile) if grid is None else grid
     conds = conditions(grid, profile.seeds)
-    runs = trained(runner, profile, conds, roles=("source", "target", *DONORS[1:]))
+    runs = trained(runner, profile, conds, roles=("source", "target", *CONDITION_DONORS[1:]))
     strange = [i for i, c in enumerate(conds) if c.architecture in profile.strangers.architectures
                and c.task in profile.strangers.tasks] if full else []
     for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], roles=("stranger",))):
@@ -99,7 +99,7 @@ def _measure(ev: Evaluator, runs: dict, full: bool) -> list[dict]:
         out.extend({**row, "k": n, "param_type": "kernels", "bn_reestimated": False, **tag,
                     "n_layers": n} for row in scored)
     for reest in (False, True):
-        for donor in DONORS:
+        for donor in CONDITION_DONORS:
             add(ev.swap_rows(runs[donor], [kernels], reest), measure="all_conv", donor=donor,
                 bn_reestimated=reest)
         add(ev.reset_rows([kernels], reest), measure="all_conv", donor=RESET, bn_reestimated=reest)
@@ -353,7 +353,7 @@ def _conjunction_p(r, prefix: str, margin: float, verdict: str) -> float:
 
 
 def by_coordinates(table: pd.DataFrame) -> pd.DataFrame:
-    """J1 per rung beside where the rung stands (:func:`reuse.study.data.rung_coordinates`: the
+    """J1 per rung beside where the rung stands (:func:`reuse.study.training.data.rung_coordinates`: the
     share of the target's classes its source has, the shift of its images, other data,
     scrambled targets), so that J1 can be read against label overlap and against shift: (a)
     is a test only if it is not just "the same labels as the target"."""

@@ -14,11 +14,12 @@ theta_0 (``init_seed = seed``):
 - ``twin`` (positive control): the target's task on the disjoint block 1, another batch order;
 - ``different_init`` (negative control): the target's data and order, theta_0 of another seed.
 
-Images: Fashion-MNIST at ``image_size`` px (:func:`reuse.study.data.load_domain`), grayscale
+Images: Fashion-MNIST at ``image_size`` px (:func:`reuse.study.training.data.load_domain`), grayscale
 repeated to the 3 channels ResNet-18 expects: ``[N, 3, S, S]`` in [0, 1]. Training goes
-through the study's one path (:class:`reuse.study.train.Runner`, :func:`reuse.study.fit.fit`,
-its run cache): Adam, cosine-annealed learning rate, cross-entropy, fp32, deterministic
-kernels and the profile's thread count, so one seed gives one state dict, bit for bit.
+through the study's one path (:class:`reuse.study.training.train.Runner`,
+:func:`reuse.study.training.fit.fit`, its run cache): Adam, cosine-annealed learning rate,
+cross-entropy, fp32, deterministic kernels and the profile's thread count, so one seed gives
+one state dict, bit for bit.
 Each checkpoint is also saved as a plain state-dict file (:func:`checkpoints`), which the
 toolkit and ``reuse analyze`` read as a user's file. Sizes: :class:`reuse.study.config.OwnModel`.
 
@@ -59,18 +60,18 @@ from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, correlation_verdict, gated, mean_verdict
 
 from ..config import OwnModel, Profile
-from ..data import CLASSIFICATION
-from ..models import build_model
-from ..spec import RunSpec
-from ..train import Runner
-from .common import DIFFERENT_INIT_OFFSET, TWIN_OFFSET, verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
+from ..training.data import CLASSIFICATION
+from ..training.models import build_model
+from ..training.spec import RunSpec
+from ..training.train import Runner
+from .common import CONDITION_DONORS, DIFFERENT_INIT_OFFSET, TWIN_OFFSET  # donors: swapped into theta_T
+from .common import verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_text)
 
 PAIR = "fashion-split"  # source = classes 0-4, target = classes 5-9 relabelled 0..4
 N_CLASSES = 5
-ROLES = ("source", "target", "twin", "different_init")
+CHECKPOINT_ROLES = ("source", "target", "twin", "different_init")
 FACTORY = "torchvision.models:resnet18"  # what `reuse analyze --model` is given
 MODEL_ARGS = {"num_classes": N_CLASSES}  # ... and `--model-args`
-DONORS = ("source", "twin", "different_init")  # swapped into / compared with theta_T
 CONTROL_SETS = ("single", "all")  # the controls' verdicts need single layers only
 
 
@@ -80,8 +81,8 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(prof: Profile, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.spec.RunSpec` of each role (:data:`ROLES`) for ``seed``: all
-    but the negative control from theta_0 of ``seed``; the twin on the disjoint block 1
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`CHECKPOINT_ROLES`) for
+    ``seed``: all but the negative control from theta_0 of ``seed``; the twin on the disjoint block 1
     with another batch order (the offsets of :mod:`reuse.study.experiments.common`)."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
@@ -101,16 +102,16 @@ def architecture() -> nn.Module:
         return build_model("resnet18", CLASSIFICATION, 3, N_CLASSES)
 
 
-def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=ROLES) -> pd.DataFrame:
+def checkpoints(runner: Runner, prof: Profile, folder: str | Path, roles=CHECKPOINT_ROLES) -> pd.DataFrame:
     """Every role's checkpoint for every seed (:func:`seeds`), trained through ``runner``
     (the one fit and run cache) and saved as a plain state-dict file, as a user's own
     checkpoint would be: ``<folder>/own_model/<cache key>.pt`` (written atomically once).
 
     One row per seed x role: seed, role, path, cached, seconds (training time; 0 if cached).
     """
-    unknown = sorted(set(roles) - set(ROLES))
+    unknown = sorted(set(roles) - set(CHECKPOINT_ROLES))
     if unknown:
-        raise ValueError(f"roles {unknown}; allowed: {', '.join(ROLES)}")
+        raise ValueError(f"roles {unknown}; allowed: {', '.join(CHECKPOINT_ROLES)}")
     todo = [(seed, role, specs(prof, seed)[role]) for seed in seeds(prof) for role in roles]
     runs = runner.train_many([s for _, _, s in todo])
     rows = []
@@ -151,7 +152,7 @@ def kernel_distances(states: dict[int, dict[str, dict]]) -> pd.DataFrame:
     (:func:`states`)."""
     frames = []
     for seed, p in states.items():
-        for comparison in DONORS:
+        for comparison in CONDITION_DONORS:
             if comparison in p:
                 frames.append(kernel_rmse(p[comparison], p["target"], conv_layers(p["target"]))
                               .assign(seed=seed, comparison=comparison))
@@ -183,7 +184,7 @@ def swap_scans(runner: Runner, states: dict[int, dict[str, dict]], sc: OwnModel,
         score_fn, bn_x, chance_value = scorer(runner, sc, seed)
         model = prepare_model(architecture(), runner.device)
         layers = conv_layers(p["target"])[:sc.n_layers]
-        for donor in DONORS:
+        for donor in CONDITION_DONORS:
             if donor in p:
                 sets = sc.source_sets if donor == "source" else CONTROL_SETS
                 with compute_scope(threads=sc.score_threads):
@@ -357,7 +358,7 @@ def _floor_ratio(distances: pd.DataFrame) -> float:
 
 
 def records(table: pd.DataFrame) -> pd.DataFrame:
-    """The verdict rows in :func:`reuse.study.report.record`'s form."""
+    """The verdict rows in :func:`reuse.study.publishing.report.record`'s form."""
     return table[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls"]]
 
 

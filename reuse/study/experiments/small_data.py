@@ -41,18 +41,17 @@ import numpy as np
 import pandas as pd
 
 from reuse.toolkit.criteria import kernel_keys, rmse_over_floor
-from reuse.toolkit.selection import CRITERIA as RULE_CRITERIA
-from reuse.toolkit.selection import select_layers
+from reuse.toolkit.selection import DISTANCE_CRITERIA, select_layers
 from reuse.toolkit.stats import fit_threshold
 from reuse.toolkit.verdicts import mean_verdict
 
 from .. import claims
 from ..config import Grid, Profile
-from ..train import Runner, RunSpec
+from ..training.train import Runner, RunSpec
 from . import layer_selection as e2
 from . import network_reusability as e1
 from . import rmse_threshold as e3
-from .common import CONDITION, DONORS, ORDER_OFFSET, Evaluator, conditions, small_spec, trained
+from .common import CONDITION, CONDITION_DONORS, ORDER_OFFSET, Evaluator, conditions, small_spec, trained
 
 REGIMES = ("siblings", "strangers", "fine-tuned")
 GROUPS = ("pass", "fail")  # the factorial's layer groups: layers that pass (b), and fail it
@@ -80,7 +79,7 @@ RULE_CLAIMS = {
 
 def fit_rule(points: pd.DataFrame) -> dict:
     """Criterion and threshold of the earlier rule's (b), from other pairs' source points
-    (E3's method): each criterion of :data:`RULE_CRITERIA` is fitted by balanced accuracy and
+    (E3's method): each criterion of :data:`DISTANCE_CRITERIA` is fitted by balanced accuracy and
     the better one kept. With one class only there is nothing to separate: threshold inf
     (reuse every layer) when every layer is reusable, 0 when none is or there are no points."""
     src = points[points.donor == "source"]
@@ -90,8 +89,8 @@ def fit_rule(points: pd.DataFrame) -> dict:
     if labels.all():
         return {"criterion": "rmse", "threshold": np.inf, "fit_accuracy": np.nan}
     # the floor ratio is left out: the floor is measured between full-data twins
-    fits = {c: fit_threshold(src[c], labels) for c in RULE_CRITERIA}
-    best = max(RULE_CRITERIA, key=lambda c: fits[c][1])
+    fits = {c: fit_threshold(src[c], labels) for c in DISTANCE_CRITERIA}
+    best = max(DISTANCE_CRITERIA, key=lambda c: fits[c][1])
     return {"criterion": best, "threshold": fits[best][0], "fit_accuracy": fits[best][1]}
 
 
@@ -162,7 +161,7 @@ def groups(layers: list[str], passes: list[bool], k: int, rng: np.random.Generat
     return {**chosen, "reuse_all": list(layers)}
 
 
-def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=None
+def compute(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=None
         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """All E4 measurements and the decisions behind them.
 
@@ -180,7 +179,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise ValueError(f"fractions={fractions!r}; allowed: values in (0, 1]")
     conds = conditions(grid, profile.seeds)
-    runs = trained(runner, profile, conds, ("target", *DONORS))  # the source and its controls
+    runs = trained(runner, profile, conds, ("target", *CONDITION_DONORS))  # the source and its controls
     regimes = {i: [r for r in REGIMES if r == "siblings" or (c.architecture in profile.e4_regimes.architectures
                                                               and c.task in profile.e4_regimes.tasks)]
                for i, c in enumerate(conds)}
@@ -189,7 +188,7 @@ def run(runner: Runner, profile: Profile, grid: Grid | None = None, fractions=No
     for i, r in zip(strange, trained(runner, profile, [conds[i] for i in strange], ("stranger",))):
         runs[i] = {**runs[i], **r}
     # condition (a) per source, from full-data models, before any small-data run
-    all_conv, cells = e1.run(runner, profile, grid, full=False)
+    all_conv, cells = e1.compute(runner, profile, grid, full=False)
     j1 = e1.verdicts(all_conv, cells).set_index(CONDITION).verdict
     # the earlier rule's evidence: E3's points on the other rungs
     swaps, _ = e2.swap_scores(runner, profile, grid, reestimate=(e2.PRIMARY_BN,))
@@ -538,7 +537,7 @@ def _power_label(head) -> dict:
 
 def _after_holm(head, family: pd.DataFrame) -> tuple[str, str]:
     """(verdict after Holm, what to say beside the estimate) of a primary claim, from
-    ``family`` (:func:`reuse.study.report.family_adjusted`)."""
+    ``family`` (:func:`reuse.study.publishing.report.family_adjusted`)."""
     row = family.set_index("judgment").loc[judgment(head)]
     if not head.n:
         return row.verdict_holm, "no seed has the cells it needs"
@@ -556,7 +555,7 @@ def findings(heads: pd.DataFrame, layers: pd.DataFrame, harm: pd.DataFrame, fami
     """What the E4 verdicts mean, computed from them; the first line is the headline's
     verdict in one sentence a reader can quote. The primary claims (siblings) are stated
     after Holm's correction over the primary family of ``family`` (every recorded verdict with
-    this notebook's, :func:`reuse.study.report.family_adjusted`), as SUMMARY.md states them,
+    this notebook's, :func:`reuse.study.publishing.report.family_adjusted`), as SUMMARY.md states them,
     with their power at that level (``heads`` from :func:`power`)."""
     if heads.empty:
         return "- No comparison could be made."

@@ -29,7 +29,7 @@ from reuse.toolkit.scoring import score_stacked
 
 
 def group_key(spec, runner) -> tuple:
-    """Specs with equal keys can be trained together (``reuse.study.train._fit`` on a group).
+    """Specs with equal keys can be trained together (``reuse.study.training.train._fit`` on a group).
 
     The same architecture, task, width, depth, image size, optimiser settings, steps and
     batch size, and data of the same shape (training-set size, input and target shapes,

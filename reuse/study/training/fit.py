@@ -2,9 +2,9 @@
 
 A step is the task loss of a batch, its gradient (zeroed for frozen parameters, plus
 weight decay), one Adam update and one cosine learning-rate step. A single model runs it
-on its own parameters; a group of same-shape models (:mod:`reuse.study.group`) runs the
+on its own parameters; a group of same-shape models (:mod:`reuse.study.training.group`) runs the
 same step vmapped over stacked parameters. Nothing here knows the run cache or where
-data comes from: :class:`reuse.study.train.Runner` prepares both.
+data comes from: :class:`reuse.study.training.train.Runner` prepares both.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from reuse.toolkit.gpu import autocast, compiled, prepare_model
-from reuse.toolkit.metrics import PRIMARY, evaluate, loss
+from reuse.toolkit.metrics import PRIMARY_METRIC, evaluate, loss
 from reuse.toolkit.scoring import stack_states
 
 from . import group
@@ -88,7 +88,7 @@ def fit(model: nn.Module, specs: list[RunSpec], states: list[dict[str, torch.Ten
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, first.steps)
     streams = [batches(n_train, first.batch_size, device, torch.Generator().manual_seed(s.order_seed))
                for s in specs]
-    metric = PRIMARY[task]
+    metric = PRIMARY_METRIC[task]
     checkpoints = set(history_steps(first.steps))
     histories: list[list[dict]] = [[] for _ in specs]
     total, count = torch.zeros(n, device=device), 0

@@ -1,8 +1,8 @@
 """Small labelled image sets shipped inside installed wheels: notebook 07's targets.
 
-Nothing is fetched at run time. :mod:`reuse.study.data` serves them as the target side of a
+Nothing is fetched at run time. :mod:`reuse.study.training.data` serves them as the target side of a
 "pair" named after the set (the source being a pretrained network's own data), so a
-:class:`~reuse.study.spec.RunSpec` trains on them through the runner like on any pair.
+:class:`~reuse.study.training.spec.RunSpec` trains on them through the runner like on any pair.
 
 - ``lfw-faces``: scikit-image's ``lfw_subset`` (200 images 25x25, the first 100 faces, the
   last 100 not; label 1 = face, as MTCNN's face head);

@@ -10,7 +10,7 @@ written (a read-only run cache is allowed: it serves what it holds, with a warni
 every notebook parameter is UTF-8 text, and every data file (labels in range, 28x28 images).
 Then each notebook executes into a hidden partial file of its own
 (``.NAME.PID-RANDOM.partial.ipynb``) that replaces the committed notebook only when it ran
-through, is cleaned (:mod:`reuse.study.nbclean`), and the results summary is written. A full
+through, is cleaned (:mod:`reuse.study.publishing.nbclean`), and the results summary is written. A full
 disk ends the run with one line and exit 2, naming what was not written and what was kept;
 so does Ctrl-C, with exit 130 (finished training runs stay in the run cache: the same
 command again resumes).
@@ -45,10 +45,10 @@ from typing import NoReturn
 from reuse.toolkit import files
 from reuse.toolkit.gpu import DEVICES
 
-from . import data as rdata
-from .config import PROFILES
+from ..config import PROFILES
+from ..training import data as rdata
 
-REPO = Path(__file__).resolve().parents[2]  # reuse/study/batch.py -> the checkout
+REPO = Path(__file__).resolve().parents[3]  # reuse/study/publishing/batch.py -> the checkout
 SHOWN_PROFILE = "quick"  # the profile whose executed notebooks notebooks/ holds (README, "Scales")
 RESERVED = ("profile", "seeds", "device", "figures_dir", "results_dir", "cache_dir", "data_dir",
             "cluster")
@@ -66,8 +66,8 @@ class UsageError(ValueError):
 
 
 @dataclass
-class Plan:
-    """What a run will do, fully checked."""
+class NotebookPlan:
+    """The notebooks a ``reuse run`` executes, with their parameters and folders, fully checked."""
 
     notebooks: list[Path]
     out_notebooks: Path
@@ -215,7 +215,7 @@ def check_values(values: dict) -> None:
     parameters' names): a bad value is refused here, not in a notebook's fourth cell."""
     import inspect
 
-    from .experiments.common import session_profile  # pandas and scipy: after the cheap checks
+    from ..experiments.common import session_profile  # pandas and scipy: after the cheap checks
 
     names = inspect.signature(session_profile).parameters
     try:
@@ -241,7 +241,7 @@ def writable(folder: Path) -> bool:
     return True
 
 
-def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
+def make_plan(args: argparse.Namespace, environ=os.environ) -> NotebookPlan:
     """Check every option (UsageError on the first bad one) and work out the run."""
     nb_dir = Path(environ.get("REUSE_NOTEBOOKS_DIR") or REPO / "notebooks").resolve()
     notebooks = select_notebooks(nb_dir, args.only)
@@ -281,7 +281,7 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> Plan:
     if not writable(cache):
         print(f"reuse run: warning: the run cache {cache} cannot be written: cached runs are used, "
               "new ones are kept in memory only", file=sys.stderr)
-    return Plan(notebooks, out_nb, summary_root, {**parameters, **sets}, dirs, args.cluster,
+    return NotebookPlan(notebooks, out_nb, summary_root, {**parameters, **sets}, dirs, args.cluster,
                 args.download, data_dir)
 
 
@@ -314,7 +314,7 @@ class _CellOutput(logging.Filter):
         return not self._noise.match(record.getMessage())
 
 
-def execute(plan: Plan) -> int:
+def execute(plan: NotebookPlan) -> int:
     """Run every planned notebook; 0 when all ran through, 1 at the first failure; Ctrl-C
     raises KeyboardInterrupt saying what was kept and how to resume."""
     import papermill as pm
@@ -387,7 +387,7 @@ def _out_of_space(err: BaseException) -> bool:
     return any(f"[Errno {code}]" in evalue for code in files.OUT_OF_SPACE)
 
 
-def _full_disk(nb: Path, partial: Path, done: list[Path], plan: Plan) -> int:
+def _full_disk(nb: Path, partial: Path, done: list[Path], plan: NotebookPlan) -> int:
     """One line for a full disk while ``nb`` ran: what was not written, what was kept; exit 2."""
     partial.unlink(missing_ok=True)  # possibly truncated
     print(f"reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
@@ -396,7 +396,7 @@ def _full_disk(nb: Path, partial: Path, done: list[Path], plan: Plan) -> int:
     return 2
 
 
-def _interrupted(running: str, partial: Path | None, done: list[Path], plan: Plan) -> NoReturn:
+def _interrupted(running: str, partial: Path | None, done: list[Path], plan: NotebookPlan) -> NoReturn:
     """Ctrl-C: the partial notebook removed, and KeyboardInterrupt raised again saying what was
     not written, what was kept and how to resume (:func:`reuse.__main__.main` prints it)."""
     if partial is not None:
@@ -409,7 +409,7 @@ def _interrupted(running: str, partial: Path | None, done: list[Path], plan: Pla
                             "(finished runs load from the cache)") from None
 
 
-def _kept(done: list[Path], plan: Plan) -> str:
+def _kept(done: list[Path], plan: NotebookPlan) -> str:
     return f"{', '.join(p.name for p in done) or 'no notebook'} in {plan.out_notebooks}"
 
 

@@ -1,6 +1,6 @@
 """The run cache: trained weights and scores on disk, keyed by everything that made them.
 
-A run's entry is keyed by its :class:`~reuse.study.spec.RunSpec`, the SHA-256 of the data
+A run's entry is keyed by its :class:`~reuse.study.training.spec.RunSpec`, the SHA-256 of the data
 files it trained on (of a wheel set's arrays), of the pretrained weights it started from, if
 any, and a fingerprint of the training code (the source of the modules on the training
 path), so other data, weights or training code retrains; no number is bumped by hand.
@@ -41,8 +41,9 @@ from reuse.toolkit.provenance import cpu_class
 from .spec import RunSpec, TrainedRun
 
 # the modules whose code decides a run's weights (their source is fingerprinted)
-TRAINING_CODE = ("reuse.study.spec", "reuse.study.fit", "reuse.study.models", "reuse.study.data",
-                 "reuse.study.wheel_sets", "reuse.study.pretrained", "reuse.study.group", "reuse.study.train",
+TRAINING_CODE = ("reuse.study.training.spec", "reuse.study.training.fit", "reuse.study.training.models",
+                 "reuse.study.training.data", "reuse.study.training.wheel_sets",
+                 "reuse.study.training.pretrained", "reuse.study.training.group", "reuse.study.training.train",
                  "reuse.toolkit.metrics", "reuse.toolkit.gpu", "reuse.toolkit.scoring")
 # ... and a score (the swap-and-score path and the study's evaluator)
 SCORING_CODE = ("reuse.toolkit.metrics", "reuse.toolkit.scoring", "reuse.toolkit.scan",

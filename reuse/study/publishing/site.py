@@ -1,6 +1,6 @@
 """A static HTML site of the executed, committed notebooks: read the results without Jupyter.
 
-Entry point: ``python -m reuse.study.site [--notebooks notebooks] [--summary results/SUMMARY.md]
+Entry point: ``python -m reuse.study.publishing.site [--notebooks notebooks] [--summary results/SUMMARY.md]
 [--out site]`` (or :func:`build_site`). Each ``NN_name.ipynb`` becomes ``NN_name.html`` through
 nbconvert's HTML exporter (``lab`` template) with its outputs as committed: nothing is
 re-executed, and figures are already stored in the notebook as base64 PNGs, so each page is
@@ -126,7 +126,7 @@ def build_site(notebooks: Path, summary: Path | None, out: Path) -> list[Path]:
             "",
             *links,
             "",
-            "Built by `python -m reuse.study.site`.",
+            "Built by `python -m reuse.study.publishing.site`.",
         ]
     )
     index_page = out / "index.html"
@@ -135,8 +135,10 @@ def build_site(notebooks: Path, summary: Path | None, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m reuse.study.site``: build the site; exit status 2 with one line on a bad path."""
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.site", description=__doc__.split("\n\n")[0])
+    """``python -m reuse.study.publishing.site``: build the site; exit status 2 with one line on a bad
+    path."""
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.site",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), help="folder of executed notebooks (default: notebooks)")
     parser.add_argument("--summary", default="results/SUMMARY.md", help="results summary in markdown; '' for none (default: results/SUMMARY.md)")
     parser.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site)")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = build_site(args.notebooks, Path(args.summary) if args.summary else None, args.out)
     except ValueError as err:
-        print(f"python -m reuse.study.site: error: {err}", file=sys.stderr)
+        print(f"python -m reuse.study.publishing.site: error: {err}", file=sys.stderr)
         return 2
     print(f"Wrote {len(written)} pages to {args.out}/; open {written[0]}")
     return 0

@@ -3,8 +3,9 @@
 Drops stderr streams (progress lines), papermill's timings and paths, injected
 parameters whose value is an absolute path (a machine's folders), and a figure shown twice
 in one cell; renumbers execution counts 1..n and sets one kernelspec, so a rerun that
-computes the same numbers leaves the same file. ``python -m reuse.study.nbclean [--check] NOTEBOOK...``;
-run_all.sh applies it after each notebook and a test checks the committed ones.
+computes the same numbers leaves the same file.
+``python -m reuse.study.publishing.nbclean [--check] NOTEBOOK...``; run_all.sh applies it
+after each notebook and a test checks the committed ones.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.nbclean", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.nbclean", description=__doc__)
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 naming the notebooks that need cleaning")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 nbformat.write(cleaned, path)
     if args.check and dirty:
         names = " ".join(str(p) for p in dirty)
-        print(f"notebooks need cleaning: {names}\nfix: python -m reuse.study.nbclean {names}",
+        print(f"notebooks need cleaning: {names}\nfix: python -m reuse.study.publishing.nbclean {names}",
               file=sys.stderr)
         return 1
     return 0

@@ -8,10 +8,10 @@ class labels are int64 ``[N]``. Task targets (:func:`task_targets`) are derived 
 images themselves: segmentation masks ``[N, S, S]`` (0 = background, ``1 + class index`` =
 item) and, for auto-encoding, the clean images, reconstructed from a noisy copy
 (denoising: :data:`AE_NOISE`). Everything is small enough to live in memory as tensors.
-Notebook 07's targets, small sets shipped inside wheels (:mod:`reuse.study.wheel_sets`), are
+Notebook 07's targets, small sets shipped inside wheels (:mod:`reuse.study.training.wheel_sets`), are
 served here too, as the target side of a pair named after the set.
 
-Run ``python -m reuse.study.data check`` to see where Fashion-MNIST is found.
+Run ``python -m reuse.study.training.data check`` to see where Fashion-MNIST is found.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ N_TARGET_CLASSES = 5  # the ladder's target: Fashion-MNIST classes 5-9
 # pairs that differ from another only in class labels: for auto-encoding they are that pair
 LABELS_ONLY = ("fashion-random-labels",)
 SCRAMBLE_SEED = 4242  # fixes the pixel permutation of fashion-scrambled's source targets
-TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
+DENSE_TASKS = ("segmentation", "autoencoder")  # the dense tasks of the UNet/PSPNet grid
 CLASSIFICATION = "classification"  # the torchvision classifier of notebook 06
-ALL_TASKS = (*TASKS, CLASSIFICATION)
+ALL_TASKS = (*DENSE_TASKS, CLASSIFICATION)
 _IDX_TYPES = {0x08: np.uint8}  # the only element type Fashion-MNIST uses
 
 
@@ -526,8 +526,8 @@ def load_domain(pair: str, side: str, n_train: int | None, n_test: int | None, s
       are pixel-permuted by one fixed permutation: its kernels learn a non-local mapping
       no target shares, the true negative-transfer source.
 
-    A wheel set (:data:`reuse.study.wheel_sets.WHEEL_SETS`) is a target alone: its seed's
-    stratified split (:func:`reuse.study.wheel_sets.split`), whose test split is drawn before
+    A wheel set (:data:`reuse.study.training.wheel_sets.WHEEL_SETS`) is a target alone: its seed's
+    stratified split (:func:`reuse.study.training.wheel_sets.split`), whose test split is drawn before
     the training blocks, so ``n_test`` decides which images a block holds.
 
     ``n_*`` are sample counts (None = all) drawn from a permutation fixed by ``seed``
@@ -625,7 +625,7 @@ def n_outputs(task: str, n_classes: int) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.data")
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.training.data")
     parser.add_argument("command", choices=["check"])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--download", action="store_true")

@@ -12,7 +12,7 @@ Entry points:
   Holm-adjusted verdicts and detectable effects at both levels first, then the exploratory
   claims, then the duplicates and undecidable-by-design rows set apart, then a tally of
   distinct claims with the controls, duplicates (exact / near) and undecidable rows counted apart;
-- ``python -m reuse.study.report --results DIR --out FILE`` writes that summary
+- ``python -m reuse.study.publishing.report --results DIR --out FILE`` writes that summary
   (run_all.sh calls it after the notebooks).
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ import pandas as pd
 from reuse.toolkit import files, markdown
 from reuse.toolkit.provenance import provenance
 
-from . import claims
+from .. import claims
 
 # Marks our files, so other JSON a notebook leaves in results_dir is not summarised.
-FORMAT = "reuse.study.report/1"
+FORMAT = "reuse.study.publishing.report/1"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
@@ -106,7 +106,8 @@ def summarize(results_dir: str | Path) -> str:
         groups = {None: _records(results_dir)}
     if not any(groups.values()):
         raise FileNotFoundError(f"no results recorded in {results_dir} (no *.json written by "
-                                "reuse.study.report.record): run the notebooks first, e.g. ./run_all.sh")
+                                "reuse.study.publishing.report.record): run the notebooks first, "
+                                "e.g. ./run_all.sh")
     adjusted = {p: _adjusted(records) for p, records in groups.items()}
     parts = ["# Results summary\n"]
     if None not in groups:
@@ -153,10 +154,11 @@ def _claims_section(adjusted: pd.DataFrame, level: int) -> list[str]:
     primary = [r for r in rows if r["family"] == "primary"]
     alpha = f"{claims.ALPHA:.2g}"
     lines = [f"{head} Primary claims\n",
-             ("Declared before the results (`reuse.study.claims.PRIMARY`); Holm's step-down correction "
-              f"over the family (family-wise error {alpha}): a claim whose adjusted p is not below {alpha} "
-              f"is undecided. `detectable` is the smallest effect decided with 80% power at the raw level, "
-              f"`detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); `n` counts seeds.\n"),
+             ("Declared before the results (`reuse.study.claims.PRIMARY_CLAIMS`); Holm's step-down "
+              f"correction over the family (family-wise error {alpha}): a claim whose adjusted p is not "
+              f"below {alpha} is undecided. `detectable` is the smallest effect decided with 80% power at "
+              f"the raw level, `detectable_holm` at Holm's strictest level ({alpha} / {len(primary)}); "
+              "`n` counts seeds.\n"),
              _markdown_table(["notebook", "judgment", "verdict", "estimate", "ci_low", "ci_high", "n",
                               "margin", "p", "p_holm", "verdict_holm", "detectable", "detectable_holm",
                               "aliases", "holm"], primary), "",
@@ -246,18 +248,18 @@ def _verdict_overview(adjusted: dict[str, pd.DataFrame]) -> list[str]:
     rows = [{"judgment": k, **{p: cells.get(p, "not run") for p in profiles}} for k, cells in table.items()]
     lines = ["## Verdicts at each profile\n",
              ("Each cell: the verdict, estimate [95% CI], the number of seeds n and the smallest effect the "
-              "design can detect. Primary claims (`reuse.study.claims.PRIMARY`) show their verdict **after "
-              "Holm's correction** over the primary family, with the raw verdict beside it, labelled *raw*, "
-              "and their detectable effect at Holm's level too; duplicates name the claim they repeat and "
-              "state its verdict; rows undecidable by design (a control failed) are marked. The notebooks "
-              "state each rule, margin and control.\n"),
+              "design can detect. Primary claims (`reuse.study.claims.PRIMARY_CLAIMS`) show their verdict "
+              "**after Holm's correction** over the primary family, with the raw verdict beside it, "
+              "labelled *raw*, and their detectable effect at Holm's level too; duplicates name the claim "
+              "they repeat and state its verdict; rows undecidable by design (a control failed) are "
+              "marked. The notebooks state each rule, margin and control.\n"),
              _markdown_table(["judgment", *profiles], rows), ""]
     lines += [f"- `{p}`: {_tally_line(claims.tally(frame))}" for p, frame in adjusted.items()]
     return lines + [""]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reuse.study.report",
+    parser = argparse.ArgumentParser(prog="python -m reuse.study.publishing.report",
                                      description="Summarise recorded notebook results.")
     parser.add_argument("--results", required=True, type=Path,
                         help="folder with the <name>.json files written by record()")
@@ -267,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         text = summarize(args.results)
     except (FileNotFoundError, ValueError) as err:
-        print(f"reuse.study.report: {err}", file=sys.stderr)
+        print(f"reuse.study.publishing.report: {err}", file=sys.stderr)
         return 1
     out = args.out or args.results / "SUMMARY.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
   (``facenet_pytorch/data/onet.pt``), read from the installed distribution's files with
   :mod:`importlib.metadata`; nothing is fetched. The package itself is never imported: it
   pins torch < 2.3 (installed with ``--no-deps``) and its ``__init__`` pulls torchvision ops
-  and ``requests``, so :class:`reuse.study.models.ONet` mirrors its module names. Its face /
+  and ``requests``, so :class:`reuse.study.training.models.ONet` mirrors its module names. Its face /
   non-face head ``dense6_1`` is kept; the bounding-box and landmark heads are dropped.
 
 The file is read once per process, and its state and SHA-256 come from the same bytes, so
@@ -33,7 +33,7 @@ class Source:
 
     distribution: str  # the installed distribution whose files hold it
     file: str  # its path inside the distribution
-    architecture: str  # :func:`reuse.study.models.build_model`'s name of the model ...
+    architecture: str  # :func:`reuse.study.training.models.build_model`'s name of the model ...
     n_classes: int  # ... and its head's classes
     unused: tuple[str, ...] = ()  # keys of the file the model has no place for
 

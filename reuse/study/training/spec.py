@@ -22,7 +22,7 @@ class RunSpec:
     ``order_seed`` the order of batches; ``data_seed`` which samples form the splits and
     ``block`` which disjoint run of ``n_train`` of them this run trains on (the
     same-domain twin trains on block 1); ``n_test`` only for a wheel set
-    (:mod:`reuse.study.wheel_sets`), split per seed with its test split drawn first: the test
+    (:mod:`reuse.study.training.wheel_sets`), split per seed with its test split drawn first: the test
     images, which decide which images the blocks hold. ``steps`` optimiser steps of ``batch_size``
     samples (the last partial batch of each pass over the data is dropped, so every step
     sees a full batch). ``channels``: input channels (grayscale repeated; 3 for a
@@ -30,12 +30,12 @@ class RunSpec:
     keys in ``init_keys`` (all when None) are copied from it, the rest come from theta_0;
     with ``align_to``, the parent's channels are first permuted onto that run's weights by
     weight matching (the strangers regime: a parent from another theta_0). ``pretrained``
-    starts from named pretrained weights instead (:data:`reuse.study.pretrained.SOURCES`):
+    starts from named pretrained weights instead (:data:`reuse.study.training.pretrained.SOURCES`):
     the keys in ``init_keys`` (all when None) from them, the rest from theta_0.
     Parameters named in ``freeze`` are not updated (their BN running statistics still are).
 
     The data files, the pretrained weights and the training code also decide the weights: the
-    run cache keys each entry by those too (:class:`reuse.study.cache.RunCache`).
+    run cache keys each entry by those too (:class:`reuse.study.training.cache.RunCache`).
     """
 
     architecture: str
@@ -120,7 +120,7 @@ class TrainedRun:
 
     def digest(self) -> str:
         """SHA-256 of the weights, computed here from the tensors (never read from a file):
-        what a score was computed from (:meth:`reuse.study.cache.RunCache.memo`)."""
+        what a score was computed from (:meth:`reuse.study.training.cache.RunCache.memo`)."""
         if self._digest is None:
             self._digest = state_digest(self.state)
         return self._digest

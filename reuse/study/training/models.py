@@ -14,7 +14,7 @@ convolutions and output heads). Builders never move to a device.
   pyramid pooling module over bins (1, 2, 3, 6).
 - plain: the UNet with its skip connections removed (a conv auto-encoder / FCN).
 - ONet: the output network of MTCNN's face detector (Zhang et al. 2016, arXiv 1604.02878),
-  whose pretrained weights :mod:`reuse.study.pretrained` reads.
+  whose pretrained weights :mod:`reuse.study.training.pretrained` reads.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def build_model(architecture: str, task: str, in_channels: int, out_channels: in
     unused): torchvision's model with ``weights=None`` and ``num_classes=out_channels``, so its
     checkpoints load into ``torchvision.models.resnet18(num_classes=...)`` as they are, or
     :class:`ONet` with ``out_channels`` classes (48 px inputs)."""
-    from .data import CLASSIFICATION, TASKS
+    from .data import CLASSIFICATION, DENSE_TASKS
 
     if architecture in CLASSIFIERS:
         if task != CLASSIFICATION or in_channels != 3:
@@ -199,8 +199,8 @@ def build_model(architecture: str, task: str, in_channels: int, out_channels: in
         return getattr(torchvision.models, architecture)(weights=None, num_classes=out_channels)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture={architecture!r}; allowed: {', '.join(ARCHITECTURES + CLASSIFIERS)}")
-    if task not in TASKS:
-        raise ValueError(f"task={task!r}; allowed with {architecture}: {', '.join(TASKS)}")
+    if task not in DENSE_TASKS:
+        raise ValueError(f"task={task!r}; allowed with {architecture}: {', '.join(DENSE_TASKS)}")
     if width < 1 or depth < 1:
         raise ValueError(f"width={width}, depth={depth}; both must be >= 1")
     if architecture == "pspnet":

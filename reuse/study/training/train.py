@@ -1,12 +1,12 @@
 """The runner: turns run specs into trained weights, through the run cache.
 
 :class:`Runner` owns the device, the compute settings that fix rounding (precision,
-threads, determinism), a memo of the data it has loaded, and a :class:`~reuse.study.cache.RunCache`.
+threads, determinism), a memo of the data it has loaded, and a :class:`~reuse.study.training.cache.RunCache`.
 ``Runner.train_many`` is the one entry point the experiments use: cached runs load, the
 missing ones train, one after another, in worker processes (``workers`` processes of
 ``threads`` intra-op threads each: every run trains with the same thread count wherever
 it runs, so its weights do not depend on how many workers there were), on a Dask cluster,
-or in vmapped groups on CUDA. The training algorithm itself is :func:`reuse.study.fit.fit`.
+or in vmapped groups on CUDA. The training algorithm itself is :func:`reuse.study.training.fit.fit`.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Runner:
         self.threads, self.workers = threads, workers
         self.deterministic = deterministic
         self.compile = compile
-        # train same-shape specs together (reuse.study.group); by default only on CUDA, where 16
+        # train same-shape specs together (reuse.study.training.group); by default only on CUDA, where 16
         # UNets together measured 3.6-4.3x faster on an H200; on the idle 2-core CPU,
         # 0.65-0.80x (benchmarks/README.md)
         self.group_training = self.device.type == "cuda" if group_training is None else group_training
@@ -219,7 +219,7 @@ class Runner:
 
         Cached runs load first. The missing ones train in waves (a spec whose
         ``init_from`` parent is also missing waits for a later wave): in worker processes
-        when ``workers > 1``, in vmapped groups (:func:`reuse.study.group.group_key`) when
+        when ``workers > 1``, in vmapped groups (:func:`reuse.study.training.group.group_key`) when
         ``group_training``, else one after another.
         """
         position = {}  # key -> index of its first occurrence
@@ -339,7 +339,7 @@ class Runner:
             return self._fit(specs, parents)
 
     def _fit(self, specs: list[RunSpec], parents: list, compile_forward: bool = False) -> list[TrainedRun]:
-        """:func:`reuse.study.fit.fit` on this runner's device, with theta_0, data and
+        """:func:`reuse.study.training.fit.fit` on this runner's device, with theta_0, data and
         monitor splits prepared here."""
         model = self.build(specs[0])
         states = [self.initial_state(s, p) for s, p in zip(specs, parents)]
@@ -352,7 +352,7 @@ class Runner:
     # --------------------------------------------------------------- cache
     def memo(self, parts: dict, compute, weights=()) -> list[float]:
         """Scores memoised in the run cache, tied to the digests of the ``weights`` they
-        were computed from (:meth:`reuse.study.cache.RunCache.memo`)."""
+        were computed from (:meth:`reuse.study.training.cache.RunCache.memo`)."""
         return self.cache.memo(parts, compute, weights)
 
     def _load(self, spec: RunSpec) -> TrainedRun | None:
