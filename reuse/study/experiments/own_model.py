@@ -162,7 +162,7 @@ def kernel_distances(states: dict[int, dict[str, dict]]) -> pd.DataFrame:
 
 def scorer(runner: Runner, sc: OwnModel, seed: int) -> tuple[Callable[[nn.Module], float], torch.Tensor, float]:
     """(score_fn, bn_data, chance) of one seed, from the images the runner trains on
-    (:meth:`reuse.study.train.Runner.split`, on its device): top-1 accuracy on ``sc.n_test``
+    (:meth:`reuse.study.training.train.Runner.split`, on its device): top-1 accuracy on ``sc.n_test``
     target test images (:func:`reuse.toolkit.scan.task_score_fn`); the first ``sc.n_bn`` of the
     target's training images ``[n_bn, 3, S, S]``, which BN statistics are re-estimated on after
     a swap; the accuracy of predicting the target's majority training class."""
