@@ -9,9 +9,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 die() { echo "run_all.sh: error: $*" >&2; exit 1; }
 imports_reuse() { (cd / && "$1" -c 'import reuse') >/dev/null 2>&1; }  # from /: not the checkout
 # a .venv made before a requirement was added lacks it: then the set-up runs again (pip keeps what
-# is there). Every distribution named in requirements.txt and requirements-nodeps.lock must be installed.
+# is there). Every distribution named in requirements.txt and requirements-nodeps.lock must be installed,
+# and this one as cnn-reuse (a .venv from before the rename has it as reuse, without the command).
 has_packages() {
   "$1" -c 'import importlib.metadata as m, re, sys
+m.distribution("cnn-reuse")
 for path in sys.argv[1:]:
     for line in open(path):
         name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line.split("#")[0].strip())

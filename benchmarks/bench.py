@@ -14,7 +14,7 @@ steps, prints both figures and their ratio, and checks the two give the same num
     convolutions (``torch.profiler``) and one grouped convolution vs N dense ones;
 (g) on the CPU, how the quick profile trains: two worker processes of one thread each vs
     one process of two threads (the same runs, bit-identical weights);
-(h) on the CPU, a 2-worker Dask LocalCluster (``reuse run --cluster local:2``) vs serial
+(h) on the CPU, a 2-worker Dask LocalCluster (``cnn-reuse run --cluster local:2``) vs serial
     one-thread training (bit-identical weights);
 (i) on the CPU, what the code-path pins cost (``reuse.study.CPU_PINS``: oneDNN and ATen capped at
     AVX2, for bits that travel): the same runs trained in fresh processes with the caps lifted

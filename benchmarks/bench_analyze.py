@@ -1,9 +1,9 @@
-"""Times `reuse analyze` on two resnet18 checkpoints (3 x 32 x 32 inputs, 10 classes), against a
+"""Times `cnn-reuse analyze` on two resnet18 checkpoints (3 x 32 x 32 inputs, 10 classes), against a
 baseline commit side by side.
 
 Goals: issue 10, kernels only under 5 s and, with 1,000 test images, every single-layer swap
 (plus the selection's joint check) under 2 min on 2 cores; issue 20, start-up: kernels only
-under 3 s wall, interpreter included, and ``reuse analyze --help`` under 1 s. Each case runs
+under 3 s wall, interpreter included, and ``cnn-reuse analyze --help`` under 1 s. Each case runs
 as a user runs it, ``python -m reuse analyze ...`` in a fresh process (so the wall time
 includes starting Python and importing torch), ``--repeat`` times; the median wall time is
 printed with the process's CPU time (user + system: what other work on the machine inflates
@@ -55,7 +55,7 @@ def _checkpoints(folder: Path) -> None:
 
 
 def _cases(n_images: int) -> dict[str, list[str]]:
-    """Case name -> the arguments after ``reuse analyze`` (checkpoints and --out are added)."""
+    """Case name -> the arguments after ``cnn-reuse analyze`` (checkpoints and --out are added)."""
     return {"help": ["--help"], "kernels_only": MODEL, "kernels_only_no_model": [],
             f"single_swaps_{n_images}_images": [*MODEL, "--dataset", "bench_data:load", "--path", ".", "--n-images",
                                                 str(n_images), "--sets", "single"]}
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             now = _run(REPO, folder, name, cases[name], args.threads, args.repeat)
             then = _run(base, folder, name, cases[name], args.threads, args.repeat) if base else None
             rows.append((name, now, then))
-    print(f"reuse analyze, resnet18 3x32x32, 10 classes, {args.threads} thread(s), torch {torch.__version__}, "
+    print(f"cnn-reuse analyze, resnet18 3x32x32, 10 classes, {args.threads} thread(s), torch {torch.__version__}, "
           f"median of {args.repeat}" + (f"; baseline {args.baseline}" if args.baseline else ""))
     for name, now, then in rows:
         line = f"  {name:<28} wall {now['wall_s']:6.2f} s  cpu {now['cpu_s']:6.2f} s"

@@ -1,4 +1,4 @@
-"""Peak memory of the CKA of `reuse analyze --data` on resnet18, before and after mini-batches.
+"""Peak memory of the CKA of `cnn-reuse analyze --data` on resnet18, before and after mini-batches.
 
 Goal (issue 20): memory that does not grow with the number of images. Before, analyze held
 every layer's activations for all N images of both models, then two ``[L, N, N]`` float64
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
         print(json.dumps(_child(args.child, args.n[0])))
         return 0
-    print(f"CKA of reuse analyze --data, resnet18 3x32x32, every layer, {args.threads} thread(s), "
+    print(f"CKA of cnn-reuse analyze --data, resnet18 3x32x32, every layer, {args.threads} thread(s), "
           f"torch {torch.__version__}; peak RSS in MB (CKA's own share: peak - start-up)")
     print(f"  {'N':>6}  {'full: peak (CKA)':>18} {'s':>6}  {'minibatch: peak (CKA)':>22} {'s':>6}  ratio of CKA")
     for n in args.n:

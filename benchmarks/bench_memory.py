@@ -1,10 +1,10 @@
-"""Peak memory of `reuse analyze` on two large checkpoints, against a baseline commit side by side.
+"""Peak memory of `cnn-reuse analyze` on two large checkpoints, against a baseline commit side by side.
 
 Goal (issue 33): a pair of checkpoints analysed in under twice their size. Before, two 1.68 GB
 checkpoints took 13.7 GB: each file was read whole into memory (``torch.load`` without
 ``mmap``), then ``criteria.kernel_rmse`` held float64 copies of every layer of both at once
 (four times the float32 weights). Now the files are memory-mapped and the float64 copies made
-one layer at a time. Each variant runs ``reuse analyze SOURCE TARGET --out DIR`` (kernels only)
+one layer at a time. Each variant runs ``cnn-reuse analyze SOURCE TARGET --out DIR`` (kernels only)
 in a fresh process that reports its resident set after start-up (python, torch, pandas,
 matplotlib: before a checkpoint is read) and its peak from then on (``VmHWM``, reset after the
 imports; the pages of a mapped file count once they are read). Linux only (``/proc``).
@@ -56,7 +56,7 @@ def _checkpoints(folder: Path, mib: int) -> int:
 
 
 def _run(code: Path, folder: Path, name: str) -> dict:
-    """One ``reuse analyze`` of the pair with the package at ``code``, in a fresh process."""
+    """One ``cnn-reuse analyze`` of the pair with the package at ``code``, in a fresh process."""
     out = folder / f"out-{name}"
     args = [str(folder / "source.pt"), str(folder / "target.pt"), "--out", str(out), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(code)}
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             (folder / "baseline").mkdir()
             then = _run(_baseline_code(args.baseline, folder / "baseline"), folder, "baseline")
-    print(f"reuse analyze, kernels only, two checkpoints of {inputs / 2 / 2**20:,.0f} MiB (conv layers "
+    print(f"cnn-reuse analyze, kernels only, two checkpoints of {inputs / 2 / 2**20:,.0f} MiB (conv layers "
           f"{'x'.join(map(str, LAYER))}), torch {torch.__version__}; peak resident set")
     print(_line("now", now, inputs))
     if then:

@@ -1,4 +1,5 @@
-"""``python -m reuse COMMAND`` (also the ``reuse`` console script).
+"""``python -m reuse COMMAND`` (also the ``cnn-reuse`` console script: on PyPI ``reuse`` is
+another project's distribution and command, the REUSE licence tool).
 
 Commands: ``run`` executes the notebooks (:mod:`reuse.study.publishing.batch`); ``analyze`` compares two
 checkpoints of any CNN and finds the conv layers that can be reused (:mod:`reuse.toolkit.analyze`,
@@ -18,13 +19,13 @@ def _drop_working_folder() -> None:
     """Take the working folder off ``sys.path`` (``''``, or its path: ``python -m`` puts it first,
     an empty ``PYTHONPATH`` entry adds it for the console script too), so a ``torch/`` or
     ``pandas/`` folder there (say, inside a downloaded checkpoint folder) is never imported.
-    ``reuse analyze --path DIR`` adds folders on purpose."""
+    ``cnn-reuse analyze --path DIR`` adds folders on purpose."""
     cwd = os.path.realpath(os.getcwd())
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != cwd]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The program: ``reuse COMMAND ...``. The console script and ``python -m reuse`` call it
+    """The program: ``cnn-reuse COMMAND ...``. The console script and ``python -m reuse`` call it
     without ``argv``: then the working folder comes off ``sys.path`` before a command is
     imported, and Ctrl-C ends in one line (what the command kept, how to resume) and exit
     status 130. Called from Python with ``argv`` (a notebook), ``sys.path`` is left as it is
@@ -34,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         _drop_working_folder()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: reuse COMMAND [options]\n\ncommands:\n  run      execute the notebooks with "
-              "papermill at one profile (reuse run --help)\n  analyze  which conv layers of two "
-              "checkpoints of your CNN can be reused (reuse analyze --help)")
+        print("usage: cnn-reuse COMMAND [options]\n\ncommands:\n  run      execute the notebooks with "
+              "papermill at one profile (cnn-reuse run --help)\n  analyze  which conv layers of two "
+              "checkpoints of your CNN can be reused (cnn-reuse analyze --help)")
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
-        print(f"reuse: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(f"cnn-reuse: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     from importlib import import_module
 

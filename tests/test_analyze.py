@@ -1,4 +1,4 @@
-"""`reuse analyze` run in-process on tiny torchvision checkpoints: outputs and error exits."""
+"""`cnn-reuse analyze` run in-process on tiny torchvision checkpoints: outputs and error exits."""
 
 import copy
 import html
@@ -75,13 +75,13 @@ def test_kernels_only_with_twin(ckpts, tmp_path, capsys):
     meta = json.loads((tmp_path / "analyze.json").read_text())
     assert meta["params"]["twin"] == str(d / "twin.pt") and "commit" in meta
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("# reuse analyze") and "--model torchvision.models:resnet18 not built" in report
+    assert report.startswith("# cnn-reuse analyze") and "--model torchvision.models:resnet18 not built" in report
     assert "**Next**: run again with `--data FOLDER`" in report  # --model was given: not asked for again
     _explained(tmp_path, "siblings")
 
 
 def test_the_study_findings_come_from_the_study(ckpts, tmp_path, capsys):
-    """`reuse analyze` cites the study's findings (reuse.study.publishing.analyze); the toolkit's command on
+    """`cnn-reuse analyze` cites the study's findings (reuse.study.publishing.analyze); the toolkit's command on
     its own knows none and leaves the section out."""
     from reuse.study.publishing.analyze import FINDINGS
 
@@ -255,7 +255,7 @@ def heads(tmp_path_factory):
 
 
 def _heads_scored(heads, monkeypatch, out, *extra: str) -> int:
-    """``reuse analyze`` of the heads pair with the score module, the 5-class model and ``extra``."""
+    """``cnn-reuse analyze`` of the heads pair with the score module, the 5-class model and ``extra``."""
     d, source, _ = heads
     monkeypatch.syspath_prepend(str(d))
     import headscore
@@ -355,7 +355,7 @@ def test_report_in_chromium_opens_with_the_answer(heads, tmp_path, monkeypatch, 
     found = re.search(r'<pre id="reuse-probe">(.*?)</pre>', dom, re.S)
     assert found, "the probe did not run (no load event?)"
     seen = json.loads(html.unescape(found.group(1)))
-    assert seen["title"] == "reuse analyze: ImageNet-10 \u2192 Flowers-5 (siblings)"
+    assert seen["title"] == "cnn-reuse analyze: ImageNet-10 \u2192 Flowers-5 (siblings)"
     assert seen["headings"][:3] == ["Answer", "What the study found, for siblings", "Evidence"]
     assert "19 of 20 paired layers can be reused" in seen["answer"]
     assert "Joint check" in seen["answer"] and "BACKED OFF" in seen["answer"]

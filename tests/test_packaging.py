@@ -1,4 +1,4 @@
-"""The distribution's core is what the toolkit needs: `reuse analyze` runs with the study's and
+"""The distribution's core is what the toolkit needs: `cnn-reuse analyze` runs with the study's and
 the tests' extras missing, every third-party import of the toolkit is a core dependency, and
 requirements.txt (what run_all.sh, the lock and environment.yml install) is core + extras."""
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _names(lines) -> set[str]:
 
 
 def _core_files() -> list[Path]:
-    """The toolkit and what `reuse analyze` imports on its way to it."""
+    """The toolkit and what `cnn-reuse analyze` imports on its way to it."""
     analyze = Path(importlib.util.find_spec(COMMANDS["analyze"]).origin)
     return [*sorted((REPO / "reuse" / "toolkit").rglob("*.py")), REPO / "reuse" / "__init__.py",
             REPO / "reuse" / "__main__.py", REPO / "reuse" / "study" / "__init__.py", analyze]

@@ -81,7 +81,7 @@ def _leftovers(folder: Path) -> list[str]:
     return [p for p in os.listdir(folder) if ".tmp-" in p or ".old-" in p or p.endswith(".tmp")]
 
 
-# ----------------------------------------------------------------------------- reuse analyze
+# ----------------------------------------------------------------------------- cnn-reuse analyze
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A folder ``code`` with a user module ``tinynet`` (architecture, score, dataset) and
@@ -106,7 +106,7 @@ def _tiny_args(d: Path, *extra: str) -> list[str]:
 
 
 def _cli(*args: str, cwd: Path, tmp_path: Path, popen: bool = False):
-    """``reuse ARGS`` as the console script runs it (sys.path[0] is the script's folder, not
+    """``cnn-reuse ARGS`` as the console script runs it (sys.path[0] is the script's folder, not
     the working folder), in a child process."""
     launcher = tmp_path / "bin" / "reuse_cli.py"
     launcher.parent.mkdir(exist_ok=True)
@@ -313,7 +313,7 @@ def test_integer_weights_are_refused_and_quantized_ones_dequantised_in_one_line(
         return
     assert main(args) == 0
     warning = _one_line(capsys.readouterr().err)
-    assert warning.startswith("reuse analyze: warning: target: 1 quantized tensor(s) (0.weight) dequantised")
+    assert warning.startswith("cnn-reuse analyze: warning: target: 1 quantized tensor(s) (0.weight) dequantised")
     assert "dequantised" in (tmp_path / "out" / "report.md").read_text()
 
 
@@ -683,12 +683,12 @@ def test_python_m_reuse_never_imports_from_the_working_folder(tmp_path):
 
 def test_the_console_script_never_imports_from_the_working_folder(tmp_path):
     """An empty PYTHONPATH entry puts the working folder on the console script's sys.path: a
-    planted pandas/ there is not run by `reuse analyze` (as with `python -m reuse`)."""
+    planted pandas/ there is not run by `cnn-reuse analyze` (as with `python -m reuse`)."""
     planted = tmp_path / "pandas"
     planted.mkdir()
     (planted / "__init__.py").write_text("raise SystemExit(97)  # planted\n")
     torch.save(torch.nn.Conv2d(3, 4, 3).state_dict(), tmp_path / "a.pt")
-    script = Path(sys.executable).with_name("reuse")  # the console script pip installed
+    script = Path(sys.executable).with_name("cnn-reuse")  # the console script pip installed
     env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'nowhere'}{os.pathsep}")
     done = subprocess.run([str(script), "analyze", "a.pt", "a.pt", "--out", "out"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -187,7 +187,7 @@ def _callers() -> dict[str, pd.Series]:
             "E6 selection": e6.selection(_long({"source": "source", "positive": "twin",
                                                 "negative": "different_init"})).set_index("layer").reusable,
             "E7 layer_table": e7_table.set_index("layer").verdict == "holds",
-            "swap_verdicts (reuse analyze)": swap_verdicts(_long({"source": "source"})).set_index("layer").reusable,
+            "swap_verdicts (cnn-reuse analyze)": swap_verdicts(_long({"source": "source"})).set_index("layer").reusable,
             "swap_verdicts, one seed": one.set_index("layer").reusable}
 
 
@@ -217,7 +217,7 @@ def test_every_caller_goes_through_decide(monkeypatch):
         monkeypatch.setattr(module, "decide", refuse)
     for caller, reused in _callers().items():
         assert not reused.any(), caller
-    s = _state()  # E4's condition (b) and the joint check of E6 and reuse analyze
+    s = _state()  # E4's condition (b) and the joint check of E6 and cnn-reuse analyze
     assert selection.select_layers(s, s, threshold=1.0)[1] == []
     _, log = selection.check_joint(s, s, conv_layers(s)[:1], lambda m: 1.0, model=build_model(
         "unet", "segmentation", 1, 6, 4, 1))

@@ -1,7 +1,7 @@
 """This paper's study, built on :mod:`reuse.toolkit` (which never imports it), in four rooms:
 ``training/`` defines and trains runs (a run is one trained model), ``experiments/`` computes
 each experiment's tidy tables from those runs, ``plots/`` draws them, and ``publishing/``
-turns the results into the artifact (``reuse run``, the summary, the site). At the root:
+turns the results into the artifact (``cnn-reuse run``, the summary, the site). At the root:
 ``config`` (the profiles every room reads), ``claims`` (the Holm tally the experiments and the
 report share) and ``registry`` (each experiment's id, notebook, modules and results prefix).
 
@@ -14,8 +14,8 @@ CPUs), oneDNN's convolutions and ATen's vectorised kernels (softmax, ...) by ins
 them on first use, so importing torch earlier is fine; computing is not. A value the user set
 is kept, and every result records the ones in force
 (:func:`reuse.toolkit.provenance.cpu_class`). Worker processes and notebook kernels inherit
-them through the environment. The study's runner (``reuse run``), its notebooks and
-``reuse analyze`` (whose report cites the study) import this package; a program that uses
+them through the environment. The study's runner (``cnn-reuse run``), its notebooks and
+``cnn-reuse analyze`` (whose report cites the study) import this package; a program that uses
 :mod:`reuse.toolkit` alone runs on the CPU's fastest paths (about x1.2-1.3 on AVX-512,
 ``benchmarks/bench.py``), unless it sets these variables itself.
 """

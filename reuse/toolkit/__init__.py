@@ -25,7 +25,7 @@ Judge over seeds
 Run on a device and record
     :func:`resolve_device`, :func:`prepare_model`, :func:`autocast`, :func:`provenance`.
 
-``reuse analyze`` (:mod:`reuse.toolkit.analyze`) runs all of it on two checkpoints from the
+``cnn-reuse analyze`` (:mod:`reuse.toolkit.analyze`) runs all of it on two checkpoints from the
 command line.
 """
 

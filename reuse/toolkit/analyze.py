@@ -1,8 +1,8 @@
-"""``reuse analyze``: which layers of *your* CNN can be reused, from two checkpoints.
+"""``cnn-reuse analyze``: which layers of *your* CNN can be reused, from two checkpoints.
 
 Usage::
 
-    reuse analyze SOURCE.pt TARGET.pt --model torchvision.models:resnet18 \\
+    cnn-reuse analyze SOURCE.pt TARGET.pt --model torchvision.models:resnet18 \\
         --model-args '{"num_classes": 10}' [--twin TWIN.pt] \\
         [--data FOLDER | --dataset MODULE:FN] [--score MODULE:FN] [--out DIR] \\
         [--relation siblings|fine-tuned] [--map OLD=NEW ...] [--map-file FILE] \\
@@ -19,7 +19,7 @@ study's notebooks) or ``--relation fine-tuned`` (the target started from the sou
 distance is then how far fine-tuning moved a layer, and a swap puts the source's layer back:
 could it have stayed frozen?). The relation is recorded in ``analyze.json`` and sets the
 report's wording (:mod:`reuse.toolkit.relations`); :func:`main`'s ``findings`` (what a study found
-for each relation, as lines of text) adds a section citing them (``reuse analyze`` as the
+for each relation, as lines of text) adds a section citing them (``cnn-reuse analyze`` as the
 artifact ships it cites the study's: :mod:`reuse.study.publishing.analyze`).
 
 Layers are paired by name and shape (:mod:`reuse.toolkit.pairing`): those that do not pair
@@ -108,7 +108,7 @@ from . import files
 from .margins import REUSABLE
 from .relations import RELATIONS
 
-PROG = "reuse analyze"
+PROG = "cnn-reuse analyze"
 TASK_HELP = "classification (default), segmentation or autoencoder"  # the keys of metrics.PRIMARY_METRIC
 
 
@@ -162,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
                    help="output folder, new or empty (default ./reuse_analyze), neither the working folder "
                         "nor one above it nor one holding an input; written whole or not at all")
     p.add_argument("--force", action="store_true",
-                   help="replace an --out folder that an earlier reuse analyze wrote, whole (never one "
+                   help="replace an --out folder that an earlier cnn-reuse analyze wrote, whole (never one "
                         "holding other files)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -174,7 +174,7 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None, findings: dict[str, list[str]] | None = None) -> int:
-    """Entry point of ``reuse analyze`` / ``python -m reuse analyze``: 0 on success, 2 on
+    """Entry point of ``cnn-reuse analyze`` / ``python -m reuse analyze``: 0 on success, 2 on
     bad input (one line on stderr). Ctrl-C raises KeyboardInterrupt saying what is true of
     ``--out`` (:func:`reuse.__main__.main` prints it as one line). ``findings``: per relation,
     what a study found for it (a heading line, then one line per finding), cited in the report

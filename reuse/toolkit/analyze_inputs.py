@@ -1,7 +1,7 @@
-"""The inputs of ``reuse analyze``, read and checked: checkpoints paired layer by layer, the
+"""The inputs of ``cnn-reuse analyze``, read and checked: checkpoints paired layer by layer, the
 model, the data and the scorer (:mod:`reuse.toolkit.analyze` documents their formats).
 
-Loaded after the command line is parsed, so ``reuse analyze --help`` never imports torch.
+Loaded after the command line is parsed, so ``cnn-reuse analyze --help`` never imports torch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Figures of ``reuse analyze``: per-layer kernel distances, swap scores and cross-layer CKA.
+"""Figures of ``cnn-reuse analyze``: per-layer kernel distances, swap scores and cross-layer CKA.
 
 Each function takes the tidy frames :mod:`reuse.toolkit.scan` / :mod:`reuse.toolkit.criteria` /
 :mod:`reuse.toolkit.similarity` return and

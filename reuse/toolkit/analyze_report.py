@@ -1,4 +1,4 @@
-"""The report of ``reuse analyze``: the answer first (which layers, how sure, what next), then
+"""The report of ``cnn-reuse analyze``: the answer first (which layers, how sure, what next), then
 the evidence, every column explained; written as ``report.md`` (figures beside it as PNG),
 a self-contained ``report.html`` and ``analyze.json``, with the CSV tables.
 
@@ -310,7 +310,7 @@ def write(out_dir: Path, args, inp: Inputs, res: dict[str, Any], seconds: float,
         png[name] = buf.getvalue()
         (out_dir / f"{name}.png").write_bytes(png[name])
     source, target = names(args)
-    title = f"reuse analyze: {source} \u2192 {target} ({args.relation})"
+    title = f"cnn-reuse analyze: {source} \u2192 {target} ({args.relation})"
     report = blocks(args, inp, res, tables, findings)
     if "freeze" in res:
         (out_dir / "freeze.json").write_text(json.dumps(res["freeze"], indent=2))

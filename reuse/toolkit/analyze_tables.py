@@ -1,4 +1,4 @@
-"""The tables of ``reuse analyze``, computed from checked inputs (no file IO): per-layer
+"""The tables of ``cnn-reuse analyze``, computed from checked inputs (no file IO): per-layer
 kernel distances, and with a scorer the swap scan, the per-layer verdicts and the joint check.
 
 Only the paired layers (of ``--kinds``) are analysed (:mod:`reuse.toolkit.pairing`); swaps take the

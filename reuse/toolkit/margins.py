@@ -1,7 +1,7 @@
 """The margins of every judgment, each named once and fixed before any result was seen
 (docs/protocol.md, section 6).
 
-Only the standard library: ``reuse analyze --help`` shows :data:`REUSABLE` as the default of
+Only the standard library: ``cnn-reuse analyze --help`` shows :data:`REUSABLE` as the default of
 ``--margin`` without loading numpy. :mod:`reuse.toolkit.verdicts` judges against them (and
 is where notebooks read them: ``verdicts.REUSABLE``).
 """

@@ -1,4 +1,4 @@
-"""One Markdown table writer, for the study's summaries and ``reuse analyze``'s report.
+"""One Markdown table writer, for the study's summaries and ``cnn-reuse analyze``'s report.
 
 Our own instead of ``DataFrame.to_markdown``: that needs ``tabulate``, one more dependency
 for a dozen lines. Cells: missing values (None, NaN) blank, floats to 4 significant

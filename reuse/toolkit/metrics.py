@@ -66,7 +66,7 @@ class _ImageMetrics:
 
     def __init__(self, names: tuple[str, ...], device: torch.device):
         # imported here: torchmetrics adds ~1.3 s to importing this module, which
-        # classification and `reuse analyze` (goal: under 5 s) do not need
+        # classification and `cnn-reuse analyze` (goal: under 5 s) do not need
         from torchmetrics.image import (
             PeakSignalNoiseRatio,
             StructuralSimilarityIndexMeasure,

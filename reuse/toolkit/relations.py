@@ -1,4 +1,4 @@
-"""How the two checkpoints of ``reuse analyze`` are related, and what that changes in reading it.
+"""How the two checkpoints of ``cnn-reuse analyze`` are related, and what that changes in reading it.
 
 The same numbers answer different questions. Between *siblings* (one θ_0, trained apart on
 the source and the target) a layer's kernel distance is how far two trainings took it apart,
@@ -7,7 +7,7 @@ and a swap asks whether the source's layer serves the target. Between a source a
 moved the layer, and swapping the source's layer back asks whether it could have stayed
 frozen. Each entry of :data:`RELATIONS` says so in the words the report uses
 (docs/protocol.md, "Regimes"). What a study found for a relation is not the toolkit's to
-say: ``reuse analyze`` cites it only where it is given such lines
+say: ``cnn-reuse analyze`` cites it only where it is given such lines
 (:func:`reuse.toolkit.analyze.main`'s ``findings``; the study's: :mod:`reuse.study.publishing.analyze`).
 """
 

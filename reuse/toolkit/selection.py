@@ -19,7 +19,7 @@ together) from whatever evidence it is given:
 Everything that decides reuse goes through it: :func:`select_layers` (two checkpoints: the
 criterion, the swap scans, then the chosen layers swapped *together*, backing off greedily
 where that fails, :func:`check_joint`: singles passing does not make their union pass),
-:func:`swap_verdicts` (a table of single-layer swaps, as ``reuse analyze`` writes it), and the
+:func:`swap_verdicts` (a table of single-layer swaps, as ``cnn-reuse analyze`` writes it), and the
 study's experiments (E1, E2, E4, E6, E7).
 
 The RMSE compares weights position by position, which means something only when both

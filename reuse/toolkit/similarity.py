@@ -35,7 +35,7 @@ from torch import nn
 
 ArrayLike = torch.Tensor | np.ndarray
 FEATURE_VIEWS = ("flatten", "positions")
-# inputs per mini-batch of cka_cross: the 1,000 test images reuse analyze scores by default
+# inputs per mini-batch of cka_cross: the 1,000 test images cnn-reuse analyze scores by default
 # fit one batch (the full-batch values); a batch's Gram stacks take 2 L k^2 float64 (320 MB
 # for resnet18's 20 layers)
 CKA_BATCH = 1000

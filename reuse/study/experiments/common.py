@@ -102,7 +102,7 @@ def session_profile(profile: str, seeds=None, *, precision: str | None = None, t
     and ``pairs`` the source ladder, whose graded shifts E3's dose series keeps. Every value
     is checked against what is allowed (a ValueError names it): the profile's (name, seeds),
     the runner's settings (precision, threads, workers), the grid's architectures, tasks and
-    pairs. The arguments are the notebooks' parameter names, so `reuse run` checks its
+    pairs. The arguments are the notebooks' parameter names, so `cnn-reuse run` checks its
     ``--set`` values with this function before any notebook starts."""
     prof = get_profile(profile, seeds, precision=precision, threads=threads, workers=workers)
     check_settings(prof.precision, prof.threads, prof.workers)

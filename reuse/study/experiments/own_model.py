@@ -4,7 +4,7 @@ The user's question (issue 10): "I have a model trained on task A and one on tas
 layers' parameters can I reuse, and does the kernel RMSE say so?" Here both are
 ``torchvision.models.resnet18(weights=None, num_classes=5)``, trained in this module on
 this project's data and saved as plain state-dict files, so that the notebook hands
-*paths* to the toolkit (:mod:`reuse.toolkit.criteria`, :mod:`reuse.toolkit.scan`) and to ``reuse analyze``.
+*paths* to the toolkit (:mod:`reuse.toolkit.criteria`, :mod:`reuse.toolkit.scan`) and to ``cnn-reuse analyze``.
 
 Roles per seed (docs/protocol.md, section 3), all but the negative control from one
 theta_0 (``init_seed = seed``):
@@ -21,7 +21,7 @@ through the study's one path (:class:`reuse.study.training.train.Runner`,
 cross-entropy, fp32, deterministic kernels and the profile's thread count, so one seed gives
 one state dict, bit for bit.
 Each checkpoint is also saved as a plain state-dict file (:func:`checkpoints`), which the
-toolkit and ``reuse analyze`` read as a user's file. Sizes: :class:`reuse.study.config.OwnModel`.
+toolkit and ``cnn-reuse analyze`` read as a user's file. Sizes: :class:`reuse.study.config.OwnModel`.
 
 Sizes were measured on this project's 2-core CPU (torch 2.14, 2 threads), seed 0, 3,000
 training images, batch 64, top-1 accuracy on 1,000 test images (chance 0.2):
@@ -70,7 +70,7 @@ from .common import verdict_text  # noqa: F401 (notebook 06 prints e6.verdict_te
 PAIR = "fashion-split"  # source = classes 0-4, target = classes 5-9 relabelled 0..4
 N_CLASSES = 5
 CHECKPOINT_ROLES = ("source", "target", "twin", "different_init")
-FACTORY = "torchvision.models:resnet18"  # what `reuse analyze --model` is given
+FACTORY = "torchvision.models:resnet18"  # what `cnn-reuse analyze --model` is given
 MODEL_ARGS = {"num_classes": N_CLASSES}  # ... and `--model-args`
 CONTROL_SETS = ("single", "all")  # the controls' verdicts need single layers only
 
@@ -363,10 +363,10 @@ def records(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def analyze_argv(role_paths: dict[str, str], out: str | Path) -> list[str]:
-    """The ``reuse analyze`` arguments for one seed's checkpoints (:func:`paths`): source
+    """The ``cnn-reuse analyze`` arguments for one seed's checkpoints (:func:`paths`): source
     vs target, the twin as the noise floor, kernels only, conv layers only (as the study
     compares), report in ``out``, replacing the report a previous run wrote there (``--force``
-    replaces only a folder ``reuse analyze`` wrote)."""
+    replaces only a folder ``cnn-reuse analyze`` wrote)."""
     return ["analyze", str(role_paths["source"]), str(role_paths["target"]), "--model", FACTORY,
             "--model-args", json.dumps(MODEL_ARGS), "--twin", str(role_paths["twin"]), "--kinds", "conv2d",
             "--out", str(out), "--force"]

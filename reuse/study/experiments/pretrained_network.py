@@ -98,7 +98,7 @@ PRETRAINED_DONORS = ("pretrained", "twin", "scratch", "reset")
 CONTROL_SETS = ("single",)  # the controls judge single swaps only
 BASELINE = "depth"  # the weight-blind baseline of V2 (as E3/E5's)
 MIN_ACC_GAP = 0.1  # a finetuned model this far above chance (accuracy) is judged, else excluded
-FACTORY = "reuse.study.training.models:ONet"  # what `reuse analyze --model` is given
+FACTORY = "reuse.study.training.models:ONet"  # what `cnn-reuse analyze --model` is given
 
 
 def weights_path() -> Path:
@@ -179,7 +179,7 @@ def train(runner: Runner, sc: Pretrained, task: str, seed_list) -> tuple[dict, p
 
 
 def save_checkpoints(states: dict, task: str, folder: str | Path) -> pd.DataFrame:
-    """Each run's state as a plain state-dict file (what a user hands ``reuse analyze``, beside
+    """Each run's state as a plain state-dict file (what a user hands ``cnn-reuse analyze``, beside
     the wheel's ``onet.pt``): ``<folder>/pretrained_network/<task>-seed<s>-<role>.pt``, each
     written atomically. One row per file: task, seed, role, path."""
     rows = [{"task": task, "seed": seed, "role": role, "state": state}
@@ -445,7 +445,7 @@ def zero_shot(runner: Runner, task: str = "near", seed: int = 0, n_test: int = 8
 
 
 def analyze_argv(ckpts: pd.DataFrame, task: str, seed: int, out: str | Path) -> list[str]:
-    """``reuse analyze`` for one seed as a user would run it on their fine-tuned copy: the
+    """``cnn-reuse analyze`` for one seed as a user would run it on their fine-tuned copy: the
     file shipped in the wheel (``onet.pt``: θ_P with its face, box and landmark heads) against
     θ_FT, ``--relation fine-tuned``, the twin as the noise floor, kernels only. Layers pair by
     name and shape; the heads that do not pair are listed as unmatched."""

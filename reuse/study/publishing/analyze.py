@@ -1,10 +1,10 @@
-"""``reuse analyze`` as this artifact ships it: the toolkit's command
+"""``cnn-reuse analyze`` as this artifact ships it: the toolkit's command
 (:mod:`reuse.toolkit.analyze`), its report citing what the study found for the pair's relation.
 
 The toolkit knows no study (it never imports this package); the findings reach its report
 as lines of text (:data:`FINDINGS`: per relation of :data:`reuse.toolkit.relations.RELATIONS`,
 a heading line then one line per finding, from results/SUMMARY.md at the quick profile).
-``python -m reuse analyze`` and the ``reuse`` console script run :func:`main`; a toolkit user
+``python -m reuse analyze`` and the ``cnn-reuse`` console script run :func:`main`; a toolkit user
 calling :func:`reuse.toolkit.analyze.main` gets the same report without that section.
 """
 

@@ -67,7 +67,7 @@ class UsageError(ValueError):
 
 @dataclass
 class NotebookPlan:
-    """The notebooks a ``reuse run`` executes, with their parameters and folders, fully checked."""
+    """The notebooks a ``cnn-reuse run`` executes, with their parameters and folders, fully checked."""
 
     notebooks: list[Path]
     out_notebooks: Path
@@ -81,7 +81,7 @@ class NotebookPlan:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="reuse run", formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="cnn-reuse run", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Execute the notebooks with papermill at one profile, then write "
                     "results/SUMMARY.md. Defaults in [brackets].",
         epilog="Environment: REUSE_CACHE_DIR, cache of trained models [.cache/runs]; "
@@ -279,7 +279,7 @@ def make_plan(args: argparse.Namespace, environ=os.environ) -> NotebookPlan:
             raise UsageError(f"cannot write to {folder} (an output folder): choose another --output")
     cache = Path(parameters.get("cache_dir") or nb_dir / ".." / ".cache" / "runs").resolve()
     if not writable(cache):
-        print(f"reuse run: warning: the run cache {cache} cannot be written: cached runs are used, "
+        print(f"cnn-reuse run: warning: the run cache {cache} cannot be written: cached runs are used, "
               "new ones are kept in memory only", file=sys.stderr)
     return NotebookPlan(notebooks, out_nb, summary_root, {**parameters, **sets}, dirs, args.cluster,
                 args.download, data_dir)
@@ -367,7 +367,7 @@ def execute(plan: NotebookPlan) -> int:
         except OSError as err:
             if not files.out_of_space(err):
                 raise
-            print(f"reuse run: error: {files.describe(err, str(summary))}: the summary was not written; "
+            print(f"cnn-reuse run: error: {files.describe(err, str(summary))}: the summary was not written; "
                   "kept: every notebook, figure and result of this run", file=sys.stderr)
             return 2
     except KeyboardInterrupt:
@@ -390,7 +390,7 @@ def _out_of_space(err: BaseException) -> bool:
 def _full_disk(nb: Path, partial: Path, done: list[Path], plan: NotebookPlan) -> int:
     """One line for a full disk while ``nb`` ran: what was not written, what was kept; exit 2."""
     partial.unlink(missing_ok=True)  # possibly truncated
-    print(f"reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
+    print(f"cnn-reuse run: error: no space left on device while running {nb.name}: {nb.name} was not written "
           f"(its partial notebook removed; a figure or result it was writing was not replaced); kept: "
           f"{_kept(done, plan)}, and the run cache", file=sys.stderr)
     return 2
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = make_plan(args)
     except UsageError as err:
-        print(f"reuse run: error: {err}", file=sys.stderr)
+        print(f"cnn-reuse run: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         raise KeyboardInterrupt("while checking the options: nothing was run or written") from None

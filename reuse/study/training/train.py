@@ -385,7 +385,7 @@ def check_settings(precision: str, threads: int, workers: int, device: torch.dev
                    ) -> str:
     """``precision`` resolved on ``device`` ('auto' to 'bf16' or 'fp32'), and ``threads`` and
     ``workers`` checked; a ValueError names a bad value and what is allowed. A runner's
-    settings, checked by `reuse run` too before any notebook starts."""
+    settings, checked by `cnn-reuse run` too before any notebook starts."""
     if threads < 1 or workers < 1:
         raise ValueError(f"threads={threads}, workers={workers}; both must be >= 1")
     return resolve_precision(precision, device)
