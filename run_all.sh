@@ -35,7 +35,7 @@ if [[ -n ${VIRTUAL_ENV:-}${CONDA_PREFIX:-} ]] && imports_reuse python; then
 else
   if ! { [[ -x $REPO/.venv/bin/python ]] && imports_reuse "$REPO/.venv/bin/python" && has_packages "$REPO/.venv/bin/python"; }; then
     # requirements.lock pins every package with its hashes for the platform it was compiled
-    # on, Linux x86_64 with Python 3.11 (README, "A pinned environment"); anywhere else, or
+    # on, Linux x86_64 with Python 3.11 (docs/maintaining.md, "A pinned environment"); anywhere else, or
     # with REUSE_NO_LOCK=1 (e.g. a GPU machine's own torch), requirements.txt's floors.
     [[ ${REUSE_NO_LOCK:-0} == [01] ]] ||
       die "REUSE_NO_LOCK=${REUSE_NO_LOCK}: use 1 (install requirements.txt's floors) or 0 (the lock where it fits)"
